@@ -1,0 +1,193 @@
+"""Helpers shared by more than one script: devices, seeding, atomic writes, media output.
+
+Everything that writes a file here writes it atomically (temporary file in the same
+folder, then ``os.replace``), so a run killed at any moment leaves either the previous
+file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import wave
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """Bad user input (a path, a file, a flag) with a message that names it and the fix.
+
+    Scripts catch it at the top level and print the message as one line, without a
+    traceback: the user needs the fix, not our stack.
+    """
+
+
+def run_cli(main, argv: Sequence[str] | None = None) -> None:
+    """Run ``main(argv)``; turn an :class:`InputError` into a one-line error and exit 2."""
+    try:
+        main(argv)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# ----------------------------------------------------------------------------- devices
+def get_device(name: str = "auto"):
+    """``auto`` picks CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` are taken as given."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------ atomic writes
+def _tmp_path_beside(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path_beside(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch
+
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and rename it to ``dest`` only on success.
+
+    A half-written folder therefore never looks complete. An existing ``dest`` is
+    refused unless ``overwrite``; then it is replaced only after the new one is done.
+    """
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise InputError(f"{dest} already exists; pass --overwrite to replace it or choose another --dest")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial"))
+    try:
+        yield tmp
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".old"))
+            os.replace(dest, old / "x")
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- media out
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] (any shape) to uint8, clipping what lies outside."""
+    if frames.dtype == np.uint8:
+        return frames
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> None:
+    """Write frames ``[T, H, W]`` or ``[T, H, W, C]`` (uint8, or float in [0, 1]) as a looping GIF."""
+    import imageio.v3 as iio
+
+    frames = to_uint8(np.asarray(frames))
+    if frames.ndim == 4 and frames.shape[-1] == 1:
+        frames = frames[..., 0]
+    buf = io.BytesIO()
+    iio.imwrite(buf, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write one image ``[H, W]`` or ``[H, W, C]`` (uint8, or float in [0, 1]) as PNG."""
+    import imageio.v3 as iio
+
+    image = to_uint8(np.asarray(image))
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    buf = io.BytesIO()
+    iio.imwrite(buf, image, extension=".png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+    """Write mono float audio in [-1, 1] as 16-bit PCM WAV (stdlib ``wave``: no extra dependency)."""
+    pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0) * 32767.0).round().astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read a 16-bit PCM WAV (mono or the mean of its channels) as float32 in [-1, 1]."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                raise InputError(f"{path}: only 16-bit PCM WAV is supported (got {8 * w.getsampwidth()}-bit)")
+            n_ch, sr = w.getnchannels(), w.getframerate()
+            data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    except (wave.Error, EOFError) as err:
+        raise InputError(f"{path}: not a readable WAV file ({err}); re-export it as 16-bit PCM") from None
+    audio = data.reshape(-1, n_ch).mean(axis=1).astype(np.float32) / 32767.0
+    return audio, sr
