@@ -1,0 +1,569 @@
+"""Turn real videos with sound into the shared on-disk dataset layout (``name: "av"``).
+
+``python -m data.prepare_av --src PATH --dest DIR`` decodes every video under ``--src``
+(a folder searched recursively, a text file listing one video per line, or one video)
+with PyAV, cuts fixed-length clips and writes ``DIR`` in the layout every loader reads
+(see the data contract): ``dataset.json``, ``{train,test}/frames.npy``, ``audio.npy``,
+``stft.npy`` (``mfcc.npy`` too with ``--features mfcc``), plus ``sources.json`` (where
+every clip came from) and ``skipped.json`` (every file that gave nothing, with why).
+
+How audio and video are kept in sync
+------------------------------------
+Everything is placed on one clock: presentation timestamps in seconds, as exact
+fractions (``pts * time_base``), in the source file's own timeline.
+
+* Video defines the grid. Let ``t0`` be the timestamp of the first decoded video frame.
+  Output frame ``k`` shows the instant ``g_k = t0 + k / fps``: it is the last decoded frame
+  whose timestamp is ``<= g_k`` (frames are repeated or dropped, never blended). A
+  source at 25 fps therefore keeps frames 0, 2.5, 5, ... -> 0, 3, 5, 8, ... (floor).
+* Audio is decoded, mixed to mono and resampled to ``sample_rate = fps * samples_per_frame``
+  by ``av.AudioResampler``. Resampled sample ``i`` is at time ``a0 + i / sample_rate``,
+  where ``a0`` is the timestamp of the first decoded audio frame (after the decoder has
+  dropped codec priming such as AAC's). A gap between decoded audio frames (timestamp
+  ahead of the samples received so far by more than ``_GAP_TOLERANCE_S``) is filled with
+  silence before resampling, so later samples keep their time.
+* Frame ``k`` owns the audio samples of ``[g_k, g_{k+1})``, i.e. the ``samples_per_frame``
+  samples starting at index ``round((t0 - a0) * sample_rate) + k * samples_per_frame``.
+  When the audio starts after the video the first frames (those whose interval is not
+  fully covered by audio) are dropped; the usable length is where both streams exist.
+* Clips are windows of ``seq_len`` such frames every ``stride`` frames; ``sources.json``
+  records each clip's start time in the source's timeline.
+
+Only the first video and first audio stream of each file are used; rotation metadata is
+ignored. A file is skipped (and listed in ``skipped.json``) when it cannot be opened or
+decoded (FFmpeg reports an error anywhere: a corrupt file is not trusted), ends more than
+``max(0.25 s, 5 %)`` before the duration its header declares (a truncated file),
+has no video or no audio stream, or is shorter than one clip.
+
+Features
+--------
+``stft.npy`` is always written: the raw per-frame ``|STFT|`` of :func:`data.features.frame_stft`
+(``samples_per_frame = 16 * hop_length`` -> 17 time steps; ``[45, 17]`` by default);
+loaders scale it with :func:`data.features.scale_features`. ``--features mfcc``
+additionally writes ``mfcc.npy`` ``[N, T, n_mfcc, S]``: the same per-frame STFT as power,
+through ``n_mels`` triangular HTK-mel filters (0 Hz to Nyquist), ``log(. + 1e-6)``, and an
+orthonormal DCT-II over the mel axis, keeping ``n_mfcc`` coefficients. It is already
+log-scaled (values may be negative), so ``scale_features`` must NOT be applied to it;
+``dataset.json`` says which one the model should read (``"features"``).
+
+Splits are by SOURCE VIDEO (no video has clips in both): the usable videos, sorted by
+path, are shuffled with ``--seed`` and ``round(test_fraction * n)`` of them (at least one
+when ``test_fraction > 0``, at most ``n - 1``) go to test. With a single usable video
+the test split is empty and a warning says so; empty splits are still written (arrays
+with N = 0) so loaders never meet a missing file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from utils import InputError, atomic_dir, atomic_save_npy, atomic_write_json, run_cli
+
+VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+HOPS_PER_FRAME = 16  # samples_per_frame = 16 * hop_length -> 17 centred STFT time steps
+FORMAT_VERSION = 1
+_GAP_TOLERANCE_S = 0.02  # audio timestamp jumps beyond this are real gaps, filled with silence
+_TRUNCATION_TOLERANCE_S = 0.25  # decoded end may fall this far (or 5 %) short of the declared duration
+
+
+@dataclass(frozen=True)
+class AVConfig:
+    """Every flag of the preparer; :meth:`validate` checks them, derived rates are properties."""
+
+    image_width: int = 64
+    channels: int = 3
+    fps: int = 10
+    seq_len: int = 30
+    stride: int | None = None  # None -> seq_len (non-overlapping clips)
+    features: str = "stft"
+    n_fft: int = 88
+    hop_length: int = 44
+    n_mfcc: int = 32
+    n_mels: int = 40
+    test_fraction: float = 0.1
+    seed: int = 0
+    workers: int = 1
+    previews: bool = True
+
+    @property
+    def samples_per_frame(self) -> int:
+        return HOPS_PER_FRAME * self.hop_length
+
+    @property
+    def sample_rate(self) -> int:
+        return self.fps * self.samples_per_frame
+
+    @property
+    def clip_stride(self) -> int:
+        return self.seq_len if self.stride is None else self.stride
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the first bad flag."""
+        checks = [
+            (self.image_width >= 4, "--image_width must be >= 4"),
+            (self.channels in (1, 3), "--channels must be 1 (grey) or 3 (RGB)"),
+            (self.fps >= 1, "--fps must be a positive integer"),
+            (self.seq_len >= 1, "--seq_len must be >= 1"),
+            (self.clip_stride >= 1, "--stride must be >= 1"),
+            (self.features in ("stft", "mfcc"), "--features must be stft or mfcc"),
+            (self.hop_length >= 1, "--hop_length must be >= 1"),
+            (2 <= self.n_fft and self.n_fft // 2 < self.samples_per_frame,
+             f"--n_fft must be >= 2 and n_fft // 2 < samples_per_frame = 16 * hop_length = {self.samples_per_frame}"),
+            (1 <= self.n_mfcc <= self.n_mels, "--n_mfcc must be between 1 and --n_mels"),
+            (0.0 <= self.test_fraction < 1.0, "--test_fraction must be in [0, 1)"),
+            (self.workers >= 1, "--workers must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+
+class SkipVideo(Exception):
+    """A file that yields no usable clip; the message is the reason recorded in skipped.json."""
+
+
+@dataclass
+class DecodedVideo:
+    """One source video on the output grid, restricted to where both streams exist."""
+
+    frames: np.ndarray  # uint8 [K, H, W, C]
+    audio: np.ndarray  # float32 [K * L]
+    start_time: float  # source-timeline seconds of frames[0]
+    source_fps: float | None  # the video stream's average rate (informational)
+    info: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ inputs
+def list_videos(src: str | Path) -> tuple[list[Path], Path]:
+    """Videos named by ``--src`` and the folder their recorded names are relative to.
+
+    A folder is searched recursively for ``VIDEO_EXTS`` (case-insensitive); a file with a
+    video extension is that one video; any other file is a UTF-8 list, one path per line
+    (relative to the list's folder or absolute; blank lines and ``#`` comments ignored).
+    Duplicates are dropped; the order is sorted, so results do not depend on listing order.
+    """
+    src = Path(src)
+    if not src.exists():
+        raise InputError(f"--src {src}: no such file or folder; pass a folder of videos or a text file listing them")
+    if src.is_dir():
+        root = src
+        paths = [p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTS]
+        if not paths:
+            raise InputError(f"--src {src}: no video files ({', '.join(VIDEO_EXTS)}) found in this folder or below")
+    elif src.suffix.lower() in VIDEO_EXTS:
+        root, paths = src.parent, [src]
+    else:
+        root = src.parent
+        try:
+            lines = src.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise InputError(f"--src {src}: not a UTF-8 text list of videos; "
+                             "pass a folder, a video or a list file") from None
+        paths = []
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                p = Path(line)
+                paths.append(p if p.is_absolute() else root / p)
+        if not paths:
+            raise InputError(f"--src {src}: the list names no videos; put one video path per line")
+    unique = {p.resolve(): p for p in paths}
+    return sorted(unique.values(), key=lambda p: _display_name(p, root)), root
+
+
+def _display_name(path: Path, root: Path) -> str:
+    """Path as recorded in sources/skipped.json: relative to ``root`` when inside it."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+# ---------------------------------------------------------------------------- decoding
+def _to_image(frame, width: int, channels: int) -> np.ndarray:
+    """Centre square crop + anti-aliased (Lanczos) resize of a decoded frame -> uint8 [W, W, C]."""
+    from PIL import Image
+
+    img = frame.to_image()  # PIL RGB, colour conversion by libswscale
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    # box= crops and resizes in one pass; reducing_gap does a cheap integer pre-shrink first.
+    img = img.resize((width, width), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side),
+                     reducing_gap=3.0)
+    if channels == 1:
+        return np.asarray(img.convert("L"))[..., None]
+    return np.asarray(img)
+
+
+def _frame_time(frame, stream) -> Fraction | None:
+    """Exact timestamp in seconds of a decoded frame, or None when it carries none."""
+    if frame.pts is None:
+        return None
+    tb = frame.time_base if frame.time_base is not None else stream.time_base
+    return Fraction(frame.pts) * Fraction(tb)
+
+
+def decode_video(path: str | Path, cfg: AVConfig) -> DecodedVideo:
+    """Decode one file onto the output grid (see the module docstring for the sync rule).
+
+    Raises :class:`SkipVideo` with a one-line reason when the file is not usable.
+    """
+    import av
+
+    fps = cfg.fps
+    sr, spf = cfg.sample_rate, cfg.samples_per_frame
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as err:
+        raise SkipVideo(f"cannot open as a video ({_short(err)})") from None
+    with container:
+        if not container.streams.video:
+            raise SkipVideo("no video stream")
+        if not container.streams.audio:
+            raise SkipVideo("no audio stream")
+        vstream, astream = container.streams.video[0], container.streams.audio[0]
+        vstream.thread_type = "AUTO"
+        rate = vstream.average_rate or vstream.guessed_rate
+        source_fps = float(rate) if rate else None
+        nominal = 1 / Fraction(rate) if rate else Fraction(1, fps)  # frame duration when nothing better is known
+
+        frames_out: list[np.ndarray] = []  # each uint8 [W, W, C], one per grid point
+        t0: Fraction | None = None
+        prev, prev_t, prev_img = None, None, None
+        last_gap: Fraction | None = None
+
+        def emit_until(limit: Fraction) -> None:
+            # Grid points g_k with prev_t <= g_k < limit show `prev`.
+            nonlocal prev_img
+            while t0 + Fraction(len(frames_out), fps) < limit:
+                if prev_img is None:
+                    prev_img = _to_image(prev, cfg.image_width, cfg.channels)
+                frames_out.append(prev_img)
+
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        chunks: list[np.ndarray] = []  # float32 [n] pieces of the resampled stream
+        a0: Fraction | None = None
+        a_in_pos = Fraction(0)  # seconds of input audio handed to the resampler so far
+
+        def push_audio(aframe) -> None:
+            for out in resampler.resample(aframe):
+                chunks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+
+        try:
+            for packet in container.demux(vstream, astream):
+                for frame in packet.decode():
+                    if packet.stream.type == "video":
+                        t = _frame_time(frame, vstream)
+                        if t is None:  # no timestamp: assume the nominal rate after the previous frame
+                            t = Fraction(0) if prev_t is None else prev_t + nominal
+                        if prev is None:
+                            t0 = t
+                        elif t <= prev_t:
+                            continue  # out-of-order or duplicate timestamp: keep the first
+                        else:
+                            emit_until(t)
+                            last_gap = t - prev_t
+                        prev, prev_t, prev_img = frame, t, None
+                    else:
+                        if frame.samples == 0:
+                            continue
+                        t = _frame_time(frame, astream)
+                        if a0 is None:
+                            a0 = t if t is not None else (t0 or Fraction(0))
+                        elif t is not None and t - a0 - a_in_pos > _GAP_TOLERANCE_S:
+                            gap = int(round((t - a0 - a_in_pos) * frame.sample_rate))
+                            push_audio(_silence_like(frame, gap))
+                            a_in_pos += Fraction(gap, frame.sample_rate)
+                        push_audio(frame)
+                        a_in_pos += Fraction(frame.samples, frame.sample_rate)
+            push_audio(None)  # flush the resampler
+        except av.error.FFmpegError as err:
+            raise SkipVideo(f"corrupt or truncated stream ({_short(err)})") from None
+
+        if prev is None:
+            raise SkipVideo("video stream has no decodable frames")
+        if a0 is None:
+            raise SkipVideo("audio stream has no decodable samples")
+        # The last frame lasts as long as the one before it (or the nominal frame time).
+        last_dur = last_gap if last_gap is not None else nominal
+        emit_until(prev_t + last_dur)
+        declared = container.duration / 1e6 if container.duration else None  # AV_TIME_BASE is microseconds
+        origin = container.start_time / 1e6 if container.start_time is not None else 0.0
+
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    # A file cut short still decodes (mkv, webm): trust its header's duration over what came out.
+    decoded_end = max(float(prev_t + last_dur), float(a0) + len(audio) / sr) - origin
+    if declared and declared - decoded_end > max(_TRUNCATION_TOLERANCE_S, 0.05 * declared):
+        raise SkipVideo(f"truncated: decoded {decoded_end:.2f} s of the {declared:.2f} s the file declares")
+    # Usable grid: frames whose whole audio interval [g_k, g_k+1) lies inside the audio.
+    k_start = max(0, math.ceil((a0 - t0) * fps))
+    a_end = a0 + Fraction(len(audio), sr)
+    k_end = min(len(frames_out), math.floor((a_end - t0) * fps))
+    offset = round((t0 + Fraction(k_start, fps) - a0) * sr)  # sample index of g_{k_start}
+    offset = max(offset, 0)
+    if k_end > k_start:
+        k_end = min(k_end, k_start + (len(audio) - offset) // spf)
+    n = max(0, k_end - k_start)
+    info = {"decoded_video_frames": len(frames_out), "video_start": float(t0), "audio_start": float(a0),
+            "audio_seconds": len(audio) / sr}
+    if n < cfg.seq_len:
+        raise SkipVideo(f"too short: {n} usable frames at {fps} fps (video and audio overlap), "
+                        f"need --seq_len {cfg.seq_len}")
+    frames = np.stack(frames_out[k_start:k_start + n])
+    return DecodedVideo(frames=frames, audio=np.ascontiguousarray(audio[offset:offset + n * spf]),
+                        start_time=float(t0 + Fraction(k_start, fps)), source_fps=source_fps, info=info)
+
+
+_SILENCE = {"u8": (np.uint8, 128), "s16": (np.int16, 0), "s32": (np.int32, 0), "s64": (np.int64, 0),
+            "flt": (np.float32, 0), "dbl": (np.float64, 0)}
+
+
+def _silence_like(frame, samples: int):
+    """A silent audio frame with ``frame``'s format, layout and rate (to fill a timestamp gap)."""
+    import av
+
+    fmt = frame.format
+    n_ch = len(frame.layout.channels)
+    dtype, zero = _SILENCE[fmt.name.rstrip("p")]
+    shape = (n_ch, samples) if fmt.is_planar else (1, samples * n_ch)
+    silent = av.AudioFrame.from_ndarray(np.full(shape, zero, dtype=dtype), format=fmt.name, layout=frame.layout.name)
+    silent.sample_rate = frame.sample_rate
+    return silent
+
+
+def _short(err: BaseException) -> str:
+    """One line of an exception, without the file path FFmpeg repeats."""
+    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    text = text.splitlines()[0]
+    return text[:200]
+
+
+def _decode_job(args: tuple[str, AVConfig]) -> tuple[str, DecodedVideo | None, str | None]:
+    """Process-pool entry point: (path, decoded or None, skip reason or None)."""
+    path, cfg = args
+    try:
+        return path, decode_video(path, cfg), None
+    except SkipVideo as why:
+        return path, None, str(why)
+
+
+# ------------------------------------------------------------------------------ features
+def mel_filterbank(n_freqs: int, sample_rate: int, n_mels: int) -> np.ndarray:
+    """Triangular HTK-mel filters over ``n_freqs`` linear STFT bins -> float32 ``[n_mels, n_freqs]``.
+
+    With few linear bins the lowest mel bands can be narrower than one bin; such a band
+    takes its nearest bin with weight 1 so no band is identically zero.
+    """
+    freqs = np.linspace(0.0, sample_rate / 2.0, n_freqs)  # [F] bin centre frequencies
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    inv = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
+    edges = inv(np.linspace(0.0, mel(sample_rate / 2.0), n_mels + 2))  # [M + 2]
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # [M, 1]
+    up = (freqs[None] - lo) / np.maximum(mid - lo, 1e-9)
+    down = (hi - freqs[None]) / np.maximum(hi - mid, 1e-9)
+    fb = np.clip(np.minimum(up, down), 0.0, None)  # [M, F]
+    empty = fb.sum(axis=1) == 0
+    fb[empty, np.abs(freqs[None] - mid[empty]).argmin(axis=1)] = 1.0
+    return fb.astype(np.float32)
+
+
+def stft_to_mfcc(stft: np.ndarray, sample_rate: int, n_mels: int, n_mfcc: int) -> np.ndarray:
+    """MFCC-like features of per-frame magnitudes ``[..., F, S]`` -> float32 ``[..., n_mfcc, S]``."""
+    from scipy.fft import dct
+
+    fb = mel_filterbank(stft.shape[-2], sample_rate, n_mels)  # [M, F]
+    mel_power = np.einsum("mf,...fs->...ms", fb, np.square(stft, dtype=np.float32))
+    coeffs = dct(np.log(mel_power + 1e-6), type=2, axis=-2, norm="ortho")
+    return np.ascontiguousarray(coeffs[..., :n_mfcc, :], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------- assembly
+def split_videos(names: Sequence[str], test_fraction: float, seed: int) -> dict[str, str]:
+    """Map each video name to "train" or "test", deterministic in (sorted names, seed)."""
+    names = sorted(names)
+    n = len(names)
+    n_test = 0
+    if n >= 2 and test_fraction > 0:
+        n_test = min(n - 1, max(1, round(test_fraction * n)))
+    order = np.random.default_rng(seed).permutation(n)
+    test = {names[i] for i in order[:n_test]}
+    return {name: ("test" if name in test else "train") for name in names}
+
+
+def prepare(src: str | Path, dest: str | Path, overwrite: bool = False, progress: bool = True,
+            **flags: Any) -> Path:
+    """Prepare ``src`` videos into the dataset folder ``dest`` and return its path.
+
+    ``flags`` are the fields of :class:`AVConfig` (the CLI flags without dashes).
+    Raises :class:`InputError` for bad flags or paths, or when no file gives a clip.
+    """
+    from tqdm import tqdm
+
+    unknown = set(flags) - set(AVConfig.__dataclass_fields__)
+    if unknown:
+        raise InputError(f"prepare(): unknown option(s) {sorted(unknown)}; see python -m data.prepare_av --help")
+    cfg = AVConfig(**flags)
+    cfg.validate()
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise InputError(f"--dest {dest} already exists; pass --overwrite to replace it or choose another --dest")
+    paths, root = list_videos(src)
+
+    jobs = [(str(p), cfg) for p in paths]
+    results: list[tuple[str, DecodedVideo | None, str | None]] = []
+    bar = dict(total=len(jobs), desc="videos", unit="file", disable=not progress)
+    if cfg.workers == 1 or len(jobs) == 1:
+        results = [_decode_job(j) for j in tqdm(jobs, **bar)]
+    else:
+        # fork where available: a spawned worker would re-import the `data` package (and
+        # with it torch: seconds per worker). Safe here because workers only use PyAV,
+        # PIL and numpy, never torch, and the parent has no decoder threads yet.
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=ctx) as pool:
+            results = list(tqdm(pool.map(_decode_job, jobs), **bar))
+
+    skipped = [{"source": _display_name(Path(p), root), "reason": why} for p, v, why in results if v is None]
+    videos = {_display_name(Path(p), root): v for p, v, _ in results if v is not None}
+    if not videos:
+        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:3])
+        raise InputError(f"--src {src}: no usable video (need video + audio, >= --seq_len {cfg.seq_len} frames "
+                         f"at {cfg.fps} fps); {len(skipped)} skipped, e.g. {reasons}")
+    assignment = split_videos(list(videos), cfg.test_fraction, cfg.seed)
+    warn = []
+    if cfg.test_fraction > 0 and len(videos) == 1:
+        warn.append("only one usable video: every clip is in train and the test split is empty")
+        warnings.warn(f"data.prepare_av: {warn[-1]}", UserWarning, stacklevel=2)
+
+    _write(dest, overwrite, cfg, src, videos, assignment, skipped, warn)
+    return dest
+
+
+def _clip_starts(n_frames: int, seq_len: int, stride: int) -> range:
+    return range(0, n_frames - seq_len + 1, stride)
+
+
+def _write(dest: Path, overwrite: bool, cfg: AVConfig, src, videos: dict[str, DecodedVideo],
+           assignment: dict[str, str], skipped: list[dict], warn: list[str]) -> None:
+    from data.features import frame_stft, stft_shape
+    from utils import save_gif, write_wav
+
+    T, L = cfg.seq_len, cfg.samples_per_frame
+    F, S = stft_shape(L, cfg.n_fft, cfg.hop_length)
+    W, C = cfg.image_width, cfg.channels
+    clips_meta: list[dict] = []
+    video_meta: list[dict] = []
+    counts = {}
+    with atomic_dir(dest, overwrite=overwrite) as tmp:
+        for split in ("train", "test"):
+            names = [n for n in sorted(videos) if assignment[n] == split]
+            per_video = [(n, _clip_starts(len(videos[n].frames), T, cfg.clip_stride)) for n in names]
+            n_clips = sum(len(starts) for _, starts in per_video)
+            frames = np.empty((n_clips, T, W, W, C), dtype=np.uint8)  # [N, T, H, W, C]
+            audio = np.empty((n_clips, T * L), dtype=np.float32)  # [N, T * L]
+            i = 0
+            for name, starts in per_video:
+                v = videos[name]
+                for s in starts:
+                    frames[i] = v.frames[s:s + T]
+                    audio[i] = v.audio[s * L:(s + T) * L]
+                    clips_meta.append({"split": split, "index": i, "source": name,
+                                       "start_time": round(v.start_time + s / cfg.fps, 6), "start_frame": s})
+                    i += 1
+                video_meta.append({"source": name, "split": split, "clips": len(starts),
+                                   "usable_frames": len(v.frames), "start_time": round(v.start_time, 6),
+                                   "source_fps": v.source_fps, **v.info})
+            stft = frame_stft(audio, L, cfg.n_fft, cfg.hop_length)  # [N, T, F, S]
+            out = tmp / split
+            out.mkdir()
+            atomic_save_npy(out / "frames.npy", frames[..., 0] if C == 1 else frames)
+            atomic_save_npy(out / "audio.npy", audio)
+            atomic_save_npy(out / "stft.npy", stft)
+            if cfg.features == "mfcc":
+                atomic_save_npy(out / "mfcc.npy", stft_to_mfcc(stft, cfg.sample_rate, cfg.n_mels, cfg.n_mfcc))
+            if cfg.previews and n_clips:
+                save_gif(out / "previews" / "clip0.gif", frames[0], fps=cfg.fps)
+                write_wav(out / "previews" / "clip0.wav", audio[0], cfg.sample_rate)
+            counts[split] = n_clips
+
+        flags = {k: v for k, v in asdict(cfg).items()}
+        flags["stride"] = cfg.clip_stride
+        meta = {
+            "name": "av",
+            "format_version": FORMAT_VERSION,
+            "image_size": W,
+            "channels": C,
+            "num_frames": T,
+            "fps": cfg.fps,
+            "sample_rate": cfg.sample_rate,
+            "samples_per_frame": L,
+            "stft": {"n_fft": cfg.n_fft, "hop_length": cfg.hop_length, "center": True, "window": "hann",
+                     "shape": [F, S]},
+            "features": cfg.features,
+            "splits": counts,
+            "videos": {s: sum(1 for n in videos if assignment[n] == s) for s in ("train", "test")},
+            "skipped": len(skipped),
+            "source": str(Path(src).resolve()),
+            "flags": flags,
+            "warnings": warn,
+        }
+        if cfg.features == "mfcc":
+            meta["mfcc"] = {"n_mfcc": cfg.n_mfcc, "n_mels": cfg.n_mels, "shape": [cfg.n_mfcc, S],
+                            "file": "mfcc.npy", "scaled": "log-mel + orthonormal DCT-II; do not apply scale_features"}
+        atomic_write_json(tmp / "dataset.json", meta)
+        atomic_write_json(tmp / "sources.json", {"clips": clips_meta, "videos": video_meta})
+        atomic_write_json(tmp / "skipped.json", skipped)
+
+
+# ----------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    d = AVConfig()
+    p = argparse.ArgumentParser(prog="python -m data.prepare_av", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--src", required=True, help="folder of videos (recursive), a text list of videos, or one video")
+    p.add_argument("--dest", required=True, help="output dataset folder (must not exist unless --overwrite)")
+    p.add_argument("--image_width", type=int, default=d.image_width, help="output frames are W x W")
+    p.add_argument("--channels", type=int, default=d.channels, choices=(1, 3), help="3 RGB, 1 grey")
+    p.add_argument("--fps", type=int, default=d.fps, help="output frame rate")
+    p.add_argument("--seq_len", type=int, default=d.seq_len, help="frames per clip")
+    p.add_argument("--stride", type=int, default=None, help="frames between clip starts (default: seq_len)")
+    p.add_argument("--features", choices=("stft", "mfcc"), default=d.features,
+                   help="stft.npy is always written; mfcc also writes mfcc.npy (already log-scaled)")
+    p.add_argument("--n_fft", type=int, default=d.n_fft, help="per-frame STFT size")
+    p.add_argument("--hop_length", type=int, default=d.hop_length,
+                   help="STFT hop; samples_per_frame = 16 * hop_length, sample_rate = fps * samples_per_frame")
+    p.add_argument("--n_mfcc", type=int, default=d.n_mfcc, help="MFCC coefficients kept (--features mfcc)")
+    p.add_argument("--n_mels", type=int, default=d.n_mels, help="mel bands before the DCT (--features mfcc)")
+    p.add_argument("--test_fraction", type=float, default=d.test_fraction, help="fraction of source VIDEOS in test")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the video split")
+    p.add_argument("--workers", type=int, default=d.workers, help="decoding processes")
+    p.add_argument("--no_previews", action="store_true", help="skip previews/clip0.gif and .wav")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = build_parser().parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k not in ("src", "dest", "overwrite", "no_previews")}
+    dest = prepare(args.src, args.dest, overwrite=args.overwrite, progress=True,
+                   previews=not args.no_previews, **flags)
+    meta = json.loads((dest / "dataset.json").read_text())
+    print(f"wrote {dest}: {meta['splits']['train']} train / {meta['splits']['test']} test clips from "
+          f"{meta['videos']['train']} + {meta['videos']['test']} videos; {meta['skipped']} file(s) skipped "
+          f"(see skipped.json)")
+    return dest
+
+
+if __name__ == "__main__":
+    run_cli(main)
