@@ -61,8 +61,16 @@ def seed_everything(seed: int) -> None:
 
 
 # ------------------------------------------------------------------------ atomic writes
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_path_beside(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp makes 0600 files; give the result the permissions a plain open() would have.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     return Path(tmp)
 
@@ -121,6 +129,7 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         raise InputError(f"{dest} already exists; pass --overwrite to replace it or choose another --dest")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial"))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; a dataset is for everyone to read
     try:
         yield tmp
         if dest.exists():
