@@ -1,0 +1,150 @@
+"""train_sound2sight.py / training.py: schedule, exact resume, DDP, clear errors, learning."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_sound2sight
+import training
+from utils import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32", "--disc_rnn_size", "16",
+        "--nhead", "2", "--n_past", "3", "--n_future", "3", "--n_eval", "8", "--batch_size", "4",
+        "--data_threads", "0", "--val_nsample", "2", "--device", "cpu", "--save_every", "0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    from M3SO_Gen_Code.generate_m3so import generate
+
+    root = tmp_path_factory.mktemp("data") / "m3so_nb"
+    generate(root, num_train=16, num_test=8, num_frames=10, no_block=True, seed=3, progress=False)
+    return root
+
+
+def run(tmp: Path, data: Path, *extra: str) -> Path:
+    argv = ["--data_root", str(data), "--log_dir", str(tmp), *TINY, *extra]
+    return train_sound2sight.main(argv)
+
+
+def test_adv_weight_schedule():
+    b = 1e-4
+    assert training.adv_weight(0, b) == 0.0
+    assert training.adv_weight(1, b) == pytest.approx(1e-4)
+    assert training.adv_weight(299, b) == pytest.approx(1e-4)
+    assert training.adv_weight(300, b) == pytest.approx(5e-4)
+    assert training.adv_weight(599, b) == pytest.approx(5e-4)
+    assert training.adv_weight(600, b) == pytest.approx(1e-3)
+    assert training.adv_weight(899, b) == pytest.approx(1e-3)
+    assert training.adv_weight(900, b) == pytest.approx(1e-2)
+
+
+def test_run_writes_everything(tmp_path, tiny_data):
+    log = run(tmp_path / "run", tiny_data, "--niter", "2", "--epoch_size", "2")
+    cfg = json.loads((log / "config.json").read_text())
+    assert cfg["args"]["g_dim"] == 16 and cfg["model_config"]["audio_shape"] == [23, 21]
+    rows = list(csv.DictReader(open(log / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert float(rows[0]["adv_weight"]) == 0.0 and float(rows[1]["adv_weight"]) > 0
+    for key in ("mse", "kld", "val_min_mse", "val_ssim", "val_copy_last_mse"):
+        assert all(float(r[key]) == float(r[key]) for r in rows), key  # present and not NaN
+    for f in ("checkpoints/last.pt", "checkpoints/best.pt", "losses.png", "samples/epoch_0000.gif",
+              "samples/epoch_0001.gif"):
+        assert (log / f).is_file(), f
+    ckpt = torch.load(log / "checkpoints/last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and set(ckpt) >= {"model", "optimizer", "rng", "model_config", "args"}
+
+
+def _state(log: Path) -> dict:
+    return torch.load(log / "checkpoints" / "last.pt", weights_only=True)
+
+
+def test_resume_equals_straight_run(tmp_path, tiny_data):
+    straight = run(tmp_path / "a", tiny_data, "--niter", "2", "--epoch_size", "3")
+    run(tmp_path / "b", tiny_data, "--niter", "1", "--epoch_size", "3")
+    resumed = run(tmp_path / "b", tiny_data, "--niter", "2", "--epoch_size", "3", "--resume")
+    a, b = _state(straight), _state(resumed)
+    assert a["epoch"] == b["epoch"] == 2
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    for k, v in a["optimizer"]["state"].items():
+        for name, t in v.items():
+            assert torch.equal(torch.as_tensor(t), torch.as_tensor(b["optimizer"]["state"][k][name])), (k, name)
+    rows_a = list(csv.DictReader(open(straight / "metrics.csv")))
+    rows_b = list(csv.DictReader(open(resumed / "metrics.csv")))
+    assert [r["mse"] for r in rows_a] == [r["mse"] for r in rows_b]
+
+
+def test_resume_without_checkpoint_starts_afresh(tmp_path, tiny_data, capsys):
+    run(tmp_path / "c", tiny_data, "--niter", "1", "--epoch_size", "1", "--resume")
+    assert "starting afresh" in capsys.readouterr().out
+    assert (tmp_path / "c" / "checkpoints" / "last.pt").is_file()
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, tiny_data):
+    run(tmp_path / "d", tiny_data, "--niter", "1", "--epoch_size", "1")
+    with pytest.raises(InputError, match="--resume"):
+        run(tmp_path / "d", tiny_data, "--niter", "1", "--epoch_size", "1")
+
+
+def test_resume_with_other_config_is_refused(tmp_path, tiny_data):
+    run(tmp_path / "e", tiny_data, "--niter", "1", "--epoch_size", "1")
+    with pytest.raises(InputError, match="g_dim: checkpoint 16, this run 24"):
+        run(tmp_path / "e", tiny_data, "--niter", "2", "--epoch_size", "1", "--resume", "--g_dim", "24")
+
+
+def test_bad_inputs(tmp_path, tiny_data):
+    with pytest.raises(InputError, match="nope"):
+        run(tmp_path / "f", tmp_path / "nope", "--niter", "1")
+    with pytest.raises(InputError, match="have 10"):
+        run(tmp_path / "g", tiny_data, "--niter", "1", "--n_future", "20")
+    with pytest.raises(InputError, match="image"):
+        run(tmp_path / "h", tiny_data, "--niter", "1", "--image_width", "64")
+    with pytest.raises(SystemExit):
+        run(tmp_path / "i", tiny_data, "--model", "resnet")
+    with pytest.raises(InputError, match="fewer than one batch"):
+        run(tmp_path / "j", tiny_data, "--niter", "1", "--batch_size", "64")
+
+
+def test_training_lowers_reconstruction_loss(tmp_path, tiny_data):
+    log = run(tmp_path / "k", tiny_data, "--niter", "4", "--epoch_size", "4", "--no_disc", "--lr", "0.002")
+    mse = [float(r["mse"]) for r in csv.DictReader(open(log / "metrics.csv"))]
+    assert mse[-1] < 0.8 * mse[0], mse
+
+
+def test_no_audio_ablation_trains(tmp_path, tiny_data):
+    log = run(tmp_path / "l", tiny_data, "--niter", "1", "--epoch_size", "1", "--no_audio")
+    assert json.loads((log / "config.json").read_text())["model_config"]["use_audio"] is False
+
+
+def test_two_process_gloo(tmp_path, tiny_data):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "train_sound2sight.py"), "--data_root", str(tiny_data), "--log_dir", str(tmp_path / "ddp"),
+           *TINY, "--niter", "1", "--epoch_size", "2"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)
+    cfg = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert cfg["world_size"] == 2 and ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_demo_with_overrides(tmp_path, monkeypatch):
+    monkeypatch.setitem(train_sound2sight.DEMO_DATA, "num_train", 24)
+    monkeypatch.setitem(train_sound2sight.DEMO_DATA, "num_test", 8)
+    log = train_sound2sight.main(["--demo", "--log_dir", str(tmp_path / "demo"), "--niter", "1", "--epoch_size", "2",
+                                  "--g_dim", "16", "--rnn_size", "32", "--disc_rnn_size", "16", "--batch_size", "4",
+                                  "--eval_nsample", "2", "--device", "cpu"])
+    assert (log / "m3so_nb_data" / "dataset.json").is_file()
+    m = json.loads((log / "eval" / "metrics.json").read_text())
+    assert 0 < m["paper"]["ssim"] <= 1 and 0 < m["copy_last_frame"]["paper"]["ssim"] <= 1
+    assert json.loads((log / "config.json").read_text())["args"]["n_future"] == 10  # demo default kept

@@ -1,0 +1,333 @@
+"""Train Sound2Sight (or its no-audio ablation) on M3SO / M3SO-NB or prepared real videos.
+
+The paper's command keeps working with this script's name (same flags, same defaults).
+The quickest start, on any machine:
+
+    python train_sound2sight.py --demo
+
+makes a small M3SO-NB on the spot, trains a small configuration, evaluates it against a
+copy-last-frame baseline and prints where the GIFs, curves and numbers are.
+
+Distributed: ``torchrun --nproc_per_node K train_sound2sight.py ...`` (gloo on CPU, nccl
+on CUDA); ``--batch_size`` stays the global batch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+import training
+from utils import InputError, atomic_write_json, run_cli, save_gif, seed_everything
+
+# Datasets with fixed shapes (SPEC section 3); "av" reads any prepared folder's dataset.json.
+PRESETS = {
+    "drums": {"image_width": 64, "channels": 3},
+    "painting": {"image_width": 64, "channels": 3},
+}
+DATASETS = ["smmnist", "m3so", "m3so_nb", "drums", "painting", "av"]
+
+# The main job on a fresh 2-core machine: small enough to finish well inside 10 minutes.
+DEMO_DEFAULTS = {
+    "dataset": "m3so_nb", "log_dir": "logs/demo", "n_past": 5, "n_future": 10, "n_eval": 15,
+    "batch_size": 16, "niter": 6, "epoch_size": 40, "g_dim": 64, "rnn_size": 128, "disc_rnn_size": 128,
+    "dim_ff": 128, "data_threads": 0, "lr": 0.002, "disc_lr": 0.0025,
+}
+DEMO_DATA = {"num_train": 640, "num_test": 64, "seed": 0}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # --- the original script's flags, names and defaults unchanged
+    p.add_argument("--lr", type=float, default=0.002, help="generator learning rate")
+    p.add_argument("--disc_lr", type=float, default=0.0025, help="discriminator learning rate")
+    p.add_argument("--beta1", type=float, default=0.9, help="Adam beta1")
+    p.add_argument("--batch_size", type=int, default=100, help="global batch size (split over torchrun processes)")
+    p.add_argument("--log_dir", default="logs/lp", help="where everything is written (a subfolder only with --name)")
+    p.add_argument("--model_dir", default="", help="continue training the run in this log folder (as --resume there)")
+    p.add_argument("--name", default="", help="optional run name: writes into LOG_DIR/NAME")
+    p.add_argument("--data_root", default="data", help="dataset folder (generated layout or legacy M3SO download)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "rmsprop", "sgd"])
+    p.add_argument("--niter", type=int, default=300, help="number of epochs")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--epoch_size", type=int, default=600,
+                   help="cap on iterations per epoch (an epoch is one pass over the training clips; 0 = no cap)")
+    p.add_argument("--image_width", type=int, default=48)
+    p.add_argument("--channels", type=int, default=1)
+    p.add_argument("--dataset", default="smmnist", choices=DATASETS,
+                   help="smmnist/m3so/m3so_nb: a generated or legacy M3SO folder; drums/painting: 64x64 colour "
+                        "presets; av: any folder made by python -m data.prepare_av (shapes from its dataset.json)")
+    p.add_argument("--n_past", type=int, default=30, help="context frames")
+    p.add_argument("--n_future", type=int, default=30, help="frames predicted during training")
+    p.add_argument("--n_eval", type=int, default=60, help="frames in validation sequences (capped at the clip length)")
+    p.add_argument("--rnn_size", type=int, default=256)
+    p.add_argument("--disc_rnn_size", type=int, default=256)
+    p.add_argument("--prior_rnn_layers", type=int, default=1)
+    p.add_argument("--posterior_rnn_layers", type=int, default=1)
+    p.add_argument("--audio_rnn_layers", type=int, default=1, help="layers of the audio transformer")
+    p.add_argument("--video_rnn_layers", type=int, default=1, help="layers of the two video transformers")
+    p.add_argument("--disc_layers", type=int, default=1)
+    p.add_argument("--predictor_rnn_layers", type=int, default=2)
+    p.add_argument("--dim_ff", type=int, default=128, help="transformer feed-forward width")
+    p.add_argument("--nhead", type=int, default=4)
+    p.add_argument("--z_dim", type=int, default=10)
+    p.add_argument("--g_dim", type=int, default=128)
+    p.add_argument("--beta", type=float, default=0.0001, help="KL weight")
+    p.add_argument("--beta_gen_loss", type=float, default=0.0001, help="adversarial weight (scheduled, SPEC 5)")
+    p.add_argument("--model", default="dcgan", choices=["dcgan", "vgg"])
+    p.add_argument("--disc_buffer", type=int, default=3, help="discriminator window (steps)")
+    p.add_argument("--data_threads", type=int, default=5, help="DataLoader worker processes")
+    p.add_argument("--num_digits", type=int, default=1, help="kept for the paper's command; the data decides")
+    p.add_argument("--last_frame_skip", action="store_true",
+                   help="decoder skips from each step's input frame instead of the last context frame")
+    # --- new
+    p.add_argument("--demo", action="store_true",
+                   help="make a small M3SO-NB (unless --data_root is given), train a small model, evaluate it")
+    p.add_argument("--resume", action="store_true", help="continue from LOG_DIR/checkpoints/last.pt if it exists")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--amp", action="store_true", help="mixed precision: bfloat16 on CPU, float16 on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no_audio", action="store_true", help="SVG-LP ablation: prior and posterior see frames only")
+    p.add_argument("--no_disc", action="store_true", help="no discriminator, no adversarial terms")
+    p.add_argument("--save_every", type=int, default=10, help="keep checkpoints/epoch_N.pt every N epochs (0: never)")
+    p.add_argument("--val_nsample", type=int, default=5, help="prior samples per clip in validation")
+    p.add_argument("--eval_nsample", type=int, default=20, help="--demo: samples per clip in the final evaluation")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse flags; ``--demo`` and the dataset presets change defaults, never explicit flags."""
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.demo:
+        parser.set_defaults(**DEMO_DEFAULTS)
+        first, _ = parser.parse_known_args(argv)
+    if first.dataset in PRESETS:
+        parser.set_defaults(**PRESETS[first.dataset])
+    elif first.dataset == "av" and Path(first.data_root, "dataset.json").is_file():
+        from data import dataset_info
+
+        info = dataset_info(first.data_root)
+        parser.set_defaults(image_width=info["image_size"], channels=info["channels"])
+    return parser.parse_args(argv)
+
+
+def demo_data(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """``--demo`` without ``--data_root``: make (once) a small M3SO-NB beside the logs."""
+    given = argv if argv is not None else sys.argv[1:]
+    if any(a == "--data_root" or a.startswith("--data_root=") for a in given):
+        return
+    from M3SO_Gen_Code.generate_m3so import generate
+
+    root = Path(args.log_dir) / "m3so_nb_data"
+    if not (root / "dataset.json").is_file():
+        print(f"demo: making a small M3SO-NB ({DEMO_DATA['num_train']} train / {DEMO_DATA['num_test']} test clips) in {root}")
+        generate(root, no_block=True, overwrite=True, **DEMO_DATA)
+    args.data_root = str(root)
+
+
+def model_config(args: argparse.Namespace, audio_shape: tuple[int, int]):
+    from models.sound2sight import Sound2SightConfig
+
+    try:
+        return Sound2SightConfig(
+            image_width=args.image_width, channels=args.channels, model=args.model,
+            audio_shape=tuple(audio_shape), g_dim=args.g_dim, z_dim=args.z_dim, rnn_size=args.rnn_size,
+            prior_rnn_layers=args.prior_rnn_layers, posterior_rnn_layers=args.posterior_rnn_layers,
+            predictor_rnn_layers=args.predictor_rnn_layers, audio_rnn_layers=args.audio_rnn_layers,
+            video_rnn_layers=args.video_rnn_layers, nhead=args.nhead, dim_ff=args.dim_ff,
+            disc_rnn_size=args.disc_rnn_size, disc_layers=args.disc_layers, disc_buffer=args.disc_buffer,
+            n_past=args.n_past, last_frame_skip=args.last_frame_skip, beta=args.beta,
+            use_audio=not args.no_audio, use_disc=not args.no_disc)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Train; returns the log folder."""
+    args = parse_args(argv)
+    rank, world, device = training.setup_distributed(args.device)
+    try:
+        return train(args, argv, rank, world, device)
+    finally:
+        training.cleanup_distributed()
+
+
+def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Path:
+    from data import dataset_info, open_dataset
+    from models.sound2sight import Sound2Sight
+
+    if args.model_dir:
+        args.log_dir, args.name, args.resume = args.model_dir, "", True
+    if args.demo:  # running the demo again continues (or just re-evaluates) the same run
+        args.resume = True
+    log_dir = Path(args.log_dir) / args.name if args.name else Path(args.log_dir)
+    if not args.resume and (log_dir / "checkpoints" / "last.pt").exists():
+        raise InputError(f"{log_dir} already holds a training run; pass --resume to continue it, "
+                         "or choose another --log_dir/--name")
+    if args.demo and rank == 0:
+        demo_data(args, argv)
+    if args.demo and world > 1:
+        torch.distributed.barrier()
+        demo_data(args, argv)
+    if args.batch_size % world:
+        raise InputError(f"--batch_size {args.batch_size} must be divisible by the {world} torchrun processes")
+    seq_len = args.n_past + args.n_future
+    if args.n_past < 1 or args.n_future < 1:
+        raise InputError("--n_past and --n_future must be at least 1")
+
+    info = dataset_info(args.data_root)
+    if args.dataset in PRESETS and tuple(info["audio_shape"]) not in ((45, 17), (48, 17)):
+        raise InputError(f"--dataset {args.dataset} expects [45, 17] or [48, 17] audio features; {args.data_root} "
+                         f"has {list(info['audio_shape'])}; use --dataset av to take the folder's own shapes")
+    if seq_len > info["num_frames"]:
+        raise InputError(f"--n_past {args.n_past} + --n_future {args.n_future} = {seq_len} frames, but the clips in "
+                         f"{args.data_root} have {info['num_frames']}; lower --n_past/--n_future")
+    n_eval = min(args.n_eval, info["num_frames"])
+    if n_eval <= args.n_past:
+        raise InputError(f"--n_eval {args.n_eval} must exceed --n_past {args.n_past}")
+    train_set = open_dataset(args.data_root, "train", seq_len, image_width=args.image_width, channels=args.channels)
+    test_set = open_dataset(args.data_root, "test", n_eval, image_width=args.image_width, channels=args.channels)
+    per_rank = args.batch_size // world
+    if len(train_set) < per_rank:
+        raise InputError(f"{args.data_root} has {len(train_set)} training clips, fewer than one batch "
+                         f"(--batch_size {args.batch_size}); lower --batch_size")
+
+    seed_everything(args.seed)
+    cfg = model_config(args, info["audio_shape"])
+    model = Sound2Sight(cfg).to(device)
+    optimizer = model.configure_optimizer(args.lr, args.disc_lr, args.beta1, args.optimizer)
+    scaler = torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda")
+
+    start_epoch, best_val = 0, math.inf
+    ckpt_dir = log_dir / "checkpoints"
+    metrics_log = training.MetricsLog(log_dir / "metrics.csv")
+    if args.resume and (ckpt_dir / "last.pt").is_file():
+        ckpt = training.load_checkpoint(ckpt_dir / "last.pt", map_location=device)
+        training.check_config_matches(ckpt_dir / "last.pt", ckpt["model_config"], asdict(cfg))
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best_val = int(ckpt["epoch"]), float(ckpt["best_val"])
+        training.set_rng_state(ckpt["rng"])
+        metrics_log.truncate(start_epoch)
+        if rank == 0:
+            print(f"resuming {ckpt_dir / 'last.pt'} after epoch {start_epoch}")
+    else:
+        if args.resume and rank == 0:
+            print(f"--resume: no checkpoint in {ckpt_dir} yet, starting afresh")
+        metrics_log.rows = []
+    if world > 1:  # different sampling noise per rank; identical weights come from DDP's broadcast
+        torch.manual_seed(args.seed + 7919 * rank + 104729 * start_epoch)
+
+    if rank == 0:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(log_dir / "config.json", {
+            "args": vars(args), "model_config": asdict(cfg), "data": {k: v for k, v in info.items() if k != "json"},
+            "world_size": world, "device": str(device), "torch": torch.__version__,
+            "python": platform.python_version(), "n_eval": n_eval,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        })
+
+    net: torch.nn.Module = model
+    if world > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile:
+        net = torch.compile(net)
+
+    # A fixed validation batch (the original selected its best model on one as well).
+    val_n = min(len(test_set), max(per_rank, 8), 64)
+    val_frames, val_audio = training.to_time_major(
+        next(iter(DataLoader(test_set, batch_size=val_n, shuffle=False))), device)
+
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
+    loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=args.data_threads,
+                        drop_last=True, pin_memory=device.type == "cuda",
+                        persistent_workers=args.data_threads > 0)
+    iters = len(loader) if args.epoch_size <= 0 else min(args.epoch_size, len(loader))
+    if rank == 0:
+        print(f"training {'Sound2Sight' if cfg.use_audio else 'SVG-LP (no audio)'} on {args.data_root}: "
+              f"{len(train_set)} clips, {iters} iterations/epoch, epochs {start_epoch}..{args.niter - 1}, "
+              f"device {device}, {world} process(es); logs in {log_dir}")
+
+    for epoch in range(start_epoch, args.niter):
+        sampler.set_epoch(epoch)
+        loader.generator = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
+        model.train()
+        w = training.adv_weight(epoch, args.beta_gen_loss)
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        bar = tqdm(total=iters, desc=f"epoch {epoch}", disable=rank != 0, leave=False, dynamic_ncols=True)
+        for i, batch in enumerate(loader):
+            if i >= iters:
+                break
+            frames, audio = training.to_time_major(batch, device)
+            terms = training.train_step(net, optimizer, frames, audio, w, scaler=scaler, amp=args.amp)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.update(1)
+            bar.set_postfix(mse=f"{terms.get('mse', float('nan')):.4f}", kld=f"{terms.get('kld', float('nan')):.3g}")
+        bar.close()
+        means = training.mean_across_ranks({k: v / iters for k, v in sums.items()}, device)
+        if rank == 0:
+            val = training.validate(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
+                                    args.val_nsample, seed=args.seed)
+            row = {"epoch": epoch, "adv_weight": w, **means, **val, "seconds": time.perf_counter() - t0}
+            metrics_log.append(row)
+            metrics_log.plot(log_dir / "losses.png")
+            grid = training.sample_grid(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
+                                        seed=args.seed)
+            save_gif(log_dir / "samples" / f"epoch_{epoch:04d}.gif", grid)
+            improved = val["val_min_mse"] < best_val
+            best_val = min(best_val, val["val_min_mse"])
+            state = dict(model=model, optimizer=optimizer, scaler=scaler, epoch=epoch + 1,
+                         best_val=best_val, args=vars(args))
+            training.save_checkpoint(ckpt_dir / "last.pt", **state)
+            if improved:
+                training.save_checkpoint(ckpt_dir / "best.pt", **state)
+            if args.save_every and (epoch + 1) % args.save_every == 0:
+                training.save_checkpoint(ckpt_dir / f"epoch_{epoch + 1}.pt", **state)
+            print(f"epoch {epoch}: mse {means.get('mse', float('nan')):.5f} kld {means.get('kld', float('nan')):.4g} "
+                  f"| val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
+                  f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | {row['seconds']:.1f}s"
+                  + (" *best*" if improved else ""))
+        if world > 1:
+            torch.distributed.barrier()
+
+    if rank == 0:
+        if args.demo:
+            run_demo_eval(args, log_dir, n_eval)
+        print(f"done. logs: {log_dir}  (config.json, metrics.csv, losses.png, samples/, checkpoints/)")
+    return log_dir
+
+
+def run_demo_eval(args: argparse.Namespace, log_dir: Path, n_eval: int) -> None:
+    """``--demo``: score the best checkpoint on the test split with the paper protocol."""
+    import generate_sound2sight
+
+    eval_dir = log_dir / "eval"
+    generate_sound2sight.main([
+        "--model_path", str(log_dir / "checkpoints" / "best.pt"), "--data_root", args.data_root,
+        "--log_dir", str(eval_dir), "--n_past", str(args.n_past), "--n_future", str(n_eval - args.n_past),
+        "--nsample", str(args.eval_nsample), "--N", "64", "--batch_size", "16", "--device", args.device,
+        "--seed", str(args.seed), "--num_gifs", "4"])
+    m = json.loads((eval_dir / "metrics.json").read_text())
+    print(f"demo evaluation ({m['num_clips']} test clips, {m['nsample']} samples each, paper protocol): "
+          f"SSIM {m['paper']['ssim']:.4f} vs copy-last-frame {m['copy_last_frame']['paper']['ssim']:.4f}; "
+          f"PSNR {m['paper']['psnr']:.2f} vs {m['copy_last_frame']['paper']['psnr']:.2f}")
+    print(f"look at: {eval_dir}/gifs/, {eval_dir}/curves.png, {log_dir}/samples/, {log_dir}/losses.png")
+
+
+if __name__ == "__main__":
+    run_cli(main)

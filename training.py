@@ -1,0 +1,352 @@
+"""The training step and its bookkeeping, kept apart from the model (OpenSTL style).
+
+``train_sound2sight.py`` is the flat script; this module holds what it and the tests
+share: the generator-loss schedule, one optimisation step, checkpoints that resume
+exactly, validation on a fixed batch, sample grids and the loss plot, and the few lines
+of ``torchrun`` / DistributedDataParallel setup.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from utils import InputError, atomic_torch_save, atomic_write_text
+
+
+# ------------------------------------------------------------------ loss schedule
+def adv_weight(epoch: int, beta_gen_loss: float) -> float:
+    """Weight of the generator's adversarial terms at ``epoch`` (0-based), SPEC section 5.
+
+    Off during the first epoch, then ``beta_gen_loss`` x1 up to epoch 300, x5 to 600,
+    x10 to 900 and x100 after.
+    """
+    if epoch < 1:
+        return 0.0
+    if epoch < 300:
+        scale = 1.0
+    elif epoch < 600:
+        scale = 5.0
+    elif epoch < 900:
+        scale = 10.0
+    else:
+        scale = 100.0
+    return beta_gen_loss * scale
+
+
+# --------------------------------------------------------------------- one step
+def autocast(device: torch.device, amp: bool):
+    """bfloat16 autocast on CPU (pays off where the CPU has AMX), float16 on CUDA; a no-op without ``amp``."""
+    if not amp:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
+               audio: torch.Tensor, adv_w: float, *, scaler: torch.amp.GradScaler | None = None,
+               amp: bool = False) -> dict[str, float]:
+    """One optimisation step of generator and discriminator together.
+
+    frames: [T, B, C, H, W]; audio: [T, B, 1, F, S]. The model's ``forward`` returns a
+    single ``loss`` whose gradients are already routed to the right player (generated
+    frames detached for the discriminator, discriminator weights detached for the
+    generator's adversarial terms), so one backward and one optimiser step make the
+    whole iteration; that is what lets DDP, AMP and ``torch.compile`` wrap it unchanged.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(frames.device, amp):
+        out = model(frames, audio, adv_w)
+    loss = out["loss"]
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite training loss {loss.item()} (terms: "
+                                 + ", ".join(f"{k}={float(v):.4g}" for k, v in out.items()
+                                             if torch.is_tensor(v) and v.numel() == 1) + ")")
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
+
+
+def to_time_major(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device,
+                  channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loader batches ``([B, T, C, H, W], [B, T, 1, F, S])`` -> time-major tensors on ``device``."""
+    frames, audio = batch
+    frames = frames.to(device, non_blocking=True).transpose(0, 1).contiguous()
+    audio = audio.to(device, non_blocking=True).transpose(0, 1).contiguous()
+    return frames, audio
+
+
+# ------------------------------------------------------------------- RNG states
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training run draws from, as tensors/plain types (loadable with weights_only)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": repr(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import ast
+
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["cached_gaussian"]))
+    random.setstate(ast.literal_eval(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------ checkpoints
+def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None, epoch: int, best_val: float,
+                    args: dict[str, Any]) -> None:
+    """Write a resumable checkpoint atomically: state dicts plus config, never pickled modules.
+
+    ``epoch`` is the number of completed epochs. ``model`` is the unwrapped module.
+    """
+    ckpt = {
+        "model_config": asdict(model.cfg),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "epoch": epoch,
+        "best_val": best_val,
+        "rng": rng_state(),
+        "args": args,
+    }
+    atomic_torch_save(ckpt, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist; train first or point --model_path/--model_dir at a log folder")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        raise InputError(f"{path} is not a Sound2Sight checkpoint this version can read ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]}); retrain or use a checkpoint written by train_sound2sight.py") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise InputError(f"{path} is not a Sound2Sight checkpoint (no model/model_config entries)")
+    return ckpt
+
+
+def check_config_matches(path: str | os.PathLike, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint made for another model configuration, naming every mismatch."""
+    diffs = [f"{k}: checkpoint {saved.get(k)!r}, this run {wanted[k]!r}"
+             for k in wanted if k in saved and _norm(saved[k]) != _norm(wanted[k])]
+    if diffs:
+        raise InputError(f"checkpoint {path} was made for another configuration ({'; '.join(diffs)}); "
+                         "pass the same flags, or a fresh --log_dir to start a new run")
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, (tuple, list)) else v
+
+
+# --------------------------------------------------------------------- validation
+@torch.no_grad()
+def validate(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor, n_past: int,
+             n_future: int, nsample: int, seed: int) -> dict[str, float]:
+    """Score ``nsample`` prior samples of a fixed batch, without disturbing the training RNG.
+
+    frames: [T, B, C, H, W] with T >= n_past + n_future. Returns the original's model
+    selection figure (mean over clips of the min over samples of the MSE of the future
+    frames), SSIM/PSNR under the paper protocol, and the copy-last-frame baseline.
+    """
+    from metrics import psnr, ssim
+
+    was_training = model.training
+    model.eval()
+    t = n_past + n_future
+    frames, audio = frames[:t], audio[:t]
+    devices = [frames.device] if frames.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        gen = model.sample(frames[:n_past], audio, nsample, n_future)  # [t, B, S, C, H, W]
+    model.train(was_training)
+    gt = frames[n_past:]  # [F, B, C, H, W]
+    pred = gen[n_past:].float().clamp(0, 1)  # [F, B, S, C, H, W]
+    fut, b, s = pred.shape[:3]
+    mse = ((pred - gt[:, :, None]) ** 2).mean(dim=(3, 4, 5))  # [F, B, S]
+    min_mse = mse.mean(0).min(dim=1).values.mean()
+    flat_gt = gt[:, :, None].expand_as(pred).reshape(-1, *pred.shape[3:])
+    flat_pred = pred.reshape(-1, *pred.shape[3:])
+    ss = ssim(flat_gt, flat_pred).reshape(fut, b, s)
+    ps = psnr(flat_gt, flat_pred).reshape(fut, b, s)
+    last = frames[n_past - 1][None].expand_as(gt).reshape(-1, *gt.shape[2:])
+    base_ss = ssim(gt.reshape(-1, *gt.shape[2:]), last).reshape(fut, b)
+    base_ps = psnr(gt.reshape(-1, *gt.shape[2:]), last).reshape(fut, b)
+    base_mse = ((gt - frames[n_past - 1][None]) ** 2).mean()
+    return {
+        "val_min_mse": float(min_mse),
+        "val_ssim": float(ss.max(dim=2).values.mean()),
+        "val_psnr": float(ps.max(dim=2).values.mean()),
+        "val_copy_last_mse": float(base_mse),
+        "val_copy_last_ssim": float(base_ss.mean()),
+        "val_copy_last_psnr": float(base_ps.mean()),
+    }
+
+
+@torch.no_grad()
+def sample_grid(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor, n_past: int,
+                n_future: int, nsample: int = 3, max_clips: int = 4, seed: int = 0) -> np.ndarray:
+    """A GIF-ready grid: one row per clip, columns ground truth | posterior | ``nsample`` prior samples.
+
+    Returns uint8 ``[T, rows*H, cols*W, 3]``; generated frames get a red border, context
+    frames a green one.
+    """
+    was_training = model.training
+    model.eval()
+    t = n_past + n_future
+    frames, audio = frames[:t, :max_clips], audio[:t, :max_clips]
+    devices = [frames.device] if frames.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        post = model.reconstruct(frames, audio)  # [t, B, C, H, W]
+        prior = model.sample(frames[:n_past], audio, nsample, n_future)  # [t, B, S, C, H, W]
+    model.train(was_training)
+    cols = torch.cat([frames[:, :, None], post[:, :, None], prior], dim=2)  # [t, B, 2+S, C, H, W]
+    cols = cols.float().clamp(0, 1).cpu()
+    if cols.shape[3] == 1:
+        cols = cols.expand(-1, -1, -1, 3, -1, -1)
+    tt, b, k, c, h, w = cols.shape
+    pad = 2
+    border = torch.zeros(tt, k, 3)
+    border[:n_past, :, 1] = 0.8  # green: context
+    border[n_past:, :, 0] = 0.9  # red: generated
+    border[:, 0] = 0.6  # ground-truth column: grey throughout
+    canvas = border[:, None, :, :, None, None].expand(tt, b, k, 3, h + 2 * pad, w + 2 * pad).clone()
+    canvas[..., pad:pad + h, pad:pad + w] = cols
+    grid = canvas.permute(0, 1, 4, 2, 5, 3).reshape(tt, b * (h + 2 * pad), k * (w + 2 * pad), 3)
+    return (grid.numpy() * 255 + 0.5).astype(np.uint8)
+
+
+# ------------------------------------------------------------------ metrics log
+class MetricsLog:
+    """``metrics.csv``: one row per epoch, rewritten atomically (it is small), resumable."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                self.rows = [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+    def truncate(self, epochs: int) -> None:
+        """Drop rows past ``epochs`` completed epochs (a run killed after logging, before its checkpoint)."""
+        self.rows = [r for r in self.rows if int(r["epoch"]) < epochs]
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+    def plot(self, png: str | os.PathLike) -> None:
+        """``losses.png``: training losses and validation figures per epoch."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        if not self.rows:
+            return
+        ep = [r["epoch"] for r in self.rows]
+        panels = [("reconstruction MSE (sum over steps)", ["mse"]), ("KL", ["kld"]),
+                  ("adversarial", ["g_adv", "d_loss"]),
+                  ("validation min-MSE", ["val_min_mse", "val_copy_last_mse"]),
+                  ("validation SSIM", ["val_ssim", "val_copy_last_ssim"])]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+        for ax, (title, keys) in zip(axes, panels):
+            for k in keys:
+                ys = [r.get(k) for r in self.rows]
+                if any(isinstance(y, float) for y in ys):
+                    ax.plot(ep, [y if isinstance(y, float) else np.nan for y in ys], marker="o", label=k)
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        from utils import atomic_write_bytes
+
+        atomic_write_bytes(png, buf.getvalue())
+
+
+def _num(v: str) -> Any:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+
+
+# -------------------------------------------------------------------- distributed
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """Initialise ``torch.distributed`` when launched by ``torchrun``; returns (rank, world, device).
+
+    gloo on CPU, nccl on CUDA (one GPU per local rank). Single process: (0, 1, device).
+    """
+    from utils import get_device
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1, get_device(device_name)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = get_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average logged scalars over ranks (identity in one process)."""
+    if not (dist.is_available() and dist.is_initialized()) or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+def infinite(loader: Iterable) -> Iterable:
+    while True:
+        yield from loader
