@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from tqdm import tqdm
 
 import training
@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--amp", action="store_true", help="mixed precision: bfloat16 on CPU, float16 on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--no_audio", action="store_true", help="SVG-LP ablation: prior and posterior see frames only")
+    p.add_argument("--no_audio", action="store_true",
+                   help="SVG-LP ablation: prior and posterior see frames only (implies --no_disc: the "
+                        "discriminator is audio-visual, and SVG-LP has none)")
     p.add_argument("--no_disc", action="store_true", help="no discriminator, no adversarial terms")
     p.add_argument("--save_every", type=int, default=10, help="keep checkpoints/epoch_N.pt every N epochs (0: never)")
     p.add_argument("--val_nsample", type=int, default=5, help="prior samples per clip in validation")
@@ -180,6 +182,10 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
     if args.demo and world > 1:
         torch.distributed.barrier()
         demo_data(args, argv)
+    if args.no_audio and not args.no_disc:
+        args.no_disc = True
+        if rank == 0:
+            print("--no_audio: training without the (audio-visual) discriminator, as SVG-LP")
     if args.batch_size % world:
         raise InputError(f"--batch_size {args.batch_size} must be divisible by the {world} torchrun processes")
     seq_len = args.n_past + args.n_future
@@ -248,8 +254,8 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
 
     # A fixed validation batch (the original selected its best model on one as well).
     val_n = min(len(test_set), max(per_rank, 8), 64)
-    val_frames, val_audio = training.to_time_major(
-        next(iter(DataLoader(test_set, batch_size=val_n, shuffle=False))), device)
+    # Collated by hand: a DataLoader would draw its base seed from the global RNG and break exact resume.
+    val_frames, val_audio = training.to_time_major(default_collate([test_set[i] for i in range(val_n)]), device)
 
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
     loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=args.data_threads,

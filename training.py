@@ -280,7 +280,7 @@ class MetricsLog:
         if not self.rows:
             return
         ep = [r["epoch"] for r in self.rows]
-        panels = [("reconstruction MSE (sum over steps)", ["mse"]), ("KL", ["kld"]),
+        panels = [("reconstruction MSE (per step)", ["mse"]), ("KL", ["kld"]),
                   ("adversarial", ["g_adv", "d_loss"]),
                   ("validation min-MSE", ["val_min_mse", "val_copy_last_mse"]),
                   ("validation SSIM", ["val_ssim", "val_copy_last_ssim"])]
