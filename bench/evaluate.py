@@ -1,0 +1,87 @@
+"""Wall time of the full evaluation protocol and where it goes (sampling vs scoring).
+
+A default-size Sound2Sight (g 128, r 256, z 10; freshly initialised: the cost does not
+depend on training) is evaluated with the paper's protocol (``--n_past 5 --n_future 25
+--nsample 100``) on ``--clips`` hand-made 48x48 grey clips, through
+``generate_sound2sight.main`` itself. Prints ONE JSON line.
+
+    python bench/evaluate.py [--clips 20] [--chunk_size 2000]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import generate_sound2sight  # noqa: E402
+from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
+from utils import run_cli  # noqa: E402
+
+N_PAST, N_FUTURE, NSAMPLE = 5, 25, 100
+
+
+def make_data(root: Path, clips: int, frames: int) -> None:
+    """Moving textured squares + random |STFT| features in the project's on-disk layout."""
+    rng = np.random.default_rng(0)
+    (root / "test").mkdir(parents=True)
+    t = np.arange(frames)[None, :, None, None]  # [1, T, 1, 1]
+    start = rng.integers(0, 20, (clips, 1, 1, 1))  # [N, 1, 1, 1]
+    yy, xx = np.arange(48)[None, None, :, None], np.arange(48)[None, None, None, :]
+    pos = (start + t) % 28  # [N, T, 1, 1] square's top-left, moving diagonally
+    inside = (yy >= pos) & (yy < pos + 20) & (xx >= pos) & (xx < pos + 20)  # [N, T, 48, 48]
+    video = (inside * rng.integers(80, 256, inside.shape)).astype(np.uint8)
+    np.save(root / "test" / "frames.npy", video)
+    np.save(root / "test" / "stft.npy", rng.random((clips, frames, 23, 21), dtype=np.float32))
+    (root / "dataset.json").write_text(json.dumps({
+        "name": "bench", "format_version": 1, "image_size": 48, "channels": 1, "num_frames": frames, "fps": 10,
+        "sample_rate": 4400, "samples_per_frame": 440,
+        "stft": {"n_fft": 44, "hop_length": 22, "center": True, "window": "hann", "shape": [23, 21]},
+        "splits": {"test": clips}}))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=20, help="test clips evaluated")
+    parser.add_argument("--chunk_size", type=int, default=2000, help="passed to generate_sound2sight.py")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_data(tmp / "data", args.clips, N_PAST + N_FUTURE)
+        cfg = Sound2SightConfig()  # default size
+        torch.manual_seed(0)
+        model = Sound2Sight(cfg)
+        (tmp / "run" / "checkpoints").mkdir(parents=True)
+        torch.save({"model_config": dataclasses.asdict(cfg), "model": model.state_dict(), "epoch": 0},
+                   tmp / "run" / "checkpoints" / "best.pt")
+        del model
+        res = generate_sound2sight.main([
+            "--model_path", str(tmp / "run"), "--data_root", str(tmp / "data"), "--log_dir", str(tmp / "eval"),
+            "--n_past", str(N_PAST), "--n_future", str(N_FUTURE), "--nsample", str(NSAMPLE), "--N", str(args.clips),
+            "--batch_size", str(args.clips), "--chunk_size", str(args.chunk_size), "--num_gifs", "0",
+            "--device", args.device])
+    t = res["timing"]
+    wall = t["all"]
+    pairs = args.clips * NSAMPLE * N_FUTURE
+    result = {
+        "bench": "evaluate", "clips": args.clips, "nsample": NSAMPLE, "n_past": N_PAST, "n_future": N_FUTURE,
+        "wall_s": wall, "sampling_s": t.get("sampling", 0.0), "scoring_s": t.get("scoring", 0.0),
+        "sampling_share": round(t.get("sampling", 0.0) / wall, 4),
+        "scoring_share": round(t.get("scoring", 0.0) / wall, 4),
+        "clips_per_s": round(args.clips / wall, 4),
+        "scored_pairs_per_s": round(pairs / max(t.get("scoring", 0.0), 1e-9), 1),
+        "torch_threads": torch.get_num_threads(), "device": args.device,
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    run_cli(main)

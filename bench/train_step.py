@@ -1,0 +1,166 @@
+"""Seconds and FLOPs per Sound2Sight training iteration: original loop structure vs vectorised.
+
+One iteration = the full loss with the discriminator and the generator's adversarial term,
+forward + backward + optimiser step, on random data of the training shape (batch 16,
+n_past 5, n_future 15, 48x48, default dimensions). Three variants are timed side by side,
+interleaved iteration by iteration so that load from other processes hits them alike:
+
+- ``original``: ``models.stepwise.train_step`` (per-step encoder calls, a transformer
+  re-run over every prefix, per-step LSTM cells, the discriminator window by window, two
+  backward passes) with NCHW weights as the original had;
+- ``fp32``: ``Sound2Sight.forward`` + one ``loss.backward()``;
+- ``bf16``: the same under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
+
+Prints ONE JSON line. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one
+forward + backward. The reference computes the same maths as the model, which trains the
+discriminator's own encoders (the original never did), so it counts more FLOPs than the
+~528 GFLOP reported for the original step. On a CPU without bf16 instructions
+(``cpu_bf16_native`` false) bf16 is emulated and very slow: ``--bf16_iters`` bounds its cost.
+Other processes on the machine change absolute times a lot; compare the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from models import stepwise  # noqa: E402
+from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
+from utils import get_device, run_cli, seed_everything  # noqa: E402
+
+ADV_WEIGHT = 1e-4  # beta_gen_loss: the generator's adversarial term is on, as after epoch 0
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def native_bf16() -> bool:
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--n_past", type=int, default=5)
+    p.add_argument("--n_future", type=int, default=15)
+    p.add_argument("--image_width", type=int, default=48)
+    p.add_argument("--iters", type=int, default=5, help="timed iterations per variant (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations per variant first")
+    p.add_argument("--bf16_iters", type=int, default=None,
+                   help="timed bf16 iterations (default --iters; 0 skips bf16: CPUs without native bf16 "
+                        "emulate it and take minutes per iteration)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    from utils import InputError
+
+    args = parse_args(argv)
+    for name in ("batch_size", "iters", "n_past", "n_future"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    try:
+        cfg = Sound2SightConfig(image_width=args.image_width, n_past=args.n_past)
+    except ValueError as err:
+        raise InputError(f"--image_width: {err}") from None
+    device = get_device(args.device)
+    seed_everything(args.seed)
+    steps = args.n_past + args.n_future
+    frames = torch.rand(steps, args.batch_size, cfg.channels, cfg.image_width, cfg.image_width, device=device)
+    audio = torch.rand(steps, args.batch_size, 1, *cfg.audio_shape, device=device)
+
+    def fresh() -> tuple[Sound2Sight, torch.optim.Optimizer]:
+        torch.manual_seed(args.seed)
+        model = Sound2Sight(cfg).to(device).train()
+        return model, model.configure_optimizer(0.002, 0.0025, 0.9)
+
+    models = {name: fresh() for name in ("original", "fp32", "bf16")}
+    models["original"][0].to(memory_format=torch.contiguous_format)  # the original's NCHW layout
+
+    def vectorised(model, opt, bf16: bool):
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(frames, audio, adv_weight=ADV_WEIGHT)
+        out["loss"].backward()
+        opt.step()
+
+    steps_fn = {
+        "original": lambda: stepwise.train_step(*models["original"], frames, audio, adv_weight=ADV_WEIGHT),
+        "fp32": lambda: vectorised(*models["fp32"], bf16=False),
+        "bf16": lambda: vectorised(*models["bf16"], bf16=True),
+    }
+    bf16_iters = args.iters if args.bf16_iters is None else args.bf16_iters
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for name, fn in steps_fn.items():
+        for _ in range(args.warmup if name != "bf16" or bf16_iters else 0):
+            fn()
+    times = {name: [] for name in steps_fn}
+    for i in range(args.iters):
+        for name, fn in steps_fn.items():
+            if name == "bf16" and i >= bf16_iters:
+                continue
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    med = {name: (statistics.median(ts) if ts else None) for name, ts in times.items()}
+
+    def flops(fn) -> float:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops() / 1e9
+
+    model, _ = models["fp32"]
+    gflop = flops(lambda: model(frames, audio, adv_weight=ADV_WEIGHT)["loss"].backward())
+    model.zero_grad(set_to_none=True)
+    ref_model, _ = models["original"]
+    gflop_orig = flops(lambda: stepwise.classic_backward(
+        ref_model, stepwise.forward(ref_model, frames, audio, adv_weight=ADV_WEIGHT)))
+    ref_model.zero_grad(set_to_none=True)
+
+    result = {
+        "s_per_iter": round(med["fp32"], 4),
+        "s_per_iter_bf16": None if med["bf16"] is None else round(med["bf16"], 4),
+        "s_per_iter_original": round(med["original"], 4),
+        "speedup": round(med["original"] / med["fp32"], 3),
+        "speedup_bf16": None if med["bf16"] is None else round(med["original"] / med["bf16"], 3),
+        "bf16_iters": bf16_iters, "cpu_bf16_native": native_bf16(),
+        "gflop_per_iter": round(gflop, 2),
+        "gflop_per_iter_original": round(gflop_orig, 2),
+        "batch_size": args.batch_size, "n_past": args.n_past, "n_future": args.n_future,
+        "image_width": args.image_width, "iters": args.iters, "device": str(device),
+        "torch_threads": torch.get_num_threads(), "cpu": cpu_name(), "torch": torch.__version__,
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,494 @@
+"""Evaluate a Sound2Sight checkpoint: sample futures, score them, write numbers, curves and GIFs.
+
+Protocol (SPEC section 6): for every test clip, ``--nsample`` futures are sampled from the
+learned prior given ``--n_past`` ground-truth frames and the whole clip's audio; every
+future frame of every sample is scored against the ground truth with SSIM and PSNR
+(:mod:`metrics`, equal to scikit-image as the release called it). Reported:
+
+* ``paper``: per clip and frame the max over samples (SSIM and PSNR separately), then the
+  mean over clips -- what the paper reported;
+* ``best``: per clip the ONE sample with the highest mean SSIM, its whole sequence;
+* ``copy_last_frame``: the last context frame repeated (a deterministic baseline);
+* ``posterior``: the posterior reconstruction (the model sees the future), an upper bound;
+* ``diversity``: mean over clips of the mean pairwise per-pixel MSE between samples.
+
+The paper's command works unchanged (``--n_past 5 --n_future 25 --nsample 100 --N 1000``).
+Under ``torchrun --nproc_per_node K`` the clips are shared out between processes and the
+numbers are the same as in one process: every clip draws its noise from its own
+generator, seeded from (``--seed``, clip index), whatever process or batch it lands in.
+
+Outputs in ``--log_dir`` (default ``<run folder>/eval``): metrics.json, metrics.csv,
+curves.png, gifs/clip_XXXXX.gif and, with ``--save_samples``, samples.npz.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+import metrics
+from utils import InputError, atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text, run_cli, save_gif
+
+PROTOCOLS = ("paper", "best")
+# Noise streams of one clip: independent generators, so e.g. changing --num_gifs or
+# skipping the posterior never shifts the prior samples.
+_STREAM_PRIOR, _STREAM_POSTERIOR, _STREAM_GIF = 0, 1, 2
+_GIF_RANDOM = 3  # random samples shown per GIF beside the best one
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # --- the original evaluation script's flags, names and defaults unchanged
+    p.add_argument("--batch_size", type=int, default=100, help="test clips per batch")
+    p.add_argument("--data_root", default="data",
+                   help="dataset folder; when left at 'data' and missing, the checkpoint's training data_root is used")
+    p.add_argument("--model_path", default="",
+                   help="checkpoint file, or a training log folder (then checkpoints/best.pt, else "
+                        "checkpoints/last.pt)")
+    p.add_argument("--log_dir", default="", help="output folder (default: <run folder>/eval)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--n_past", type=int, default=30, help="ground-truth context frames")
+    p.add_argument("--n_future", type=int, default=60, help="frames generated and scored")
+    p.add_argument("--num_threads", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--nsample", type=int, default=100, help="prior samples per clip")
+    p.add_argument("--N", type=int, default=1000, help="at most this many test clips (all if fewer)")
+    p.add_argument("--model_epoch", type=int, default=None,
+                   help="with a log folder as --model_path: use checkpoints/epoch_<N>.pt")
+    p.add_argument("--log_path", default="", help="file to append one headline line to")
+    # --- new
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    p.add_argument("--save_samples", action="store_true",
+                   help="also write samples.npz: gt [N,T,C,H,W], samples [N,S,T,C,H,W] in [0,1], clip_index [N]")
+    p.add_argument("--num_gifs", type=int, default=5,
+                   help="GIFs for the first N clips: ground truth | posterior | best sample | 3 random samples")
+    p.add_argument("--protocol", default="both", choices=["paper", "best", "both"],
+                   help="paper: per-frame max over samples (as published); best: one best-SSIM sample per clip")
+    p.add_argument("--data_range", type=float, default=metrics.SSIM_DATA_RANGE,
+                   help="SSIM data range. 2.0 (default) reproduces the published numbers: scikit-image 0.15 "
+                        "assumed float images span [-1, 1]. 1.0 is the range frames really have; it gives "
+                        "lower SSIM. PSNR always uses 1.0.")
+    p.add_argument("--chunk_size", type=int, default=2000,
+                   help="at most this many clip x sample sequences per model call (memory bound; samples of a "
+                        "clip are split over calls when batch_size x nsample exceeds it)")
+    return p
+
+
+# --------------------------------------------------------------------------- inputs
+def resolve_checkpoint(model_path: str, model_epoch: int | None) -> Path:
+    """The checkpoint file named by ``--model_path`` (file or training log folder)."""
+    if not model_path:
+        raise InputError("--model_path is required: pass a checkpoint file or a training log folder")
+    path = Path(model_path)
+    if path.is_file():
+        if model_epoch is not None:
+            raise InputError(f"--model_epoch needs a log folder as --model_path, but {path} is a file; "
+                             "drop --model_epoch or pass the run's folder")
+        return path
+    if not path.is_dir():
+        raise InputError(f"--model_path {path} does not exist; pass a checkpoint file or a training log folder")
+    folders = [path / "checkpoints", path]  # a run folder, or its checkpoints/ folder itself
+    names = [f"epoch_{model_epoch}.pt"] if model_epoch is not None else ["best.pt", "last.pt"]
+    for name in names:
+        for folder in folders:
+            if (folder / name).is_file():
+                return folder / name
+    raise InputError(f"--model_path {path}: no {' or '.join(names)} under {path / 'checkpoints'}; "
+                     "train first, or pick an existing --model_epoch / checkpoint file")
+
+
+def resolve_data_root(data_root: str, ckpt_args: dict[str, Any] | None, parser_default: str) -> str:
+    """``--data_root``; if left at its default and missing, the checkpoint's training data_root."""
+    if data_root == parser_default and not Path(data_root).exists():
+        trained_on = (ckpt_args or {}).get("data_root")
+        if isinstance(trained_on, str) and Path(trained_on).is_dir():
+            print(f"--data_root {data_root} does not exist; using the checkpoint's data_root {trained_on}")
+            return trained_on
+    return data_root
+
+
+def default_log_dir(ckpt_path: Path) -> Path:
+    """``<run folder>/eval``: the folder holding ``checkpoints/``, else the checkpoint's folder."""
+    folder = ckpt_path.parent
+    return (folder.parent if folder.name == "checkpoints" else folder) / "eval"
+
+
+def check_writable(log_dir: Path) -> None:
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=log_dir, prefix=".write_test."):
+            pass
+    except OSError as err:
+        raise InputError(f"--log_dir {log_dir} cannot be written ({err.strerror or err}); "
+                         "pass a writable folder") from None
+
+
+def check_args(args: argparse.Namespace) -> None:
+    for name, low in (("nsample", 1), ("batch_size", 1), ("N", 1), ("n_past", 1), ("n_future", 1),
+                      ("chunk_size", 1), ("num_gifs", 0), ("num_threads", 0)):
+        if getattr(args, name) < low:
+            raise InputError(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    if not args.data_range > 0:
+        raise InputError(f"--data_range must be > 0, got {args.data_range}")
+
+
+def check_model_fits_data(cfg, info: dict[str, Any], ckpt_path: Path, data_root: str, seq_len: int) -> None:
+    """Image size, channels and audio shape of the checkpoint against the data; clip length."""
+    where = f"checkpoint {ckpt_path} vs --data_root {data_root}"
+    if info.get("layout") != "legacy":  # the legacy loader resizes; the .npy layout never does
+        if info["image_size"] != cfg.image_width or info["channels"] != cfg.channels:
+            raise InputError(f"{where}: the model takes {cfg.channels}x{cfg.image_width}x{cfg.image_width} frames, "
+                             f"the data holds {info['channels']}x{info['image_size']}x{info['image_size']}; "
+                             "evaluate on data of the size it was trained on")
+    if cfg.use_audio and tuple(info["audio_shape"]) != tuple(cfg.audio_shape):
+        raise InputError(f"{where}: the model reads audio features {list(cfg.audio_shape)}, the data has "
+                         f"{list(info['audio_shape'])}; evaluate on data made with the same STFT settings")
+    if seq_len > info["num_frames"]:
+        raise InputError(f"--n_past + --n_future = {seq_len} but the clips in {data_root} have {info['num_frames']} "
+                         f"frames; lower them to fit (the paper: --n_past 5 --n_future 25 on 30-frame clips)")
+
+
+# ---------------------------------------------------------------------------- noise
+def clip_generator(seed: int, clip: int, stream: int) -> torch.Generator:
+    """A CPU generator owned by one clip and one use: the same numbers in any process/batch."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, clip, stream]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+def batch_noise(seed: int, clips: list[int], stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal ``[B, *shape]``, row b from clip ``clips[b]``'s own generator.
+
+    A loop over the batch's clips, each a single ``randn`` call: per-clip seeding is what
+    makes the result independent of batching and sharding."""
+    return torch.stack([torch.randn(shape, generator=clip_generator(seed, c, stream)) for c in clips])
+
+
+# ------------------------------------------------------------------------------- GIF
+def framed_row(panels: list[torch.Tensor], colours: list[torch.Tensor], pad: int = 2) -> np.ndarray:
+    """Panels ``[T, C, H, W]`` in [0,1] side by side, each frame framed by its colour ``[T, 3]``.
+
+    Returns uint8 ``[T, H + 2 pad, n (W + 2 pad), 3]``.
+    """
+    video = torch.stack(panels, 1).float().clamp(0, 1)  # [T, P, C, H, W]
+    if video.shape[2] == 1:
+        video = video.expand(-1, -1, 3, -1, -1)
+    t, n, _, h, w = video.shape
+    canvas = torch.stack(colours, 1)[:, :, :, None, None].expand(t, n, 3, h + 2 * pad, w + 2 * pad).clone()
+    canvas[..., pad:pad + h, pad:pad + w] = video
+    grid = canvas.permute(0, 3, 1, 4, 2).reshape(t, h + 2 * pad, n * (w + 2 * pad), 3)
+    return (grid.numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+GREEN, RED, GREY = torch.tensor([0.1, 0.8, 0.1]), torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.5, 0.5, 0.5])
+
+
+def gif_colours(total: int, n_past: int, kind: str) -> torch.Tensor:
+    """Frame colours ``[T, 3]``: green = a real frame the model was given, red = a model output,
+    grey = a ground-truth future frame (real, but never shown to the model)."""
+    t = torch.arange(total)[:, None]
+    if kind == "gt":
+        return torch.where(t < n_past, GREEN, GREY)
+    if kind == "posterior":  # frame 0 is the input itself, every later one is decoded
+        return torch.where(t < 1, GREEN, RED)
+    return torch.where(t < n_past, GREEN, RED)
+
+
+# ------------------------------------------------------------------------ evaluation
+def to_time_major(frames: torch.Tensor, audio: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loader batches ``[B, T, ...]`` -> ``[T, B, ...]`` on ``device``."""
+    return frames.transpose(0, 1).to(device), audio.transpose(0, 1).to(device)
+
+
+class Timer:
+    """Wall time per named phase (synchronising CUDA so the split is honest)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds = device, {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+@torch.inference_mode()
+def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor, clips: list[int], args: argparse.Namespace,
+                   timer: Timer) -> dict[str, Any]:
+    """Score one batch. frames ``[T, B, C, H, W]``, audio ``[T, B, 1, F, S]`` (time-major, on
+    the model's device); ``clips``: their global indices. Returns per-clip arrays (numpy,
+    leading dim B) and, for clips below ``--num_gifs``, their GIFs. Samples are generated
+    ``--chunk_size // B`` per clip and model call and only their scores are kept (all of
+    them only with ``--save_samples``)."""
+    n_past, n_future, nsample = args.n_past, args.n_future, args.nsample
+    total, batch = n_past + n_future, frames.shape[1]
+    device, z = frames.device, model.cfg.z_dim
+    gt = frames[n_past:].transpose(0, 1)  # [B, F, C, H, W]
+    ctx = frames[:n_past]
+    # prior noise of every sample of every clip, the model's order: n_past-1 posterior steps, then T-1 prior steps
+    noise = batch_noise(args.seed, clips, _STREAM_PRIOR, (n_past - 1 + total - 1, nsample, z))  # [B, steps, S, z]
+    ssim = torch.empty(batch, nsample, n_future, dtype=torch.float64)  # [B, S, F]
+    psnr = torch.empty_like(ssim)
+    sum_x = torch.zeros(gt.shape, dtype=torch.float64, device=device)  # [B, F, C, H, W] over samples
+    sum_sq = torch.zeros(batch, dtype=torch.float64, device=device)
+    gif_rows = [b for b, c in enumerate(clips) if c < args.num_gifs]
+    gif_pick = {b: torch.randperm(nsample, generator=clip_generator(args.seed, clips[b], _STREAM_GIF))[:_GIF_RANDOM]
+                .sort().values.tolist() for b in gif_rows}
+    gif_best = {b: (-float("inf"), None) for b in gif_rows}  # running (mean SSIM, sequence [T, C, H, W])
+    gif_random: dict[int, dict[int, torch.Tensor]] = {b: {} for b in gif_rows}
+    kept = torch.empty(batch, nsample, *frames.shape[:1], *frames.shape[2:]) if args.save_samples else None
+
+    per_call = max(1, args.chunk_size // batch)
+    for s0 in range(0, nsample, per_call):
+        s1 = min(nsample, s0 + per_call)
+        eps = noise[:, :, s0:s1].permute(1, 0, 2, 3).reshape(noise.shape[1], batch * (s1 - s0), z).to(device)
+        with timer("sampling"):
+            gen = model.sample(ctx, audio, s1 - s0, n_future,
+                               eps_posterior=eps[:n_past - 1], eps_prior=eps[n_past - 1:])
+        with timer("scoring"):
+            seq = gen.float().clamp_(0, 1).permute(1, 2, 0, 3, 4, 5)  # [B, s, T, C, H, W]
+            fut = seq[:, :, n_past:]  # [B, s, F, C, H, W]
+            s, p = metrics.score_pairs(gt[:, None].expand_as(fut), fut, ssim_range=args.data_range)
+            ssim[:, s0:s1], psnr[:, s0:s1] = s.cpu(), p.cpu()
+            fut64 = fut.to(torch.float64)
+            sum_x += fut64.sum(1)
+            sum_sq += fut64.square().sum(dim=(1, 2, 3, 4, 5))
+            if kept is not None:
+                kept[:, s0:s1] = seq.cpu()
+            for b in gif_rows:
+                means = s[b].mean(-1)  # [s]
+                k = int(means.argmax())  # first maximum, as the best protocol's argmax
+                if float(means[k]) > gif_best[b][0]:
+                    gif_best[b] = (float(means[k]), seq[b, k].cpu())
+                for j in gif_pick[b]:
+                    if s0 <= j < s1:
+                        gif_random[b][j] = seq[b, j - s0].cpu()
+
+    with timer("sampling"):
+        eps_post = batch_noise(args.seed, clips, _STREAM_POSTERIOR, (total - 1, z)).transpose(0, 1).to(device)
+        post = model.reconstruct(frames, audio, eps=eps_post).float().clamp_(0, 1)  # [T, B, C, H, W]
+    with timer("scoring"):
+        last = frames[n_past - 1][:, None].expand_as(gt)  # [B, F, C, H, W]
+        copy_s, copy_p = metrics.score_pairs(gt, last, ssim_range=args.data_range)  # [B, F]
+        post_s, post_p = metrics.score_pairs(gt, post[n_past:].transpose(0, 1), ssim_range=args.data_range)
+        paper_s, paper_p = metrics.per_clip_paper(ssim, psnr)
+        best_s, best_p, best_idx = metrics.per_clip_best(ssim, psnr)
+        diversity = (metrics.diversity_from_sums(sum_x, sum_sq, nsample).cpu().numpy() if nsample > 1
+                     else np.full(batch, np.nan))
+    gifs = {}
+    for b in gif_rows:
+        panels = [frames[:, b].cpu(), post[:, b].cpu(), gif_best[b][1]] + [gif_random[b][j] for j in gif_pick[b]]
+        kinds = ["gt", "posterior"] + ["sample"] * (len(panels) - 2)
+        gifs[clips[b]] = framed_row(panels, [gif_colours(total, n_past, k) for k in kinds])
+    result = {
+        "clip": np.asarray(clips, dtype=np.int64),
+        "paper_ssim": paper_s, "paper_psnr": paper_p, "best_ssim": best_s, "best_psnr": best_p,
+        "best_index": best_idx,
+        "copy_ssim": copy_s.cpu().numpy(), "copy_psnr": copy_p.cpu().numpy(),
+        "posterior_ssim": post_s.cpu().numpy(), "posterior_psnr": post_p.cpu().numpy(),
+        "diversity": diversity, "gifs": gifs,
+    }
+    if kept is not None:
+        result["gt"] = frames.transpose(0, 1).float().cpu().numpy()  # [B, T, C, H, W]
+        result["samples"] = kept.numpy()  # [B, S, T, C, H, W]
+    return result
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-batch (and per-rank) results -> one dict in clip order."""
+    parts = [p for p in parts if len(p["clip"])]
+    merged: dict[str, Any] = {"gifs": {}}
+    for p in parts:
+        merged["gifs"].update(p["gifs"])
+    order = np.argsort(np.concatenate([p["clip"] for p in parts]), kind="stable")
+    for key in parts[0]:
+        if key != "gifs":
+            merged[key] = np.concatenate([p[key] for p in parts])[order]
+    return merged
+
+
+# --------------------------------------------------------------------------- outputs
+def summarise(res: dict[str, Any], protocols: list[str]) -> dict[str, Any]:
+    """metrics.json's numbers from the per-clip arrays."""
+    out: dict[str, Any] = {}
+    for proto in protocols:
+        out[proto] = metrics.summarise(res[f"{proto}_ssim"], res[f"{proto}_psnr"])
+    # the baseline is one deterministic "sample": both protocols give the same numbers
+    out["copy_last_frame"] = {proto: metrics.summarise(res["copy_ssim"], res["copy_psnr"]) for proto in protocols}
+    out["posterior"] = metrics.summarise(res["posterior_ssim"], res["posterior_psnr"])
+    div = res["diversity"]
+    out["diversity"] = None if np.isnan(div).any() else float(div.mean())
+    return out
+
+
+def write_csv(path: Path, summary: dict[str, Any], protocols: list[str], n_past: int) -> None:
+    """One row per future frame: the model's and the baselines' SSIM/PSNR under each protocol."""
+    cols = {}
+    for proto in protocols:
+        for who, block in (("model", summary[proto]), ("copy_last_frame", summary["copy_last_frame"][proto])):
+            cols[f"{who}_{proto}_ssim"] = block["ssim_per_frame"]
+            cols[f"{who}_{proto}_psnr"] = block["psnr_per_frame"]
+    cols["posterior_ssim"] = summary["posterior"]["ssim_per_frame"]
+    cols["posterior_psnr"] = summary["posterior"]["psnr_per_frame"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["step", "frame", *cols])
+    for i in range(len(cols["posterior_ssim"])):
+        writer.writerow([i + 1, n_past + i, *(f"{v[i]:.6f}" for v in cols.values())])
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_curves(path: Path, summary: dict[str, Any], protocols: list[str], n_past: int, title: str) -> None:
+    """SSIM and PSNR per future frame: model vs copy-last-frame (and the posterior), per protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(2, len(protocols), figsize=(5.5 * len(protocols), 7), squeeze=False)
+    for j, proto in enumerate(protocols):
+        for i, metric in enumerate(("ssim", "psnr")):
+            ax = axes[i, j]
+            key = f"{metric}_per_frame"
+            steps = np.arange(n_past, n_past + len(summary[proto][key]))
+            ax.plot(steps, summary[proto][key], "o-", ms=3, label="Sound2Sight (samples)")
+            ax.plot(steps, summary["copy_last_frame"][proto][key], "s--", ms=3, label="copy last frame")
+            ax.plot(steps, summary["posterior"][key], ":", label="posterior reconstruction")
+            ax.set_title(f"{metric.upper()} - {proto} protocol")
+            ax.set_xlabel("frame index")
+            ax.set_ylabel(metric.upper() + (" (dB)" if metric == "psnr" else ""))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def headline(m: dict[str, Any], protocols: list[str]) -> str:
+    parts = [f"clips={m['num_clips']} nsample={m['nsample']} n_past={m['n_past']} n_future={m['n_future']}"]
+    for proto in protocols:
+        base = m["copy_last_frame"][proto]
+        parts.append(f"{proto}: SSIM {m[proto]['ssim']:.4f} PSNR {m[proto]['psnr']:.2f} "
+                     f"(copy-last {base['ssim']:.4f} / {base['psnr']:.2f})")
+    parts.append(f"posterior: SSIM {m['posterior']['ssim']:.4f} PSNR {m['posterior']['psnr']:.2f}")
+    if m["diversity"] is not None:
+        parts.append(f"diversity {m['diversity']:.5f}")
+    return " | ".join(parts)
+
+
+# ------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the evaluation; returns metrics.json's content (plus ``timing``) on every rank."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(args)
+    protocols = list(PROTOCOLS) if args.protocol == "both" else [args.protocol]
+    import training  # distributed set-up shared with the training script
+    from data import dataset_info, open_dataset
+    from models.sound2sight import load_model
+
+    ckpt_path = resolve_checkpoint(args.model_path, args.model_epoch)
+    rank, world, device = training.setup_distributed(args.device)
+    try:
+        return _evaluate(args, protocols, ckpt_path, rank, world, device, parser, dataset_info, open_dataset,
+                         load_model)
+    finally:
+        training.cleanup_distributed()
+
+
+def _evaluate(args, protocols, ckpt_path, rank, world, device, parser, dataset_info, open_dataset, load_model):
+    from torch.utils.data import DataLoader
+
+    t_start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    model, ckpt = load_model(ckpt_path, map_location=device)
+    model.eval()
+    ckpt_args = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
+    data_root = resolve_data_root(args.data_root, ckpt_args, parser.get_default("data_root"))
+    seq_len = args.n_past + args.n_future
+    info = dataset_info(data_root)
+    check_model_fits_data(model.cfg, info, ckpt_path, data_root, seq_len)
+    log_dir = Path(args.log_dir) if args.log_dir else default_log_dir(ckpt_path)
+    if rank == 0:
+        check_writable(log_dir)
+    dataset = open_dataset(data_root, "test", seq_len, image_width=model.cfg.image_width, channels=model.cfg.channels)
+    num_clips = min(args.N, len(dataset))
+    if rank == 0 and num_clips < args.N:
+        print(f"--N {args.N}: the test split of {data_root} has {len(dataset)} clips; evaluating all {num_clips}")
+    # Batches are fixed globally (clip order), then dealt round-robin to the processes.
+    batches = [list(range(i, min(i + args.batch_size, num_clips))) for i in range(0, num_clips, args.batch_size)]
+    mine = batches[rank::world]
+    loader = DataLoader(dataset, batch_sampler=mine, num_workers=args.num_threads)
+    timer = Timer(device)
+    parts = []
+    from tqdm import tqdm
+
+    with timer("total"):
+        for clips, (frames, audio) in tqdm(zip(mine, loader), total=len(mine), desc="evaluating", unit="batch",
+                                           disable=rank != 0):
+            frames, audio = to_time_major(frames, audio, device)
+            parts.append(evaluate_batch(model, frames, audio, clips, args, timer))
+        if world > 1:
+            gathered: list[list[dict[str, Any]] | None] = [None] * world
+            torch.distributed.all_gather_object(gathered, parts)
+            parts = [p for rank_parts in gathered for p in rank_parts]
+    res = merge(parts)
+    summary = summarise(res, protocols)
+    result = {
+        **summary,
+        "num_clips": int(num_clips), "nsample": args.nsample, "n_past": args.n_past, "n_future": args.n_future,
+        "checkpoint": str(ckpt_path), "model_epoch": ckpt.get("epoch"), "use_audio": bool(model.cfg.use_audio),
+        "data_root": str(data_root), "data_range": args.data_range, "psnr_data_range": metrics.PSNR_DATA_RANGE,
+        "psnr_cap_db": metrics.PSNR_CAP_DB, "seed": args.seed, "protocols": protocols, "world_size": world,
+        "timing": {k: round(v, 3) for k, v in timer.seconds.items()},
+    }
+    if rank == 0:
+        write_outputs(log_dir, result, res, protocols, args)
+        line = headline(result, protocols)
+        print(line)
+        print(f"wrote {log_dir}/ (metrics.json, metrics.csv, curves.png, gifs/"
+              + (", samples.npz)" if args.save_samples else ")"))
+        if args.log_path:
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            with open(args.log_path, "a", encoding="utf-8") as f:
+                f.write(f"{stamp} {ckpt_path} {data_root} {line}\n")
+    # the returned copy also counts loading and writing
+    return {**result, "timing": {**result["timing"], "all": round(time.perf_counter() - t_start, 3)}}
+
+
+def write_outputs(log_dir: Path, result: dict[str, Any], res: dict[str, Any], protocols: list[str],
+                  args: argparse.Namespace) -> None:
+    atomic_write_json(log_dir / "metrics.json", result)
+    write_csv(log_dir / "metrics.csv", result, protocols, args.n_past)
+    plot_curves(log_dir / "curves.png", result, protocols, args.n_past,
+                f"{result['checkpoint']} on {result['data_root']} ({result['num_clips']} clips, "
+                f"{result['nsample']} samples)")
+    for clip, grid in sorted(res["gifs"].items()):
+        save_gif(log_dir / "gifs" / f"clip_{clip:05d}.gif", grid)
+    if args.save_samples:
+        with atomic_file(log_dir / "samples.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, gt=res["gt"].astype(np.float32), samples=res["samples"].astype(np.float32),
+                         clip_index=res["clip"])
+
+
+if __name__ == "__main__":
+    run_cli(main)

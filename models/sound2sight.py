@@ -1,0 +1,405 @@
+"""Sound2Sight: audio-conditioned stochastic video prediction (ECCV 2020), vectorised.
+
+Maths of one training iteration (SPEC §5, the released "sample_prior" variant), for a clip
+of ``T`` frames ``x_0..x_{T-1}`` and per-frame audio features ``a_0..a_{T-1}``:
+
+- ``h_t = enc(x_t)``; audio context ``c_t = AT(aenc(a_1..a_t))[-1]`` (the original's audio
+  list starts at step 1, so ``a_0`` is never used);
+- posterior ``q_t = N(mu, sigma)`` from ``[VT_post(h_1..h_t)[-1], c_t]``; prior ``p_t`` from
+  ``[VT_prior(h_0..h_{t-1})[-1], c_t]``; ``z_t ~ p_t`` (reparameterised);
+- ``x^_t = dec(pred(h_{t-1}, z_t), skips)``, skips from frame ``t-1`` for ``t <= n_past``
+  (or every step with ``last_frame_skip``), else from the last context frame ``n_past-1``;
+- loss = sum_t MSE(x^_t, x_t) + beta * sum_t KL(q_t || p_t) (KL summed over z, / batch)
+  + adv_weight * generator adversarial term + discriminator loss.
+
+How it is computed differs from the original (which looped over steps calling every
+module per step): every frame is encoded ONCE for all ``T*B`` frames and reused as the
+predictor input and the posterior target; each causal transformer runs once over the
+whole sequence (its output ``t`` equals the original's re-run over the prefix ``0..t``);
+the decoder runs once over all steps, and the skip half of its convolutions runs once per
+distinct skip frame (all steps after the context reuse the last context frame's skips);
+the discriminator's windows are folded into the batch (see ``discriminator.py``); the
+LSTMs run as ATen's fused LSTM over the known inputs (only sampling steps them one by one).
+Weights are kept channels-last (NHWC), which oneDNN's CPU convolutions run faster.
+``models/stepwise.py`` keeps the original loop structure and the tests prove both equal.
+
+Deviation: BatchNorm in train mode normalises over all ``T*B`` frames of a call instead
+of the ``B`` frames of one step (the statistics differ slightly; eval mode is identical).
+
+One scalar to backward: ``out["loss"]`` gives the generator exactly the gradient of
+``mse + beta*kld + adv_weight*g_adv`` and the discriminator exactly that of ``d_loss``:
+the discriminator loss sees the generated frames detached, and the generator's term runs
+the discriminator with detached parameters. So one optimizer (two parameter groups for
+the two learning rates) steps the whole iteration, and DDP/AMP/compile see one graph.
+
+Discriminator schedule: the discriminator always trains (``d_loss`` is in ``loss``
+whenever ``use_disc``); the generator's adversarial term is added only when
+``adv_weight > 0`` (the caller passes 0 in the first epoch, as the original started it
+after the first epoch, then ``beta_gen_loss`` x schedule).
+
+Fixed defect of the original: its discriminator loss used detached ENCODINGS, so the
+discriminator's own frame and audio encoders never received a gradient and stayed at
+their random initialisation; here they train with the rest of the discriminator.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from utils import InputError
+
+from .audio import AudioEncoder, check_audio_shape
+from .dcgan import DCGAN_PLANS, DCGANDecoder, DCGANEncoder
+from .discriminator import Discriminator, adversarial_losses
+from .layers import fold, init_weights, unfold
+from .lstm import GaussianLSTM, LSTMPredictor, gaussian_kl, reparameterize
+from .transformer import CausalTransformer
+from .vgg import VGG_STAGES, VGGDecoder, VGGEncoder
+
+FRAME_MODELS = {"dcgan": (DCGANEncoder, DCGANDecoder, tuple(sorted(DCGAN_PLANS))),
+                "vgg": (VGGEncoder, VGGDecoder, tuple(sorted(VGG_STAGES)))}
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+
+
+@dataclass
+class Sound2SightConfig:
+    """Architecture of a Sound2Sight model (everything a checkpoint needs to be rebuilt)."""
+
+    image_width: int = 48
+    channels: int = 1
+    model: str = "dcgan"  # or "vgg"
+    audio_shape: tuple[int, int] = (23, 21)
+    g_dim: int = 128
+    z_dim: int = 10
+    rnn_size: int = 256
+    prior_rnn_layers: int = 1
+    posterior_rnn_layers: int = 1
+    predictor_rnn_layers: int = 2
+    audio_rnn_layers: int = 1  # transformer layers (audio)
+    video_rnn_layers: int = 1  # transformer layers (video, prior and posterior)
+    nhead: int = 4
+    dim_ff: int = 128
+    dropout: float = 0.2
+    disc_rnn_size: int = 256
+    disc_layers: int = 1
+    disc_buffer: int = 3
+    n_past: int = 5
+    last_frame_skip: bool = False
+    beta: float = 1e-4
+    use_audio: bool = True  # False = SVG-LP with the same backbone (no audio encoder)
+    use_disc: bool = True  # False = no discriminator, no adversarial terms
+
+    def __post_init__(self) -> None:
+        if self.model not in FRAME_MODELS:
+            raise ValueError(f"model {self.model!r} is unknown; choose one of {sorted(FRAME_MODELS)}")
+        widths = FRAME_MODELS[self.model][2]
+        if self.image_width not in widths:
+            raise ValueError(f"image_width {self.image_width} is not supported by model {self.model!r}; "
+                             f"choose one of {list(widths)}")
+        self.audio_shape = check_audio_shape(self.audio_shape)
+        for name in ("channels", "g_dim", "z_dim", "rnn_size", "prior_rnn_layers", "posterior_rnn_layers",
+                     "predictor_rnn_layers", "audio_rnn_layers", "video_rnn_layers", "nhead", "dim_ff",
+                     "disc_rnn_size", "disc_layers", "disc_buffer", "n_past"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.rnn_size % self.nhead:
+            raise ValueError(f"rnn_size {self.rnn_size} must be divisible by nhead {self.nhead}")
+        if self.use_disc and not self.use_audio:
+            raise ValueError("use_disc=True needs use_audio=True (the discriminator is audio-visual); "
+                             "set use_disc=False for the SVG-LP ablation")
+
+
+def _frame_codec(cfg: Sound2SightConfig) -> tuple[type, type]:
+    enc, dec, _ = FRAME_MODELS[cfg.model]
+    return enc, dec
+
+
+class Sound2Sight(nn.Module):
+    """The generator (encoders, transformers, prior/posterior, predictor, decoder) and the discriminator."""
+
+    def __init__(self, cfg: Sound2SightConfig):
+        super().__init__()
+        self.cfg = cfg
+        g, r, z = cfg.g_dim, cfg.rnn_size, cfg.z_dim
+        enc_cls, dec_cls = _frame_codec(cfg)
+        self.encoder = enc_cls(g, cfg.channels, cfg.image_width)
+        self.decoder = dec_cls(g, cfg.channels, cfg.image_width)
+        tf = dict(nhead=cfg.nhead, dim_ff=cfg.dim_ff, dropout=cfg.dropout)
+        if cfg.use_audio:
+            self.audio_encoder = AudioEncoder(g, cfg.audio_shape)
+            self.audio_transformer = CausalTransformer(g, r, cfg.audio_rnn_layers, **tf)
+        self.posterior_transformer = CausalTransformer(g, r, cfg.video_rnn_layers, **tf)
+        self.prior_transformer = CausalTransformer(g, r, cfg.video_rnn_layers, **tf)
+        cond = 2 * g if cfg.use_audio else g
+        self.posterior = GaussianLSTM(cond, z, r, cfg.posterior_rnn_layers)
+        self.prior = GaussianLSTM(cond, z, r, cfg.prior_rnn_layers)
+        self.predictor = LSTMPredictor(g + z, g, r, cfg.predictor_rnn_layers)
+        if cfg.use_disc:
+            self.disc = Discriminator(enc_cls(g, cfg.channels, cfg.image_width), AudioEncoder(g, cfg.audio_shape),
+                                      g, cfg.disc_rnn_size, cfg.disc_layers, cfg.disc_buffer)
+        self.apply(init_weights)
+        # NHWC weights: oneDNN's convolutions (most of the work) run ~10-15% faster on CPU,
+        # and CUDA tensor cores prefer it too; inputs may stay NCHW
+        self.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ parameters
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Everything but the discriminator."""
+        return [p for n, p in self.named_parameters() if not n.startswith("disc.")]
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return list(self.disc.parameters()) if self.cfg.use_disc else []
+
+    def configure_optimizer(self, lr: float, disc_lr: float, beta1: float, name: str = "adam") -> torch.optim.Optimizer:
+        """One optimiser, two parameter groups (generator at ``lr``, discriminator at ``disc_lr``).
+
+        Adam / RMSprop keep per-parameter state, so this equals the original's 13 separate
+        optimisers. ``sgd`` uses momentum ``beta1`` (the original passed Adam's betas to
+        every optimiser, which crashed for RMSprop and SGD)."""
+        groups = [{"params": self.generator_parameters(), "lr": lr, "name": "generator"}]
+        if self.cfg.use_disc:
+            groups.append({"params": self.discriminator_parameters(), "lr": disc_lr, "name": "discriminator"})
+        if name == "adam":
+            return torch.optim.Adam(groups, lr=lr, betas=(beta1, 0.999))
+        if name == "rmsprop":
+            return torch.optim.RMSprop(groups, lr=lr)
+        if name == "sgd":
+            return torch.optim.SGD(groups, lr=lr, momentum=beta1)
+        raise InputError(f"--optimizer {name!r} is unknown; choose one of {list(OPTIMIZERS)}")
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The dict :func:`load_model` reads: ``{"model_config": asdict(cfg), "model": state_dict}``."""
+        return {"model_config": asdict(self.cfg), "model": self.state_dict()}
+
+    # ------------------------------------------------------------------ noise
+    def draw_noise(self, steps: int, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """Standard-normal ``eps [steps, batch, z]`` (float32 on ``like``'s device).
+
+        Every path (vectorised and stepwise) draws its noise up front through this, in the
+        same order, so reseeding gives both the same z."""
+        return torch.randn(steps, batch, self.cfg.z_dim, device=like.device)
+
+    # ------------------------------------------------------------------ shared pieces
+    def encode_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``frames [T, B, C, H, W]`` -> ``(h [T, B, g], skips: list of [T, B, c, h, w])`` in ONE encoder call."""
+        steps = frames.shape[0]
+        h, skips = self.encoder(fold(frames))
+        return unfold(h, steps), [unfold(s, steps) for s in skips]
+
+    def audio_context(self, audio: torch.Tensor | None) -> torch.Tensor | None:
+        """``audio [T, B, 1, F, S]`` -> audio transformer outputs ``[T-1, B, g]`` for steps 1..T-1."""
+        if not self.cfg.use_audio:
+            return None
+        steps = audio.shape[0] - 1
+        return self.audio_transformer(unfold(self.audio_encoder(fold(audio[1:])), steps))
+
+    @staticmethod
+    def condition(video: torch.Tensor, audio_ctx: torch.Tensor | None) -> torch.Tensor:
+        """Prior / posterior input: ``[video transformer output, audio context]`` (video only without audio)."""
+        return video if audio_ctx is None else torch.cat([video, audio_ctx], -1)
+
+    def skip_index(self, steps: int, n_past: int) -> list[int]:
+        """Frame whose skips decode step ``t`` (1..steps): ``t-1`` up to ``n_past``, then ``n_past-1``."""
+        if self.cfg.last_frame_skip:
+            return [t - 1 for t in range(1, steps + 1)]
+        return [min(t - 1, n_past - 1) for t in range(1, steps + 1)]
+
+    def decode_steps(self, g_pred: torch.Tensor, skips: list[torch.Tensor], index: list[int]) -> torch.Tensor:
+        """``g_pred [S, B, g]`` decoded with the skips of frame ``index[s]`` (``skips``: per frame ``[T, B, ...]``)
+        -> ``[S, B, C, H, W]`` in one decoder call.
+
+        Steps that share a skip frame (all steps after the context, unless ``last_frame_skip``)
+        share the skip half of the decoder's convolutions: it runs once per distinct frame."""
+        steps, batch = g_pred.shape[:2]
+        frames = sorted(set(index))
+        if len(frames) == steps:  # every step has its own skip frame: plain concatenation
+            sel = torch.as_tensor(index, device=g_pred.device)
+            return unfold(self.decoder((fold(g_pred), [fold(s.index_select(0, sel)) for s in skips])), steps)
+        distinct = [fold(s.index_select(0, torch.as_tensor(frames, device=g_pred.device))) for s in skips]
+        slot = {f: i for i, f in enumerate(frames)}
+        rows = torch.as_tensor([slot[f] for f in index], device=g_pred.device)              # [S]
+        rows = (rows[:, None] * batch + torch.arange(batch, device=g_pred.device)).reshape(-1)  # [S*B]
+        return unfold(self.decoder.forward_indexed(fold(g_pred), distinct, rows), steps)
+
+    def _check(self, frames: torch.Tensor, audio: torch.Tensor | None) -> None:
+        c, w = self.cfg.channels, self.cfg.image_width
+        if frames.dim() != 5 or tuple(frames.shape[2:]) != (c, w, w):
+            raise ValueError(f"frames must be [T, B, {c}, {w}, {w}], got {list(frames.shape)}")
+        if self.cfg.use_audio:
+            if audio is None or audio.dim() != 5 or tuple(audio.shape[2:]) != (1, *self.cfg.audio_shape):
+                got = None if audio is None else list(audio.shape)
+                raise ValueError(f"audio must be [T, B, 1, {self.cfg.audio_shape[0]}, {self.cfg.audio_shape[1]}], got {got}")
+
+    # ------------------------------------------------------------------ training
+    def forward(self, frames: torch.Tensor, audio: torch.Tensor | None, adv_weight: float = 0.0,
+                eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One training computation (teacher forcing, z from the prior).
+
+        frames ``[T, B, C, H, W]`` in [0, 1]; audio ``[T, B, 1, F, S]`` (scaled features; may be
+        None without audio); eps ``[T-1, B, z]`` prior noise (drawn if None).
+        Returns ``loss`` (the one scalar to backward) and, detached: ``mse`` and ``kld``
+        (sums over steps divided by the T-1 steps), ``g_adv`` (unweighted), ``d_loss``,
+        ``pred [T-1, B, C, H, W]`` (predictions of frames 1..T-1).
+        """
+        self._check(frames, audio)
+        steps, batch = frames.shape[0] - 1, frames.shape[1]
+        if steps < 1:
+            raise ValueError("forward needs at least 2 frames")
+        if eps is None:
+            eps = self.draw_noise(steps, batch, frames)
+        h, skips = self.encode_frames(frames)                                  # [T, B, g]
+        a_ctx = self.audio_context(audio)                                      # [T-1, B, g]
+        mu_q, logvar_q, _ = self.posterior.forward_seq(self.condition(self.posterior_transformer(h[1:]), a_ctx))
+        mu_p, logvar_p, _ = self.prior.forward_seq(self.condition(self.prior_transformer(h[:-1]), a_ctx))
+        z = reparameterize(mu_p, logvar_p, eps)                                # [T-1, B, z]
+        g_pred, _ = self.predictor.forward_seq(torch.cat([h[:-1], z], -1))     # [T-1, B, g]
+        pred = self.decode_steps(g_pred, skips, self.skip_index(steps, self.cfg.n_past))
+        target = frames[1:]
+        mse = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(2).mean(-1).mean(-1).sum()
+        kld = gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float()).sum() / batch
+        loss = mse + self.cfg.beta * kld
+        zero = loss.new_zeros(())
+        g_adv, d_loss = zero, zero
+        if self.cfg.use_disc:
+            with_gen = adv_weight > 0
+            d_loss, g = adversarial_losses(self.disc, target, pred, audio[1:], with_gen)
+            loss = loss + d_loss
+            if with_gen:
+                g_adv = g
+                loss = loss + adv_weight * g_adv
+        return {"loss": loss, "mse": (mse / steps).detach(), "kld": (kld / steps).detach(),
+                "g_adv": g_adv.detach(), "d_loss": d_loss.detach(), "pred": pred.detach().to(frames.dtype)}
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def reconstruct(self, frames: torch.Tensor, audio: torch.Tensor | None,
+                    eps: torch.Tensor | None = None) -> torch.Tensor:
+        """Posterior reconstruction ``[T, B, C, H, W]``: index 0 is ``frames[0]``, index ``t`` is
+        decoded (teacher forcing) with ``z_t`` drawn from the posterior (noise ``eps [T-1, B, z]``)."""
+        self._check(frames, audio)
+        steps, batch = frames.shape[0] - 1, frames.shape[1]
+        if eps is None:
+            eps = self.draw_noise(steps, batch, frames)
+        h, skips = self.encode_frames(frames)
+        a_ctx = self.audio_context(audio)
+        mu_q, logvar_q, _ = self.posterior.forward_seq(self.condition(self.posterior_transformer(h[1:]), a_ctx))
+        z = reparameterize(mu_q, logvar_q, eps)
+        g_pred, _ = self.predictor.forward_seq(torch.cat([h[:-1], z], -1))
+        pred = self.decode_steps(g_pred, skips, self.skip_index(steps, self.cfg.n_past))
+        return torch.cat([frames[:1], pred.to(frames.dtype)])
+
+    @torch.no_grad()
+    def sample(self, context: torch.Tensor, audio: torch.Tensor | None, nsample: int, n_future: int,
+               eps_posterior: torch.Tensor | None = None, eps_prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate ``nsample`` futures per clip.
+
+        context ``[n_past, B, C, H, W]``; audio ``[n_past + n_future, B, 1, F, S]``.
+        Returns ``[n_past + n_future, B, nsample, C, H, W]``; the first ``n_past`` entries are
+        the context. Samples are folded into the batch (index ``b * nsample + s``); the
+        context frames and the audio are encoded once per clip and repeated. During the
+        context steps the posterior supplies z (its target is known), afterwards the prior;
+        generated frames are encoded and fed back. Noise: ``eps_posterior [n_past-1, B*nsample, z]``
+        then ``eps_prior [T-1, B*nsample, z]`` (drawn in that order when None).
+        """
+        n_past, batch = context.shape[:2]
+        total = n_past + n_future
+        if n_past < 1 or n_future < 0 or nsample < 1:
+            raise ValueError(f"need n_past >= 1, n_future >= 0, nsample >= 1 (got {n_past}, {n_future}, {nsample})")
+        self._check(context, audio)
+        if audio is not None and audio.shape[0] != total:
+            raise ValueError(f"audio has {audio.shape[0]} steps, n_past + n_future = {total}")
+        bn = batch * nsample
+        if eps_posterior is None:
+            eps_posterior = self.draw_noise(n_past - 1, bn, context)
+        if eps_prior is None:
+            eps_prior = self.draw_noise(total - 1, bn, context)
+
+        def rep(x: torch.Tensor) -> torch.Tensor:  # [S, B, ...] -> [S, B*nsample, ...]
+            return x.repeat_interleave(nsample, dim=1)
+
+        h_ctx, skips_ctx = self.encode_frames(context)
+        h_ctx, skips_ctx = rep(h_ctx), [rep(s) for s in skips_ctx]
+        a_ctx = None if audio is None or not self.cfg.use_audio else rep(self.audio_context(audio))  # [T-1, BN, g]
+        a_at = (lambda t: None) if a_ctx is None else (lambda t: a_ctx[t - 1])
+        # context steps 1..n_past-1: posterior z (targets known), prior/predictor states advance
+        z_post = None
+        if n_past > 1:
+            mu_q, logvar_q, _ = self.posterior.forward_seq(
+                self.condition(self.posterior_transformer(h_ctx[1:]), None if a_ctx is None else a_ctx[: n_past - 1]))
+            z_post = reparameterize(mu_q, logvar_q, eps_posterior)
+        hs = list(h_ctx.unbind(0))                                            # encodings fed in so far
+        skip = [s[n_past - 1] for s in skips_ctx]                              # last context frame's skips
+        prior_ctx = self.prior_transformer(h_ctx)                              # steps 1..n_past, one pass
+        out = list(rep(context).unbind(0))
+        prior_state = pred_state = None
+        for t in range(1, total):
+            v = prior_ctx[t - 1] if t <= n_past else self.prior_transformer(torch.stack(hs))[-1]
+            mu_p, logvar_p, prior_state = self.prior(self.condition(v, a_at(t)), prior_state)
+            z = z_post[t - 1] if t < n_past else reparameterize(mu_p, logvar_p, eps_prior[t - 1])
+            g_out, pred_state = self.predictor(torch.cat([hs[t - 1], z], -1), pred_state)
+            if t < n_past:
+                continue
+            x = self.decoder((g_out, skip))
+            h_new, skips_new = self.encoder(x)
+            if self.cfg.last_frame_skip:  # the next step decodes with its own input frame's skips
+                skip = skips_new
+            hs.append(h_new)
+            out.append(x.to(context.dtype))
+        frames = torch.stack(out)                                              # [T, BN, C, H, W]
+        return frames.reshape(total, batch, nsample, *frames.shape[2:])
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu",
+               expect: Sound2SightConfig | dict | None = None) -> tuple[Sound2Sight, dict]:
+    """Rebuild a model from a checkpoint ``{"model_config": ..., "model": state_dict}``.
+
+    Loads with ``weights_only=True`` (no arbitrary unpickling) and strictly. ``expect``
+    (a config or dict of fields) is compared with the checkpoint's config first, so a
+    mismatch names the field instead of failing on tensor shapes. Returns the model (in
+    eval mode) and the whole checkpoint dict. Bad files raise ``utils.InputError``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist; pass the model.pt written by training")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle / zip / format errors all mean "not our checkpoint"
+        raise InputError(f"checkpoint {path} could not be read as a weights-only torch file "
+                         f"({type(err).__name__}); pass a checkpoint written by this project") from None
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
+        raise InputError(f"checkpoint {path} lacks 'model_config'/'model' keys; it was not written by this project")
+    raw = dict(ckpt["model_config"])
+    known = {f.name for f in dataclasses.fields(Sound2SightConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InputError(f"checkpoint {path} has unknown config fields {unknown}; it was written by another version")
+    try:
+        cfg = Sound2SightConfig(**raw)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"checkpoint {path} has an invalid model_config: {err}") from None
+    if expect is not None:
+        want = asdict(expect) if isinstance(expect, Sound2SightConfig) else dict(expect)
+        have = asdict(cfg)
+        diffs = [f"{k} {have[k]!r}, this run asks for {_norm(want[k])!r}" for k in want
+                 if k in have and _norm(want[k]) != have[k]]
+        if diffs:
+            raise InputError(f"checkpoint {path} was made for " + "; ".join(diffs))
+    model = Sound2Sight(cfg)
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
+        raise InputError(f"checkpoint {path}: weights do not fit its model_config ({detail[:300]})") from None
+    model.to(map_location).eval()
+    return model, ckpt
+
+
+def _norm(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v

@@ -1,0 +1,185 @@
+"""Step-by-step reference of the Sound2Sight computation, with the original's loop structure.
+
+Uses the SAME module instances as :class:`models.sound2sight.Sound2Sight` but computes as
+the released training script did: per time step it encodes frame ``t-1`` (predictor input)
+and frame ``t`` (posterior target) separately, re-runs every causal transformer over the
+prefix ``0..t`` and keeps its last output, runs the discriminator window by window (six
+LSTM passes per window) and decodes one step at a time; the generator's adversarial
+terms use the discriminator as is, and :func:`classic_backward` applies two backward
+passes (generator, then discriminator), as the original did with its 13 optimisers.
+
+Two uses: the tests prove the vectorised model equal to this (eval mode, same weights,
+same noise); ``bench/train_step.py`` times :func:`train_step` as "the original's step".
+Noise is drawn through ``model.draw_noise`` in the same order as the vectorised paths.
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from .lstm import gaussian_kl, reparameterize
+from .sound2sight import Sound2Sight
+
+
+def _ce(logits: torch.Tensor, label: int) -> torch.Tensor:
+    return F.cross_entropy(logits, torch.full((logits.shape[0],), label, dtype=torch.long, device=logits.device))
+
+
+def _run_window(model: Sound2Sight, frame_encs: list[torch.Tensor], audio_encs: list[torch.Tensor]) -> torch.Tensor:
+    """Discriminator LSTM over one window, from a zero state; returns the last step's logits [B, 2]."""
+    state, out = None, None
+    for f, a in zip(frame_encs, audio_encs):
+        out, state = model.disc.lstm(torch.cat([f, a], 1), state)
+    return out
+
+
+def forward(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | None, adv_weight: float = 0.0,
+            eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Stepwise training computation. Returns ``gen_loss`` (mse + beta*kld + adv_weight*g_adv,
+    with gradient into the discriminator too, to be discarded), ``d_loss`` (generated frames
+    detached), ``loss`` = their sum, and ``mse``, ``kld``, ``g_adv``, ``pred`` as the model's forward."""
+    cfg = model.cfg
+    steps, batch = frames.shape[0] - 1, frames.shape[1]
+    if eps is None:
+        eps = model.draw_noise(steps, batch, frames)
+    with_gen = cfg.use_disc and adv_weight > 0
+    k = cfg.disc_buffer
+    mse = kld = g_adv = d_loss = frames.new_zeros(())
+    h_list, tgt_list, a_list, preds = [], [], [], []
+    real_buf, gen_d_buf, gen_g_buf, aud_buf = [], [], [], []
+    post_state = prior_state = pred_state = None
+    a_c = skip = None
+    for t in range(1, steps + 1):
+        h, sk = model.encoder(frames[t - 1])
+        h_tgt = model.encoder(frames[t])[0]
+        if cfg.last_frame_skip or t <= cfg.n_past:
+            skip = sk
+        h_list.append(h)
+        tgt_list.append(h_tgt)
+        if cfg.use_audio:
+            a_list.append(model.audio_encoder(audio[t]))
+            a_c = model.audio_transformer(torch.stack(a_list))[-1]
+        vp = model.posterior_transformer(torch.stack(tgt_list))[-1]
+        vq = model.prior_transformer(torch.stack(h_list))[-1]
+        mu_q, lv_q, post_state = model.posterior(model.condition(vp, a_c), post_state)
+        mu_p, lv_p, prior_state = model.prior(model.condition(vq, a_c), prior_state)
+        z = reparameterize(mu_p, lv_p, eps[t - 1])
+        g_out, pred_state = model.predictor(torch.cat([h, z], 1), pred_state)
+        x_pred = model.decoder((g_out, skip))
+        preds.append(x_pred)
+        mse = mse + F.mse_loss(x_pred, frames[t])
+        kld = kld + gaussian_kl(mu_q, lv_q, mu_p, lv_p).sum() / batch
+        if not cfg.use_disc:
+            continue
+        disc = model.disc
+        real_buf.append(disc.frame_encoder(frames[t])[0])
+        gen_d_buf.append(disc.frame_encoder(x_pred.detach())[0])
+        if with_gen:
+            gen_g_buf.append(disc.frame_encoder(x_pred)[0])
+        aud_buf.append(disc.audio_encoder(audio[t]))
+        real_buf, gen_d_buf, gen_g_buf, aud_buf = real_buf[-k:], gen_d_buf[-k:], gen_g_buf[-k:], aud_buf[-k:]
+        if len(real_buf) < k:
+            continue
+        mis = [a.roll(-1, 0) for a in aud_buf]  # audio of the next clip in the batch
+        real_loss = _ce(_run_window(model, real_buf, aud_buf), 1) + _ce(disc.frame_head(real_buf[-1]), 1)
+        syn_loss = (_ce(_run_window(model, real_buf[:-1] + gen_d_buf[-1:], aud_buf), 0)
+                    + _ce(disc.frame_head(gen_d_buf[-1]), 0))
+        mis_loss = (_ce(_run_window(model, real_buf, mis), 0)
+                    + _ce(_run_window(model, real_buf[:-1] + gen_d_buf[-1:], mis), 0))
+        d_loss = d_loss + real_loss / 2 + (syn_loss + mis_loss) / 8
+        if with_gen:
+            real_det = [r.detach() for r in real_buf[:-1]]
+            g_m = _ce(_run_window(model, real_det + gen_g_buf[-1:], [a.detach() for a in aud_buf]), 1)
+            g_mm = _ce(_run_window(model, real_det + gen_g_buf[-1:], [a.detach() for a in mis]), 1)
+            g_adv = g_adv + (g_m + _ce(disc.frame_head(gen_g_buf[-1]), 1) + g_mm) / 3
+    gen_loss = mse + cfg.beta * kld + (adv_weight * g_adv if with_gen else 0.0)
+    return {"gen_loss": gen_loss, "d_loss": d_loss, "loss": gen_loss + d_loss,
+            "mse": (mse / steps).detach(), "kld": (kld / steps).detach(), "g_adv": g_adv.detach(),
+            "pred": torch.stack(preds).detach()}
+
+
+def classic_backward(model: Sound2Sight, out: dict[str, torch.Tensor]) -> None:
+    """The original's two backward passes: generator loss -> generator grads (the grads it
+    leaves in the discriminator are discarded), then discriminator loss -> discriminator grads."""
+    disc_params = model.discriminator_parameters()
+    out["gen_loss"].backward()
+    for p in disc_params:
+        p.grad = None
+    if disc_params and out["d_loss"].requires_grad:
+        out["d_loss"].backward()
+
+
+def train_step(model: Sound2Sight, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
+               audio: torch.Tensor | None, adv_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """One stepwise training iteration: zero grads, forward, two backward passes, optimiser step."""
+    optimizer.zero_grad(set_to_none=True)
+    out = forward(model, frames, audio, adv_weight)
+    classic_backward(model, out)
+    optimizer.step()
+    return out
+
+
+@torch.no_grad()
+def reconstruct(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | None,
+                eps: torch.Tensor | None = None) -> torch.Tensor:
+    """Stepwise posterior reconstruction ``[T, B, C, H, W]`` (index 0 = ``frames[0]``)."""
+    cfg = model.cfg
+    steps, batch = frames.shape[0] - 1, frames.shape[1]
+    if eps is None:
+        eps = model.draw_noise(steps, batch, frames)
+    tgt_list, a_list, out = [], [], [frames[0]]
+    post_state = pred_state = a_c = skip = None
+    for t in range(1, steps + 1):
+        h, sk = model.encoder(frames[t - 1])
+        if cfg.last_frame_skip or t <= cfg.n_past:
+            skip = sk
+        tgt_list.append(model.encoder(frames[t])[0])
+        if cfg.use_audio:
+            a_list.append(model.audio_encoder(audio[t]))
+            a_c = model.audio_transformer(torch.stack(a_list))[-1]
+        vp = model.posterior_transformer(torch.stack(tgt_list))[-1]
+        mu_q, lv_q, post_state = model.posterior(model.condition(vp, a_c), post_state)
+        g_out, pred_state = model.predictor(torch.cat([h, reparameterize(mu_q, lv_q, eps[t - 1])], 1), pred_state)
+        out.append(model.decoder((g_out, skip)))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def sample(model: Sound2Sight, context: torch.Tensor, audio: torch.Tensor | None, nsample: int, n_future: int,
+           eps_posterior: torch.Tensor | None = None, eps_prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Stepwise sampling, same contract and noise order as ``Sound2Sight.sample``; every step
+    re-encodes its input frame and audio and re-runs the transformers over the prefix."""
+    cfg = model.cfg
+    n_past, batch = context.shape[:2]
+    total = n_past + n_future
+    bn = batch * nsample
+    if eps_posterior is None:
+        eps_posterior = model.draw_noise(n_past - 1, bn, context)
+    if eps_prior is None:
+        eps_prior = model.draw_noise(total - 1, bn, context)
+    ctx = context.repeat_interleave(nsample, dim=1)
+    aud = None if audio is None else audio.repeat_interleave(nsample, dim=1)
+    hs, tgt_list, a_list, out = [], [], [], [ctx[0]]
+    post_state = prior_state = pred_state = a_c = skip = z_q = None
+    x_in = ctx[0]
+    for t in range(1, total):
+        h, sk = model.encoder(x_in)
+        if cfg.last_frame_skip or t <= n_past:
+            skip = sk
+        hs.append(h)
+        if cfg.use_audio:
+            a_list.append(model.audio_encoder(aud[t]))
+            a_c = model.audio_transformer(torch.stack(a_list))[-1]
+        if t < n_past:
+            tgt_list.append(model.encoder(ctx[t])[0])
+            vp = model.posterior_transformer(torch.stack(tgt_list))[-1]
+            mu_q, lv_q, post_state = model.posterior(model.condition(vp, a_c), post_state)
+            z_q = reparameterize(mu_q, lv_q, eps_posterior[t - 1])
+        vq = model.prior_transformer(torch.stack(hs))[-1]
+        mu_p, lv_p, prior_state = model.prior(model.condition(vq, a_c), prior_state)
+        z = z_q if t < n_past else reparameterize(mu_p, lv_p, eps_prior[t - 1])
+        g_out, pred_state = model.predictor(torch.cat([h, z], 1), pred_state)
+        x_in = ctx[t] if t < n_past else model.decoder((g_out, skip))
+        out.append(x_in)
+    frames = torch.stack(out)
+    return frames.reshape(total, batch, nsample, *frames.shape[2:])

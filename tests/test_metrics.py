@@ -1,0 +1,212 @@
+"""metrics.py against scikit-image itself, the valid-pooling argument, and the protocols."""
+import itertools
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+import metrics
+
+
+def _noise_pairs(rng, n, c=1, size=48):
+    gt = rng.random((n, c, size, size), dtype=np.float32)
+    pred = np.clip(gt + 0.15 * rng.standard_normal(gt.shape, dtype=np.float32), 0, 1)
+    return gt, pred
+
+
+def _digit_like_pairs(rng, n, c=1, size=48):
+    """Sparse blobs on black (as M3SO) and a shifted, blurred, noisy prediction of them."""
+    gt = np.zeros((n, c, size, size), np.float32)
+    blob = ndi.gaussian_filter(rng.random((n, c, 28, 28)), sigma=(0, 0, 2, 2))
+    blob = np.clip((blob - blob.mean()) * 8, 0, 1)
+    for i in range(n):  # test fixture only
+        y, x = rng.integers(0, size - 28, 2)
+        gt[i, :, y:y + 28, x:x + 28] = blob[i]
+    pred = np.roll(gt, shift=(1, 2), axis=(2, 3))
+    pred = np.clip(ndi.gaussian_filter(pred, sigma=(0, 0, 0.7, 0.7)) + 0.02 * rng.standard_normal(gt.shape), 0, 1)
+    return gt, pred.astype(np.float32)
+
+
+def _bright_flat_pairs(rng, n, c=1, size=48):
+    """Near-constant bright frames with faint texture: the float32 cancellation worst case."""
+    gt = (0.95 + 0.002 * rng.random((n, c, size, size))).astype(np.float32)
+    return gt, (gt + 0.001 * rng.standard_normal(gt.shape)).astype(np.float32)
+
+
+def _sk_ssim(gt, pred, data_range=2.0, dtype=np.float64):
+    """scikit-image, one call per image and channel, channel mean (as the original)."""
+    return np.array([[structural_similarity(g.astype(dtype), p.astype(dtype), data_range=data_range)
+                      for g, p in zip(gi, pi)] for gi, pi in zip(gt, pred)]).mean(axis=1)
+
+
+def _sk_psnr(gt, pred, data_range=1.0):
+    return np.array([[peak_signal_noise_ratio(g, p, data_range=data_range) for g, p in zip(gi, pi)]
+                     for gi, pi in zip(gt, pred)]).mean(axis=1)
+
+
+@pytest.mark.parametrize("make", [_noise_pairs, _digit_like_pairs, _bright_flat_pairs])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ssim_psnr_match_skimage(make, channels):
+    rng = np.random.default_rng(channels)
+    gt, pred = make(rng, 12, channels)
+    ours_s, ours_p = metrics.score_pairs(gt, pred)
+    assert ours_s.shape == (12,) and ours_s.dtype == torch.float64
+    # float64 copies: what scikit-image 0.15 did internally; float32: today's skimage path.
+    np.testing.assert_allclose(ours_s.numpy(), _sk_ssim(gt, pred), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ours_s.numpy(), _sk_ssim(gt, pred, dtype=np.float32), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ours_p.numpy(), _sk_psnr(gt, pred), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(metrics.ssim(gt, pred).numpy(), ours_s.numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(metrics.psnr(gt, pred).numpy(), ours_p.numpy(), rtol=0, atol=1e-12)
+
+
+def test_data_range_is_a_parameter_and_matters():
+    gt, pred = _digit_like_pairs(np.random.default_rng(5), 6)
+    s1 = metrics.ssim(gt, pred, data_range=1.0).numpy()
+    np.testing.assert_allclose(s1, _sk_ssim(gt, pred, data_range=1.0), atol=1e-5)
+    assert np.all(s1 < metrics.ssim(gt, pred).numpy())  # the original's range 2 reads higher
+    p255 = metrics.psnr(gt, pred, data_range=255.0).numpy()
+    np.testing.assert_allclose(p255, _sk_psnr(gt, pred, data_range=255.0), atol=1e-5)
+
+
+def test_identical_pair_psnr_is_capped_not_inf():
+    gt, _ = _noise_pairs(np.random.default_rng(1), 3, 3)
+    pred = gt.copy()
+    pred[1, 0, 0, 0] += 1e-3  # one channel slightly off: finite, below the cap
+    with np.errstate(divide="ignore"):
+        assert np.isinf(peak_signal_noise_ratio(gt[0, 0], pred[0, 0], data_range=1.0))
+    p = metrics.psnr(gt, pred).numpy()
+    assert p[0] == metrics.PSNR_CAP_DB and p[2] == metrics.PSNR_CAP_DB
+    # image 1: two capped channels and one real value, averaged
+    real = peak_signal_noise_ratio(gt[1, 0], pred[1, 0], data_range=1.0)
+    assert real < metrics.PSNR_CAP_DB
+    assert p[1] == pytest.approx((real + 2 * metrics.PSNR_CAP_DB) / 3, abs=1e-5)
+    assert metrics.psnr(gt, pred, cap_db=60.0).numpy()[0] == 60.0
+    np.testing.assert_allclose(metrics.ssim(gt, gt).numpy(), 1.0, atol=1e-6)
+
+
+def test_valid_pooling_equals_padded_filter_then_crop():
+    """After the 3-px crop every kept window lies inside the image: padding mode is irrelevant."""
+    rng = np.random.default_rng(2)
+    gt, pred = _digit_like_pairs(rng, 2)
+    x, y = gt[:, 0].astype(np.float64), pred[:, 0].astype(np.float64)
+    n, r = 49, 3
+    maps, fulls = [], []
+    for mode in ["reflect", "constant", "wrap", "nearest", "mirror"]:
+        f = lambda a: ndi.uniform_filter(a, size=(1, 7, 7), mode=mode)  # noqa: E731
+        ux, uy = f(x), f(y)
+        vx = (f(x * x) - ux * ux) * n / (n - 1)
+        vy = (f(y * y) - uy * uy) * n / (n - 1)
+        vxy = (f(x * y) - ux * uy) * n / (n - 1)
+        c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
+        full = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
+        maps.append(full[:, r:-r, r:-r])
+        fulls.append(full)
+    # control: the un-cropped border DOES depend on the mode; the crop is what removes it
+    assert not np.allclose(fulls[0], fulls[1], rtol=0, atol=1e-6)
+    for m in maps[1:]:
+        np.testing.assert_allclose(m, maps[0], rtol=0, atol=1e-12)
+    ours = metrics.ssim_map_valid(torch.from_numpy(x), torch.from_numpy(y), dtype=torch.float64).numpy()
+    np.testing.assert_allclose(ours, maps[0], rtol=0, atol=1e-12)
+    ours32 = metrics.ssim_map_valid(torch.from_numpy(gt[:, 0]), torch.from_numpy(pred[:, 0])).numpy()
+    np.testing.assert_allclose(ours32, maps[0], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 7, 8, 11])
+def test_window_sum_any_width(k):
+    a = torch.from_numpy(np.random.default_rng(k).random((2, 13, 12)))
+    for dim in (1, 2):
+        ref = torch.stack([a.narrow(dim, i, k).sum(dim) for i in range(a.shape[dim] - k + 1)], dim)
+        torch.testing.assert_close(metrics._window_sum(a, k, dim), ref, rtol=0, atol=1e-12)
+
+
+def test_leading_dims_and_chunking(monkeypatch):
+    rng = np.random.default_rng(4)
+    gt, pred = _noise_pairs(rng, 2 * 3 * 4, 1, size=16)
+    s_flat, p_flat = metrics.score_pairs(gt, pred)
+    s, p = metrics.score_pairs(gt.reshape(2, 3, 4, 1, 16, 16), pred.reshape(2, 3, 4, 1, 16, 16))
+    assert s.shape == (2, 3, 4) and p.shape == (2, 3, 4)
+    torch.testing.assert_close(s.reshape(-1), s_flat, rtol=0, atol=0)
+    monkeypatch.setattr(metrics, "_CHUNK_PIXELS_CPU", 16 * 16 * 5)  # 5 images per chunk
+    s5, p5 = metrics.score_pairs(gt, pred)
+    torch.testing.assert_close(s5, s_flat, rtol=0, atol=1e-12)
+    torch.testing.assert_close(p5, p_flat, rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        metrics.ssim(gt[:, :, :5, :5], pred[:, :, :5, :5])
+    with pytest.raises(ValueError):
+        metrics.ssim(gt, pred[:-1])
+
+
+def _hand_made():
+    """2 clips, 3 samples, 2 future frames. Clip 0: sample 0 wins frame 0, sample 1 wins
+    frame 1 (paper takes both maxima; best takes sample 1, the higher mean)."""
+    ssim = np.array([[[0.9, 0.1], [0.5, 0.8], [0.2, 0.2]],
+                     [[0.3, 0.3], [0.4, 0.6], [0.7, 0.1]]])
+    psnr = np.array([[[20., 10.], [15., 30.], [40., 5.]],
+                     [[11., 12.], [13., 14.], [15., 16.]]])
+    return ssim, psnr
+
+
+def test_paper_protocol_hand_made():
+    out = metrics.paper_protocol(*_hand_made())
+    # clip 0: max ssim per frame (0.9, 0.8), max psnr (40, 30); clip 1: (0.7, 0.6), (15, 16)
+    assert out["ssim_per_frame"] == pytest.approx([0.8, 0.7])
+    assert out["psnr_per_frame"] == pytest.approx([27.5, 23.0])
+    assert out["ssim"] == pytest.approx(0.75) and out["psnr"] == pytest.approx(25.25)
+
+
+def test_best_protocol_hand_made():
+    ssim, psnr = _hand_made()
+    s, p, idx = metrics.per_clip_best(ssim, psnr)
+    # clip 0 means: 0.5, 0.65, 0.2 -> sample 1; clip 1 means: 0.3, 0.5, 0.4 -> sample 1
+    assert idx.tolist() == [1, 1]
+    out = metrics.best_protocol(ssim, psnr)
+    assert out["ssim_per_frame"] == pytest.approx([0.45, 0.7])
+    assert out["psnr_per_frame"] == pytest.approx([14.0, 22.0])
+    paper = metrics.paper_protocol(ssim, psnr)
+    assert out["ssim"] < paper["ssim"] and out["psnr"] < paper["psnr"]  # best <= paper always
+
+
+def test_protocols_on_random_against_loops():
+    rng = np.random.default_rng(6)
+    ssim, psnr = rng.random((5, 4, 3)), 30 * rng.random((5, 4, 3))
+    best = metrics.best_protocol(ssim, psnr)
+    paper = metrics.paper_protocol(ssim, psnr)
+    for t in range(3):
+        assert paper["ssim_per_frame"][t] == pytest.approx(np.mean([max(ssim[n, :, t]) for n in range(5)]))
+        chosen = [int(np.argmax([np.mean(ssim[n, s]) for s in range(4)])) for n in range(5)]
+        assert best["psnr_per_frame"][t] == pytest.approx(np.mean([psnr[n, chosen[n], t] for n in range(5)]))
+    assert best["ssim"] <= paper["ssim"] + 1e-12
+    with pytest.raises(ValueError):
+        metrics.paper_protocol(ssim, psnr[:, :, :2])
+
+
+def test_pairwise_diversity_against_explicit_pairs():
+    rng = np.random.default_rng(7)
+    samples = rng.random((3, 5, 2, 1, 6, 6))  # [B, S, T, C, H, W]
+    ref = [np.mean([np.mean((samples[b, i] - samples[b, j]) ** 2)
+                    for i, j in itertools.combinations(range(5), 2)]) for b in range(3)]
+    np.testing.assert_allclose(metrics.pairwise_diversity(samples).numpy(), ref, rtol=1e-10)
+    same = np.repeat(samples[:, :1], 4, axis=1)
+    np.testing.assert_allclose(metrics.pairwise_diversity(same).numpy(), 0.0, atol=1e-15)
+    with pytest.raises(ValueError):
+        metrics.pairwise_diversity(samples[:, :1])
+
+
+def test_diversity_from_streamed_sums_matches():
+    rng = np.random.default_rng(8)
+    samples = torch.from_numpy(rng.random((2, 6, 3, 1, 5, 5)))  # [B, S, T, C, H, W]
+    sum_x = torch.zeros(2, 3, 1, 5, 5, dtype=torch.float64)
+    sum_sq = torch.zeros(2, dtype=torch.float64)
+    for chunk in samples.split(4, dim=1):  # streamed: 4 then 2 samples
+        sum_x += chunk.sum(1)
+        sum_sq += chunk.square().sum(dim=(1, 2, 3, 4, 5))
+    torch.testing.assert_close(metrics.diversity_from_sums(sum_x, sum_sq, 6), metrics.pairwise_diversity(samples))
+
+
+def test_thread_setting_restored():
+    before = torch.get_num_threads()
+    gt, pred = _noise_pairs(np.random.default_rng(9), 2)
+    metrics.score_pairs(gt, pred)
+    assert torch.get_num_threads() == before

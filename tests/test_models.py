@@ -1,0 +1,405 @@
+"""Tests of the Sound2Sight model: shapes, the vectorised == stepwise equalities, gradient
+routing of the one-scalar loss, losses, checkpoints, config errors, a short training run."""
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+import torch
+
+from models import stepwise
+from models.audio import SUPPORTED_AUDIO_SHAPES, AudioEncoder
+from models.dcgan import DCGANDecoder, DCGANEncoder
+from models.lstm import gaussian_kl
+from models.sound2sight import Sound2Sight, Sound2SightConfig, load_model
+from models.transformer import CausalTransformer
+from models.vgg import VGGDecoder, VGGEncoder
+from utils import InputError
+
+torch.set_num_threads(2)
+TINY = dict(g_dim=16, rnn_size=32, z_dim=4, disc_rnn_size=32, dim_ff=32)
+TOL = 1e-5
+
+
+def tiny(**kw) -> Sound2SightConfig:
+    return Sound2SightConfig(**{**TINY, **kw})
+
+
+def batch(cfg: Sound2SightConfig, steps: int = 7, size: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    w = cfg.image_width
+    frames = torch.rand(steps, size, cfg.channels, w, w, generator=g)
+    audio = torch.rand(steps, size, 1, *cfg.audio_shape, generator=g)
+    return frames, audio
+
+
+def model_of(cfg: Sound2SightConfig, seed: int = 0) -> Sound2Sight:
+    torch.manual_seed(seed)
+    return Sound2Sight(cfg)
+
+
+def calibrated(cfg: Sound2SightConfig, frames, audio, seed: int = 0) -> Sound2Sight:
+    """A model in eval mode whose BatchNorm running statistics are those of one train-mode pass.
+
+    Fresh running statistics (mean 0, var 1) do not normalise the N(0, 0.02)-initialised
+    activations, which then shrink layer by layer until every output is ~0.5 and any
+    comparison is trivially met; calibrated, the outputs (and the effect of z) are O(1)."""
+    model = model_of(cfg, seed)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one pass gives that pass's statistics
+    model.train()
+    with torch.no_grad():
+        model(frames, audio, adv_weight=1.0 if cfg.use_disc else 0.0)
+    for m in norms:
+        m.momentum = 0.1
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize("kind,width", [("dcgan", 48), ("dcgan", 64), ("dcgan", 96), ("dcgan", 128),
+                                        ("vgg", 64), ("vgg", 128)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_frame_codec_shapes(kind, width, channels):
+    enc_cls, dec_cls = (DCGANEncoder, DCGANDecoder) if kind == "dcgan" else (VGGEncoder, VGGDecoder)
+    enc, dec = enc_cls(8, channels, width), dec_cls(8, channels, width)
+    x = torch.rand(2, channels, width, width)
+    h, skips = enc(x)
+    assert h.shape == (2, 8)
+    assert h.abs().max() <= 1  # tanh
+    # skips halve in resolution from the full image on (vgg keeps the first at full size)
+    first = width if kind == "vgg" else width // 2
+    assert [s.shape[-1] for s in skips] == [first // 2 ** i for i in range(len(skips))]
+    y = dec((h, skips))
+    assert y.shape == x.shape
+    assert 0 <= y.min() and y.max() <= 1
+
+
+@pytest.mark.parametrize("kind,width", [("dcgan", 48), ("dcgan", 64), ("vgg", 64)])
+def test_decoder_with_shared_skips_equals_gathered(kind, width):
+    enc_cls, dec_cls = (DCGANEncoder, DCGANDecoder) if kind == "dcgan" else (VGGEncoder, VGGDecoder)
+    torch.manual_seed(0)
+    enc, dec = enc_cls(8, 2, width).eval(), dec_cls(8, 2, width).eval()
+    _, skips = enc(torch.rand(2, 2, width, width))          # 2 distinct skip frames
+    h = torch.randn(5, 8)
+    index = torch.tensor([1, 0, 1, 1, 0])
+    want = dec((h, [s[index] for s in skips]))
+    got = dec.forward_indexed(h, skips, index)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got[0], got[1], atol=1e-4)  # the index matters
+
+
+@pytest.mark.parametrize("shape", SUPPORTED_AUDIO_SHAPES)
+def test_audio_encoder_shapes(shape):
+    enc = AudioEncoder(8, shape)
+    out = enc(torch.rand(3, 1, *shape))
+    assert out.shape == (3, 8)
+    assert out.abs().max() <= 1
+
+
+def test_audio_encoder_rejects_other_shapes():
+    with pytest.raises(ValueError, match=r"\[23, 21\]"):
+        AudioEncoder(8, (20, 20))
+    with pytest.raises(ValueError):
+        AudioEncoder(8, (23, 21))(torch.rand(2, 1, 32, 21))
+
+
+@pytest.mark.parametrize("kw,needle", [(dict(model="resnet"), "dcgan"), (dict(model="vgg", image_width=48), "64"),
+                                       (dict(image_width=50), "48"), (dict(audio_shape=(10, 10)), "45, 17"),
+                                       (dict(use_audio=False, use_disc=True), "use_disc")])
+def test_config_errors_name_the_choices(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        Sound2SightConfig(**kw)
+
+
+def test_transformer_is_causal():
+    torch.manual_seed(0)
+    tf = CausalTransformer(8, 16, 1, 4, 16).eval()
+    x = torch.randn(6, 2, 8)
+    y = tf(x)
+    x2 = x.clone()
+    x2[4:] += 1.0
+    y2 = tf(x2)
+    assert torch.allclose(y[:4], y2[:4], atol=1e-6)
+    assert not torch.allclose(y[4:], y2[4:], atol=1e-3)
+    # output t == last output of the prefix 0..t (what the original computed)
+    for t in range(6):
+        assert torch.allclose(tf(x[: t + 1])[-1], y[t], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- vectorised == stepwise
+EQ_CONFIGS = [dict(), dict(last_frame_skip=True), dict(n_past=2, disc_buffer=2, predictor_rnn_layers=1),
+              dict(use_audio=False, use_disc=False), dict(disc_buffer=1, disc_layers=2, prior_rnn_layers=2)]
+
+
+@pytest.mark.parametrize("kw", EQ_CONFIGS)
+def test_forward_equals_stepwise(kw):
+    cfg = tiny(n_past=3, **kw) if "n_past" not in kw else tiny(**kw)
+    frames, audio = batch(cfg)
+    audio = audio if cfg.use_audio else None
+    model = calibrated(cfg, frames, audio)
+    torch.manual_seed(5)
+    fast = model(frames, audio, adv_weight=0.3)
+    torch.manual_seed(5)
+    ref = stepwise.forward(model, frames, audio, adv_weight=0.3)
+    for key in ("loss", "mse", "kld", "g_adv", "d_loss", "pred"):
+        assert torch.allclose(fast[key], ref[key].detach(), atol=TOL, rtol=TOL), key
+    assert fast["pred"].shape == frames[1:].shape
+    if cfg.use_disc:
+        assert fast["d_loss"] > 0 and fast["g_adv"] > 0
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(last_frame_skip=True), dict(use_audio=False, use_disc=False)])
+def test_sample_and_reconstruct_equal_stepwise(kw):
+    cfg = tiny(n_past=3, **kw)
+    frames, audio = batch(cfg, steps=7, size=2)
+    audio = audio if cfg.use_audio else None
+    model = calibrated(cfg, frames, audio)
+    torch.manual_seed(7)
+    fast = model.sample(frames[:3], audio, nsample=3, n_future=4)
+    torch.manual_seed(7)
+    ref = stepwise.sample(model, frames[:3], audio, nsample=3, n_future=4)
+    assert fast.shape == (7, 2, 3, 1, 48, 48)
+    assert torch.allclose(fast, ref, atol=TOL)
+    # context first (aligned with ground truth), generated frames differ between samples
+    assert torch.equal(fast[:3], frames[:3].unsqueeze(2).expand(-1, -1, 3, -1, -1, -1))
+    assert (fast[3:, :, 0] - fast[3:, :, 1]).abs().max() > 1e-4
+    torch.manual_seed(8)
+    rec = model.reconstruct(frames, audio)
+    torch.manual_seed(8)
+    rec_ref = stepwise.reconstruct(model, frames, audio)
+    assert rec.shape == frames.shape
+    assert torch.equal(rec[0], frames[0])
+    assert torch.allclose(rec, rec_ref, atol=TOL)
+
+
+def test_sample_noise_is_injectable_and_per_sample():
+    cfg = tiny(n_past=2)
+    frames, audio = batch(cfg, steps=5, size=2)
+    model = calibrated(cfg, frames, audio)
+    eps_q = torch.randn(1, 4, cfg.z_dim)
+    eps_p = torch.randn(4, 4, cfg.z_dim)
+    a = model.sample(frames[:2], audio, 2, 3, eps_posterior=eps_q, eps_prior=eps_p)
+    b = model.sample(frames[:2], audio, 2, 3, eps_posterior=eps_q, eps_prior=eps_p)
+    assert torch.equal(a, b)
+    # folded index b * nsample + s: giving sample 1 of clip 0 the noise of its sample 0 makes them equal
+    eps_q2, eps_p2 = eps_q.clone(), eps_p.clone()
+    eps_q2[:, 1], eps_p2[:, 1] = eps_q2[:, 0], eps_p2[:, 0]
+    c = model.sample(frames[:2], audio, 2, 3, eps_posterior=eps_q2, eps_prior=eps_p2)
+    assert torch.allclose(c[:, 0, 0], c[:, 0, 1], atol=1e-6)
+    assert not torch.allclose(c[2:, 1, 0], c[2:, 1, 1], atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- gradients
+def _grads(model):
+    return {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("adv_weight", [0.0, 0.7])
+def test_one_backward_equals_classic_two_backward(adv_weight):
+    cfg = tiny(n_past=3)
+    frames, audio = batch(cfg, steps=6)
+    model = calibrated(cfg, frames, audio)
+    torch.manual_seed(3)
+    model.zero_grad(set_to_none=True)
+    model(frames, audio, adv_weight=adv_weight)["loss"].backward()
+    one = _grads(model)
+    torch.manual_seed(3)
+    model.zero_grad(set_to_none=True)
+    stepwise.classic_backward(model, stepwise.forward(model, frames, audio, adv_weight=adv_weight))
+    two = _grads(model)
+    for name in one:
+        scale = max(two[name].abs().max().item(), 1e-3)
+        assert (one[name] - two[name]).abs().max().item() <= 1e-4 * scale + 1e-7, name
+    disc = [n for n in one if n.startswith("disc.")]
+    assert all(one[n].abs().sum() > 0 for n in disc if "frame_encoder" in n and n.endswith("weight"))
+
+
+def test_adversarial_term_reaches_generator_not_discriminator():
+    cfg = tiny(n_past=3)
+    frames, audio = batch(cfg, steps=6)
+    model = calibrated(cfg, frames, audio)
+    grads = {}
+    for w in (0.0, 5.0):
+        torch.manual_seed(3)
+        model.zero_grad(set_to_none=True)
+        model(frames, audio, adv_weight=w)["loss"].backward()
+        grads[w] = _grads(model)
+    disc = [n for n in grads[0.0] if n.startswith("disc.")]
+    gen = [n for n in grads[0.0] if not n.startswith("disc.")]
+    assert all(torch.equal(grads[0.0][n], grads[5.0][n]) for n in disc)
+    assert any(not torch.allclose(grads[0.0][n], grads[5.0][n]) for n in gen if n.startswith("decoder."))
+
+
+# ----------------------------------------------------------------------------- losses
+def test_gaussian_kl_hand_values():
+    # KL(N(0,1) || N(1,4)) = log 2 + (1 + 1) / 8 - 1/2
+    val = gaussian_kl(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(1.0), torch.tensor(math.log(4.0)))
+    assert abs(val.item() - (math.log(2) + 0.25 - 0.5)) < 1e-6
+    assert abs(gaussian_kl(*[torch.tensor(0.3)] * 4).item()) < 1e-7
+    g = torch.Generator().manual_seed(0)
+    mu1, lv1, mu2, lv2 = torch.randn(4, 5, 3, generator=g, dtype=torch.float64).unbind(0)
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(mu1, (0.5 * lv1).exp()),
+                                            torch.distributions.Normal(mu2, (0.5 * lv2).exp()))
+    assert torch.allclose(gaussian_kl(mu1, lv1, mu2, lv2), ref)
+
+
+def test_loss_composition_and_mse_by_hand():
+    cfg = tiny(n_past=3, use_disc=False, beta=0.25)
+    model = model_of(cfg).eval()
+    frames, audio = batch(cfg, steps=5, size=2)
+    out = model(frames, audio)
+    steps = 4
+    # per step mean over all pixels of the batch, summed, reported / steps
+    diff = (out["pred"].double() - frames[1:].double()) ** 2
+    per_step = [diff[t].sum().item() / diff[t].numel() for t in range(steps)]
+    assert abs(out["mse"].item() - sum(per_step) / steps) < 1e-6
+    assert abs(out["loss"].item() - steps * (out["mse"].item() + 0.25 * out["kld"].item())) < 1e-5
+    assert out["kld"] >= 0
+    assert out["d_loss"] == 0 and out["g_adv"] == 0
+
+
+def test_discriminator_loss_of_chance_logits():
+    """With zero LSTM/head outputs every cross-entropy is log 2: d_loss = W*(2/2 + 4/8)*log 2 and
+    g_adv = W*log 2 (W windows), which checks the weights and the window count."""
+    cfg = tiny(n_past=3, disc_buffer=2)
+    model = model_of(cfg).eval()
+    with torch.no_grad():
+        model.disc.lstm.out.weight.zero_()
+        model.disc.lstm.out.bias.zero_()
+        model.disc.frame_head.weight.zero_()
+        model.disc.frame_head.bias.zero_()
+    frames, audio = batch(cfg, steps=6)
+    out = model(frames, audio, adv_weight=1.0)
+    windows = 5 - 2 + 1
+    assert abs(out["d_loss"].item() - windows * 1.5 * math.log(2)) < 1e-5
+    assert abs(out["g_adv"].item() - windows * math.log(2)) < 1e-5
+
+
+def test_bf16_autocast_runs():
+    cfg = tiny(n_past=1, disc_buffer=2)
+    model = model_of(cfg).train()
+    frames, audio = batch(cfg, steps=3, size=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(frames, audio, adv_weight=0.5)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["pred"].dtype == torch.float32
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- ablations
+def test_svg_lp_ablation_runs_without_audio():
+    cfg = tiny(use_audio=False, use_disc=False, n_past=2)
+    model = model_of(cfg)
+    assert not any(n.startswith(("audio", "disc")) for n, _ in model.named_parameters())
+    frames, _ = batch(cfg, steps=4)
+    out = model(frames, None, adv_weight=1.0)
+    out["loss"].backward()
+    model.eval()
+    assert model.sample(frames[:2], None, 2, 2).shape == (4, 3, 2, 1, 48, 48)
+    assert model.reconstruct(frames, None).shape == frames.shape
+    opt = model.configure_optimizer(1e-3, 2e-3, 0.9)
+    assert len(opt.param_groups) == 1
+
+
+def test_no_disc_keeps_audio():
+    cfg = tiny(use_disc=False)
+    model = model_of(cfg)
+    assert hasattr(model, "audio_encoder") and not hasattr(model, "disc")
+    frames, audio = batch(cfg, steps=4)
+    out = model(frames, audio, adv_weight=1.0)
+    assert out["d_loss"] == 0 and torch.isfinite(out["loss"])
+
+
+# ----------------------------------------------------------------------------- optimiser and checkpoints
+def test_configure_optimizer_groups():
+    model = model_of(tiny())
+    opt = model.configure_optimizer(0.002, 0.0025, 0.9)
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs == [0.002, 0.0025]
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999)
+    assert isinstance(model.configure_optimizer(1, 1, 0.5, "rmsprop"), torch.optim.RMSprop)
+    assert isinstance(model.configure_optimizer(1, 1, 0.5, "sgd"), torch.optim.SGD)
+    with pytest.raises(InputError, match="optimizer"):
+        model.configure_optimizer(1, 1, 0.5, "lion")
+
+
+def test_load_model_round_trip_and_mismatch(tmp_path):
+    cfg = tiny(n_past=2)
+    model = model_of(cfg).eval()
+    path = tmp_path / "model.pt"
+    torch.save(model.checkpoint(), path)
+    loaded, ckpt = load_model(path, expect=cfg)
+    assert loaded.cfg == cfg and not loaded.training
+    frames, audio = batch(cfg, steps=4)
+    torch.manual_seed(1)
+    a = model.reconstruct(frames, audio)
+    torch.manual_seed(1)
+    b = loaded.reconstruct(frames, audio)
+    assert torch.equal(a, b)
+    # the config of this run differs from the checkpoint's
+    with pytest.raises(InputError, match=r"image_width 48, this run asks for 64") as err:
+        load_model(path, expect={**vars(cfg), "image_width": 64, "model": "dcgan"})
+    assert str(path) in str(err.value)
+    # weights of another config under this config's name
+    other = model_of(tiny(n_past=2, g_dim=8))
+    torch.save({"model_config": vars(cfg), "model": other.state_dict()}, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="bad.pt.*do not fit"):
+        load_model(tmp_path / "bad.pt")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_load_model_bad_files(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_model(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="junk.pt"):
+        load_model(tmp_path / "junk.pt")
+    torch.save({"weights": {}}, tmp_path / "keys.pt")
+    with pytest.raises(InputError, match="model_config"):
+        load_model(tmp_path / "keys.pt")
+
+    class Evil:  # a pickled object must not be executed / accepted
+        def __reduce__(self):
+            return (print, ("boom",))
+
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"model_config": Evil(), "model": {}}, f)
+    with pytest.raises(InputError, match="evil.pt"):
+        load_model(tmp_path / "evil.pt")
+    torch.save({"model_config": {**vars(tiny()), "image_width": 50}, "model": {}}, tmp_path / "cfg.pt")
+    with pytest.raises(InputError, match="image_width 50"):
+        load_model(tmp_path / "cfg.pt")
+
+
+# ----------------------------------------------------------------------------- training
+def test_a_few_training_steps_lower_the_mse():
+    cfg = tiny(n_past=2)
+    model = model_of(cfg).train()
+    frames, audio = batch(cfg, steps=4, size=2, seed=1)
+    opt = model.configure_optimizer(0.002, 0.0025, 0.9)
+    mses = []
+    for it in range(12):
+        opt.zero_grad(set_to_none=True)
+        out = model(frames, audio, adv_weight=1e-4 if it else 0.0)
+        out["loss"].backward()
+        opt.step()
+        mses.append(out["mse"].item())
+    assert all(math.isfinite(m) for m in mses)
+    assert sum(mses[-3:]) / 3 < 0.7 * mses[0]
+
+
+def test_stepwise_train_step_runs():
+    cfg = tiny(n_past=2)
+    model = model_of(cfg).train()
+    frames, audio = batch(cfg, steps=4, size=2)
+    opt = model.configure_optimizer(0.002, 0.0025, 0.9)
+    before = [p.detach().clone() for p in model.parameters()]
+    out = stepwise.train_step(model, opt, frames, audio, adv_weight=0.1)
+    assert torch.isfinite(out["loss"])
+    changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
+    assert sum(changed) > 0.9 * len(changed)
