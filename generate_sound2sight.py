@@ -36,7 +36,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
 import metrics
+import training
+from data import DATASETS, PRESETS, dataset_info, open_dataset
+from models.sound2sight import load_model
 from utils import InputError, atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text, run_cli, save_gif
 
 PROTOCOLS = ("paper", "best")
@@ -66,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a log folder as --model_path: use checkpoints/epoch_<N>.pt")
     p.add_argument("--log_path", default="", help="file to append one headline line to")
     # --- new
+    p.add_argument("--dataset", default="", choices=["", *DATASETS],
+                   help="as in training; drums/painting also check that the checkpoint takes 64x64 colour frames "
+                        "(shapes always come from the checkpoint and are checked against the data)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--save_samples", action="store_true",
                    help="also write samples.npz: gt [N,T,C,H,W], samples [N,S,T,C,H,W] in [0,1], clip_index [N]")
@@ -157,6 +166,15 @@ def check_model_fits_data(cfg, info: dict[str, Any], ckpt_path: Path, data_root:
                          f"frames; lower them to fit (the paper: --n_past 5 --n_future 25 on 30-frame clips)")
 
 
+def check_preset(dataset: str, cfg, ckpt_path: Path) -> None:
+    """``--dataset drums|painting``: the checkpoint must take that preset's frames."""
+    want = PRESETS.get(dataset)
+    if want and (cfg.image_width, cfg.channels) != (want["image_width"], want["channels"]):
+        raise InputError(f"--dataset {dataset} takes {want['channels']}x{want['image_width']}x{want['image_width']} "
+                         f"frames but checkpoint {ckpt_path} was trained on "
+                         f"{cfg.channels}x{cfg.image_width}x{cfg.image_width}; drop --dataset or use a matching checkpoint")
+
+
 # ---------------------------------------------------------------------------- noise
 def clip_generator(seed: int, clip: int, stream: int) -> torch.Generator:
     """A CPU generator owned by one clip and one use: the same numbers in any process/batch."""
@@ -203,11 +221,6 @@ def gif_colours(total: int, n_past: int, kind: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------ evaluation
-def to_time_major(frames: torch.Tensor, audio: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loader batches ``[B, T, ...]`` -> ``[T, B, ...]`` on ``device``."""
-    return frames.transpose(0, 1).to(device), audio.transpose(0, 1).to(device)
-
-
 class Timer:
     """Wall time per named phase (synchronising CUDA so the split is honest)."""
 
@@ -401,21 +414,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     check_args(args)
     protocols = list(PROTOCOLS) if args.protocol == "both" else [args.protocol]
-    import training  # distributed set-up shared with the training script
-    from data import dataset_info, open_dataset
-    from models.sound2sight import load_model
-
     ckpt_path = resolve_checkpoint(args.model_path, args.model_epoch)
     rank, world, device = training.setup_distributed(args.device)
     try:
-        return _evaluate(args, protocols, ckpt_path, rank, world, device, parser, dataset_info, open_dataset,
-                         load_model)
+        return _evaluate(args, protocols, ckpt_path, rank, world, device, parser)
     finally:
         training.cleanup_distributed()
 
 
-def _evaluate(args, protocols, ckpt_path, rank, world, device, parser, dataset_info, open_dataset, load_model):
-    from torch.utils.data import DataLoader
+def _evaluate(args, protocols, ckpt_path, rank, world, device, parser):
 
     t_start = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -426,6 +433,7 @@ def _evaluate(args, protocols, ckpt_path, rank, world, device, parser, dataset_i
     seq_len = args.n_past + args.n_future
     info = dataset_info(data_root)
     check_model_fits_data(model.cfg, info, ckpt_path, data_root, seq_len)
+    check_preset(args.dataset, model.cfg, ckpt_path)
     log_dir = Path(args.log_dir) if args.log_dir else default_log_dir(ckpt_path)
     if rank == 0:
         check_writable(log_dir)
@@ -439,12 +447,10 @@ def _evaluate(args, protocols, ckpt_path, rank, world, device, parser, dataset_i
     loader = DataLoader(dataset, batch_sampler=mine, num_workers=args.num_threads)
     timer = Timer(device)
     parts = []
-    from tqdm import tqdm
-
     with timer("total"):
         for clips, (frames, audio) in tqdm(zip(mine, loader), total=len(mine), desc="evaluating", unit="batch",
                                            disable=rank != 0):
-            frames, audio = to_time_major(frames, audio, device)
+            frames, audio = training.to_time_major((frames, audio), device)
             parts.append(evaluate_batch(model, frames, audio, clips, args, timer))
         if world > 1:
             gathered: list[list[dict[str, Any]] | None] = [None] * world

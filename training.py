@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from utils import InputError, atomic_torch_save, atomic_write_text
+from utils import atomic_torch_save, atomic_write_text
 
 
 # ------------------------------------------------------------------ loss schedule
@@ -136,34 +136,6 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         "args": args,
     }
     atomic_torch_save(ckpt, path)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist; train first or point --model_path/--model_dir at a log folder")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise InputError(f"{path} is not a Sound2Sight checkpoint this version can read ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]}); retrain or use a checkpoint written by train_sound2sight.py") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise InputError(f"{path} is not a Sound2Sight checkpoint (no model/model_config entries)")
-    return ckpt
-
-
-def check_config_matches(path: str | os.PathLike, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
-    """Refuse to resume a checkpoint made for another model configuration, naming every mismatch."""
-    diffs = [f"{k}: checkpoint {saved.get(k)!r}, this run {wanted[k]!r}"
-             for k in wanted if k in saved and _norm(saved[k]) != _norm(wanted[k])]
-    if diffs:
-        raise InputError(f"checkpoint {path} was made for another configuration ({'; '.join(diffs)}); "
-                         "pass the same flags, or a fresh --log_dir to start a new run")
-
-
-def _norm(v: Any) -> Any:
-    return list(v) if isinstance(v, (tuple, list)) else v
 
 
 # --------------------------------------------------------------------- validation

@@ -51,6 +51,26 @@ def get_device(name: str = "auto"):
     return device
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), for benchmark reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def native_bf16() -> bool:
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 is emulated, and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     import torch

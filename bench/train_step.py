@@ -34,28 +34,9 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models import stepwise  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
-from utils import get_device, run_cli, seed_everything  # noqa: E402
+from utils import cpu_name, get_device, native_bf16, run_cli, seed_everything  # noqa: E402
 
 ADV_WEIGHT = 1e-4  # beta_gen_loss: the generator's adversarial term is on, as after epoch 0
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def native_bf16() -> bool:
-    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 is emulated."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -47,19 +47,19 @@ def check_audio_shape(shape) -> tuple[int, int]:
 class AudioEncoder(nn.Module):
     """``a [N, 1, F, S] -> [N, g]`` (tanh-bounded)."""
 
-    def __init__(self, g_dim: int, audio_shape: tuple[int, int] = (23, 21)):
+    def __init__(self, g_dim: int, audio_shape: tuple[int, int] = (23, 21), nf: int = 64):
         super().__init__()
         shape = check_audio_shape(audio_shape)
         stride, padding = AUDIO_FIRST_CONV[shape]
         self.g_dim = g_dim
         self.audio_shape = shape
         size = [_conv_out(s, 4, st, p) for s, st, p in zip(shape, stride, padding)]
-        layers = [conv_block(1, 64, 4, stride, padding)]
-        for c_in in (64, 128, 256):
+        layers = [conv_block(1, nf, 4, stride, padding)]  # widths nf .. 8 nf (64 .. 512 in the original)
+        for c_in in (nf, 2 * nf, 4 * nf):
             layers.append(conv_block(c_in, 2 * c_in))
             size = [_conv_out(s, 4, 2, 1) for s in size]
         self.stack = nn.Sequential(*layers)
-        self.final = nn.Sequential(nn.Conv2d(512, g_dim, tuple(size), 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())
+        self.final = nn.Sequential(nn.Conv2d(8 * nf, g_dim, tuple(size), 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         if tuple(a.shape[-2:]) != self.audio_shape:

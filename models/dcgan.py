@@ -2,7 +2,8 @@
 
 SPEC §4: 48 px has three stride-2 stages (48 -> 24 -> 12 -> 6) then conv(6) -> g; 64 and
 96 px one more stage (final map 4 / 6, final kernel 4 / 6); 128 px two more stages than 48
-(128 -> 4, final kernel 4). Stage ``i`` has ``min(64 * 2**i, 512)`` channels. The decoder
+(128 -> 4, final kernel 4). Stage ``i`` has ``min(nf * 2**i, 8 * nf)`` channels (the
+original: nf = 64, so 64, 128, 256, 512). The decoder
 mirrors it: convT(k) g -> last stage's channels, then per stage a convT(4, 2, 1) over the
 concatenation with the matching skip, the last one to the image channels with a sigmoid.
 """
@@ -17,19 +18,19 @@ from .layers import conv_block, conv_on_cat, upconv_block
 DCGAN_PLANS: dict[int, tuple[int, int]] = {48: (3, 6), 64: (4, 4), 96: (4, 6), 128: (5, 4)}
 
 
-def _plan(image_width: int) -> tuple[list[int], int]:
+def _plan(image_width: int, nf: int = 64) -> tuple[list[int], int]:
     if image_width not in DCGAN_PLANS:
         raise ValueError(f"dcgan supports image_width {sorted(DCGAN_PLANS)}, not {image_width}")
     n_stages, kernel = DCGAN_PLANS[image_width]
-    return [min(64 * 2 ** i, 512) for i in range(n_stages)], kernel
+    return [min(nf * 2 ** i, 8 * nf) for i in range(n_stages)], kernel
 
 
 class DCGANEncoder(nn.Module):
     """``x [N, C, W, W] -> (h [N, g], skips)``; skips are the stage outputs, highest resolution first."""
 
-    def __init__(self, g_dim: int, channels: int = 1, image_width: int = 48):
+    def __init__(self, g_dim: int, channels: int = 1, image_width: int = 48, nf: int = 64):
         super().__init__()
-        widths, kernel = _plan(image_width)
+        widths, kernel = _plan(image_width, nf)
         self.g_dim = g_dim
         self.stages = nn.ModuleList(conv_block(c_in, c_out)
                                     for c_in, c_out in zip([channels] + widths[:-1], widths))
@@ -46,9 +47,9 @@ class DCGANEncoder(nn.Module):
 class DCGANDecoder(nn.Module):
     """``(h [N, g], skips) -> x [N, C, W, W]`` in [0, 1]; skips as the encoder returns them."""
 
-    def __init__(self, g_dim: int, channels: int = 1, image_width: int = 48):
+    def __init__(self, g_dim: int, channels: int = 1, image_width: int = 48, nf: int = 64):
         super().__init__()
-        widths, kernel = _plan(image_width)
+        widths, kernel = _plan(image_width, nf)
         self.g_dim = g_dim
         self.first = upconv_block(g_dim, widths[-1], kernel, 1, 0)
         # stage i (deepest first) takes [decoder state, skip i] = 2 * widths[i] channels

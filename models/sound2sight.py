@@ -78,6 +78,7 @@ class Sound2SightConfig:
     g_dim: int = 128
     z_dim: int = 10
     rnn_size: int = 256
+    nf: int = 64  # base conv width of the frame/audio encoders and decoder (the original: 64)
     prior_rnn_layers: int = 1
     posterior_rnn_layers: int = 1
     predictor_rnn_layers: int = 2
@@ -103,7 +104,7 @@ class Sound2SightConfig:
             raise ValueError(f"image_width {self.image_width} is not supported by model {self.model!r}; "
                              f"choose one of {list(widths)}")
         self.audio_shape = check_audio_shape(self.audio_shape)
-        for name in ("channels", "g_dim", "z_dim", "rnn_size", "prior_rnn_layers", "posterior_rnn_layers",
+        for name in ("channels", "nf", "g_dim", "z_dim", "rnn_size", "prior_rnn_layers", "posterior_rnn_layers",
                      "predictor_rnn_layers", "audio_rnn_layers", "video_rnn_layers", "nhead", "dim_ff",
                      "disc_rnn_size", "disc_layers", "disc_buffer", "n_past"):
             if int(getattr(self, name)) < 1:
@@ -128,11 +129,11 @@ class Sound2Sight(nn.Module):
         self.cfg = cfg
         g, r, z = cfg.g_dim, cfg.rnn_size, cfg.z_dim
         enc_cls, dec_cls = _frame_codec(cfg)
-        self.encoder = enc_cls(g, cfg.channels, cfg.image_width)
-        self.decoder = dec_cls(g, cfg.channels, cfg.image_width)
+        self.encoder = enc_cls(g, cfg.channels, cfg.image_width, cfg.nf)
+        self.decoder = dec_cls(g, cfg.channels, cfg.image_width, cfg.nf)
         tf = dict(nhead=cfg.nhead, dim_ff=cfg.dim_ff, dropout=cfg.dropout)
         if cfg.use_audio:
-            self.audio_encoder = AudioEncoder(g, cfg.audio_shape)
+            self.audio_encoder = AudioEncoder(g, cfg.audio_shape, cfg.nf)
             self.audio_transformer = CausalTransformer(g, r, cfg.audio_rnn_layers, **tf)
         self.posterior_transformer = CausalTransformer(g, r, cfg.video_rnn_layers, **tf)
         self.prior_transformer = CausalTransformer(g, r, cfg.video_rnn_layers, **tf)
@@ -141,7 +142,7 @@ class Sound2Sight(nn.Module):
         self.prior = GaussianLSTM(cond, z, r, cfg.prior_rnn_layers)
         self.predictor = LSTMPredictor(g + z, g, r, cfg.predictor_rnn_layers)
         if cfg.use_disc:
-            self.disc = Discriminator(enc_cls(g, cfg.channels, cfg.image_width), AudioEncoder(g, cfg.audio_shape),
+            self.disc = Discriminator(enc_cls(g, cfg.channels, cfg.image_width, cfg.nf), AudioEncoder(g, cfg.audio_shape, cfg.nf),
                                       g, cfg.disc_rnn_size, cfg.disc_layers, cfg.disc_buffer)
         self.apply(init_weights)
         # NHWC weights: oneDNN's convolutions (most of the work) run ~10-15% faster on CPU,
@@ -355,18 +356,16 @@ class Sound2Sight(nn.Module):
         return frames.reshape(total, batch, nsample, *frames.shape[2:])
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu",
-               expect: Sound2SightConfig | dict | None = None) -> tuple[Sound2Sight, dict]:
-    """Rebuild a model from a checkpoint ``{"model_config": ..., "model": state_dict}``.
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True`` (no arbitrary unpickling) and check its form.
 
-    Loads with ``weights_only=True`` (no arbitrary unpickling) and strictly. ``expect``
-    (a config or dict of fields) is compared with the checkpoint's config first, so a
-    mismatch names the field instead of failing on tensor shapes. Returns the model (in
-    eval mode) and the whole checkpoint dict. Bad files raise ``utils.InputError``.
+    Training's resumable checkpoints and :func:`load_model` both read through here. Bad
+    files raise ``utils.InputError`` naming the file.
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist; pass the model.pt written by training")
+        raise InputError(f"checkpoint {path} does not exist; pass a checkpoint written by train_sound2sight.py "
+                         "(or its log folder)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle / zip / format errors all mean "not our checkpoint"
@@ -374,6 +373,30 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
                          f"({type(err).__name__}); pass a checkpoint written by this project") from None
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise InputError(f"checkpoint {path} lacks 'model_config'/'model' keys; it was not written by this project")
+    return ckpt
+
+
+def check_config(path: str | Path, saved: Sound2SightConfig | dict, want: Sound2SightConfig | dict) -> None:
+    """Refuse a checkpoint made for another configuration, naming every field that differs."""
+    have = asdict(saved) if isinstance(saved, Sound2SightConfig) else dict(saved)
+    want = asdict(want) if isinstance(want, Sound2SightConfig) else dict(want)
+    diffs = [f"{k} {_norm(have[k])!r}, this run asks for {_norm(want[k])!r}" for k in want
+             if k in have and _norm(want[k]) != _norm(have[k])]
+    if diffs:
+        raise InputError(f"checkpoint {path} was made for " + "; ".join(diffs)
+                         + "; pass the same flags, or a fresh --log_dir to start a new run")
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu",
+               expect: Sound2SightConfig | dict | None = None) -> tuple[Sound2Sight, dict]:
+    """Rebuild a model from a checkpoint ``{"model_config": ..., "model": state_dict}``.
+
+    Reads through :func:`read_checkpoint` and loads strictly. ``expect`` (a config or dict
+    of fields) is compared with the checkpoint's config first, so a mismatch names the
+    field instead of failing on tensor shapes. Returns the model (in eval mode) and the
+    whole checkpoint dict. Bad files raise ``utils.InputError``.
+    """
+    ckpt = read_checkpoint(path, map_location)
     raw = dict(ckpt["model_config"])
     known = {f.name for f in dataclasses.fields(Sound2SightConfig)}
     unknown = sorted(set(raw) - known)
@@ -384,12 +407,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     except (TypeError, ValueError) as err:
         raise InputError(f"checkpoint {path} has an invalid model_config: {err}") from None
     if expect is not None:
-        want = asdict(expect) if isinstance(expect, Sound2SightConfig) else dict(expect)
-        have = asdict(cfg)
-        diffs = [f"{k} {have[k]!r}, this run asks for {_norm(want[k])!r}" for k in want
-                 if k in have and _norm(want[k]) != have[k]]
-        if diffs:
-            raise InputError(f"checkpoint {path} was made for " + "; ".join(diffs))
+        check_config(path, cfg, expect)
     model = Sound2Sight(cfg)
     try:
         model.load_state_dict(ckpt["model"], strict=True)

@@ -1,7 +1,7 @@
 """VGG frame encoder / decoder with skip connections for 64 and 128 px.
 
 Stage ``i`` is a stack of 3x3 conv+BN+LeakyReLU(0.2) at resolution ``W / 2**i``
-(``min(64 * 2**i, 512)`` channels; 2, 2, 3, 3, 3 convs), max-pooling between stages; after
+(``min(nf * 2**i, 8 * nf)`` channels, nf = 64 in the original; 2, 2, 3, 3, 3 convs), max-pooling between stages; after
 the last stage a max-pool to 4x4 and conv(4) -> g, BN, tanh. The decoder mirrors it with
 nearest up-sampling and the skips concatenated in; its last layer is a 3x3 convT to the
 image channels with a sigmoid.
@@ -17,10 +17,10 @@ VGG_STAGES: dict[int, int] = {64: 4, 128: 5}
 _CONVS_PER_STAGE = [2, 2, 3, 3, 3]
 
 
-def _widths(image_width: int) -> list[int]:
+def _widths(image_width: int, nf: int = 64) -> list[int]:
     if image_width not in VGG_STAGES:
         raise ValueError(f"vgg supports image_width {sorted(VGG_STAGES)}, not {image_width}")
-    return [min(64 * 2 ** i, 512) for i in range(VGG_STAGES[image_width])]
+    return [min(nf * 2 ** i, 8 * nf) for i in range(VGG_STAGES[image_width])]
 
 
 def vgg_layer(c_in: int, c_out: int) -> nn.Sequential:
@@ -31,9 +31,9 @@ def vgg_layer(c_in: int, c_out: int) -> nn.Sequential:
 class VGGEncoder(nn.Module):
     """``x [N, C, W, W] -> (h [N, g], skips)``; skips are the stage outputs, highest resolution first."""
 
-    def __init__(self, g_dim: int, channels: int = 3, image_width: int = 64):
+    def __init__(self, g_dim: int, channels: int = 3, image_width: int = 64, nf: int = 64):
         super().__init__()
-        widths = _widths(image_width)
+        widths = _widths(image_width, nf)
         self.g_dim = g_dim
         stages, c_in = [], channels
         for i, w in enumerate(widths):
@@ -55,9 +55,9 @@ class VGGEncoder(nn.Module):
 class VGGDecoder(nn.Module):
     """``(h [N, g], skips) -> x [N, C, W, W]`` in [0, 1]."""
 
-    def __init__(self, g_dim: int, channels: int = 3, image_width: int = 64):
+    def __init__(self, g_dim: int, channels: int = 3, image_width: int = 64, nf: int = 64):
         super().__init__()
-        widths = _widths(image_width)
+        widths = _widths(image_width, nf)
         self.g_dim = g_dim
         self.first = nn.Sequential(nn.ConvTranspose2d(g_dim, widths[-1], 4, 1, 0),
                                    nn.BatchNorm2d(widths[-1]), nn.LeakyReLU(0.2, inplace=True))

@@ -97,7 +97,7 @@ def test_refuses_to_overwrite_a_run(tmp_path, tiny_data):
 
 def test_resume_with_other_config_is_refused(tmp_path, tiny_data):
     run(tmp_path / "e", tiny_data, "--niter", "1", "--epoch_size", "1")
-    with pytest.raises(InputError, match="g_dim: checkpoint 16, this run 24"):
+    with pytest.raises(InputError, match="g_dim 16, this run asks for 24"):
         run(tmp_path / "e", tiny_data, "--niter", "2", "--epoch_size", "1", "--resume", "--g_dim", "24")
 
 
