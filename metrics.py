@@ -165,6 +165,16 @@ def _psnr_chunk(x: torch.Tensor, y: torch.Tensor, data_range: float, cap_db: flo
     return (10.0 * torch.log10(data_range ** 2 / mse)).clamp_(max=cap_db)
 
 
+def _per_image(score, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``score(x_chunk, y_chunk) -> [m]`` over ``[M, H, W]`` pairs in cache-sized chunks -> float64 ``[M]``."""
+    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)  # [M]
+    step = _chunk_size(x)
+    with _one_thread(x.device):
+        for i in range(0, x.shape[0], step):
+            out[i:i + step] = score(x[i:i + step], y[i:i + step])
+    return out
+
+
 def score_pairs(gt: Any, pred: Any, ssim_range: float = SSIM_DATA_RANGE, psnr_range: float = PSNR_DATA_RANGE,
                 cap_db: float = PSNR_CAP_DB, win_size: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
     """SSIM and PSNR of every pair in one pass: ``[..., C, H, W]`` -> two float64 ``[...]``.
@@ -201,11 +211,7 @@ def ssim(gt: Any, pred: Any, data_range: float = SSIM_DATA_RANGE, win_size: int 
     """
     x, y, lead = _as_images(gt, pred)
     _check_window(x, win_size)
-    step = _chunk_size(x)
-    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)  # [M]
-    with _one_thread(x.device):
-        for i in range(0, x.shape[0], step):
-            out[i:i + step] = _ssim_chunk(x[i:i + step], y[i:i + step], data_range, win_size)
+    out = _per_image(lambda a, b: _ssim_chunk(a, b, data_range, win_size), x, y)
     return out.reshape(lead).mean(dim=-1)
 
 
@@ -218,11 +224,7 @@ def psnr(gt: Any, pred: Any, data_range: float = PSNR_DATA_RANGE, cap_db: float 
     channel whose PSNR would exceed ``cap_db`` (identical pair: +inf) counts as ``cap_db``.
     """
     x, y, lead = _as_images(gt, pred)
-    step = _chunk_size(x)
-    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)  # [M]
-    with _one_thread(x.device):
-        for i in range(0, x.shape[0], step):
-            out[i:i + step] = _psnr_chunk(x[i:i + step], y[i:i + step], data_range, cap_db)
+    out = _per_image(lambda a, b: _psnr_chunk(a, b, data_range, cap_db), x, y)
     return out.reshape(lead).mean(dim=-1)
 
 

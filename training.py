@@ -148,7 +148,7 @@ def validate(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor, 
     selection figure (mean over clips of the min over samples of the MSE of the future
     frames), SSIM/PSNR under the paper protocol, and the copy-last-frame baseline.
     """
-    from metrics import psnr, ssim
+    from metrics import score_pairs
 
     was_training = model.training
     model.eval()
@@ -166,11 +166,9 @@ def validate(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor, 
     min_mse = mse.mean(0).min(dim=1).values.mean()
     flat_gt = gt[:, :, None].expand_as(pred).reshape(-1, *pred.shape[3:])
     flat_pred = pred.reshape(-1, *pred.shape[3:])
-    ss = ssim(flat_gt, flat_pred).reshape(fut, b, s)
-    ps = psnr(flat_gt, flat_pred).reshape(fut, b, s)
+    ss, ps = (m.reshape(fut, b, s) for m in score_pairs(flat_gt, flat_pred))
     last = frames[n_past - 1][None].expand_as(gt).reshape(-1, *gt.shape[2:])
-    base_ss = ssim(gt.reshape(-1, *gt.shape[2:]), last).reshape(fut, b)
-    base_ps = psnr(gt.reshape(-1, *gt.shape[2:]), last).reshape(fut, b)
+    base_ss, base_ps = (m.reshape(fut, b) for m in score_pairs(gt.reshape(-1, *gt.shape[2:]), last))
     base_mse = ((gt - frames[n_past - 1][None]) ** 2).mean()
     return {
         "val_min_mse": float(min_mse),

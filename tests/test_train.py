@@ -148,3 +148,21 @@ def test_demo_with_overrides(tmp_path, monkeypatch):
     m = json.loads((log / "eval" / "metrics.json").read_text())
     assert 0 < m["paper"]["ssim"] <= 1 and 0 < m["copy_last_frame"]["paper"]["ssim"] <= 1
     assert json.loads((log / "config.json").read_text())["args"]["n_future"] == 10  # demo default kept
+
+
+def test_amp_bf16_autocast_on_cpu(tmp_path, tiny_data):
+    """--amp on CPU: the step runs under bfloat16 autocast and still trains to finite losses."""
+    from models.sound2sight import Sound2Sight, Sound2SightConfig
+
+    model = Sound2Sight(Sound2SightConfig(nf=8, g_dim=16, rnn_size=32, z_dim=4, dim_ff=32, disc_rnn_size=16,
+                                          nhead=2, n_past=3))
+    frames, audio = torch.rand(6, 4, 1, 48, 48), torch.rand(6, 4, 1, 23, 21)
+    seen = []
+    hook = model.encoder.register_forward_hook(lambda m, i, o: seen.append(o[0].dtype))
+    opt = model.configure_optimizer(0.002, 0.0025, 0.9)
+    terms = training.train_step(model, opt, frames, audio, 1e-4, amp=True)
+    hook.remove()
+    assert seen and seen[0] == torch.bfloat16
+    assert all(v == v and abs(v) < float("inf") for v in terms.values())
+    log = run(tmp_path / "amp", tiny_data, "--niter", "1", "--epoch_size", "1", "--amp", "--nf", "8")
+    assert float(list(csv.DictReader(open(log / "metrics.csv")))[0]["mse"]) > 0
