@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import csv
 import io
-import json
 import tempfile
 import time
 from datetime import datetime, timezone

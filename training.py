@@ -14,7 +14,7 @@ import os
 import random
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -315,8 +315,3 @@ def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[st
     dist.all_reduce(t)
     t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
-
-
-def infinite(loader: Iterable) -> Iterable:
-    while True:
-        yield from loader
