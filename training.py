@@ -27,16 +27,16 @@ from utils import atomic_torch_save, atomic_write_text
 def adv_weight(epoch: int, beta_gen_loss: float) -> float:
     """Weight of the generator's adversarial terms at ``epoch`` (0-based), SPEC section 5.
 
-    Off during the first epoch, then ``beta_gen_loss`` x1 up to epoch 300, x5 to 600,
-    x10 to 900 and x100 after.
+    Off during the first epoch, then ``beta_gen_loss`` x1 through epoch 300, x5 through
+    600, x10 through 900 and x100 after (boundaries inclusive, as the released script).
     """
     if epoch < 1:
         return 0.0
-    if epoch < 300:
+    if epoch <= 300:
         scale = 1.0
-    elif epoch < 600:
+    elif epoch <= 600:
         scale = 5.0
-    elif epoch < 900:
+    elif epoch <= 900:
         scale = 10.0
     else:
         scale = 100.0

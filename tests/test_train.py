@@ -39,12 +39,12 @@ def test_adv_weight_schedule():
     b = 1e-4
     assert training.adv_weight(0, b) == 0.0
     assert training.adv_weight(1, b) == pytest.approx(1e-4)
-    assert training.adv_weight(299, b) == pytest.approx(1e-4)
-    assert training.adv_weight(300, b) == pytest.approx(5e-4)
-    assert training.adv_weight(599, b) == pytest.approx(5e-4)
-    assert training.adv_weight(600, b) == pytest.approx(1e-3)
-    assert training.adv_weight(899, b) == pytest.approx(1e-3)
-    assert training.adv_weight(900, b) == pytest.approx(1e-2)
+    assert training.adv_weight(300, b) == pytest.approx(1e-4)
+    assert training.adv_weight(301, b) == pytest.approx(5e-4)
+    assert training.adv_weight(600, b) == pytest.approx(5e-4)
+    assert training.adv_weight(601, b) == pytest.approx(1e-3)
+    assert training.adv_weight(900, b) == pytest.approx(1e-3)
+    assert training.adv_weight(901, b) == pytest.approx(1e-2)
 
 
 def test_run_writes_everything(tmp_path, tiny_data):
