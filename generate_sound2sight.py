@@ -42,7 +42,8 @@ import metrics
 import training
 from data import DATASETS, PRESETS, dataset_info, open_dataset
 from models.sound2sight import load_model
-from utils import InputError, atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text, run_cli, save_gif
+from utils import (InputError, atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text, framed_row,
+                   gif_colours, run_cli, save_gif)
 
 PROTOCOLS = ("paper", "best")
 # Noise streams of one clip: independent generators, so e.g. changing --num_gifs or
@@ -190,35 +191,6 @@ def batch_noise(seed: int, clips: list[int], stream: int, shape: tuple[int, ...]
 
 
 # ------------------------------------------------------------------------------- GIF
-def framed_row(panels: list[torch.Tensor], colours: list[torch.Tensor], pad: int = 2) -> np.ndarray:
-    """Panels ``[T, C, H, W]`` in [0,1] side by side, each frame framed by its colour ``[T, 3]``.
-
-    Returns uint8 ``[T, H + 2 pad, n (W + 2 pad), 3]``.
-    """
-    video = torch.stack(panels, 1).float().clamp(0, 1)  # [T, P, C, H, W]
-    if video.shape[2] == 1:
-        video = video.expand(-1, -1, 3, -1, -1)
-    t, n, _, h, w = video.shape
-    canvas = torch.stack(colours, 1)[:, :, :, None, None].expand(t, n, 3, h + 2 * pad, w + 2 * pad).clone()
-    canvas[..., pad:pad + h, pad:pad + w] = video
-    grid = canvas.permute(0, 3, 1, 4, 2).reshape(t, h + 2 * pad, n * (w + 2 * pad), 3)
-    return (grid.numpy() * 255.0 + 0.5).astype(np.uint8)
-
-
-GREEN, RED, GREY = torch.tensor([0.1, 0.8, 0.1]), torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.5, 0.5, 0.5])
-
-
-def gif_colours(total: int, n_past: int, kind: str) -> torch.Tensor:
-    """Frame colours ``[T, 3]``: green = a real frame the model was given, red = a model output,
-    grey = a ground-truth future frame (real, but never shown to the model)."""
-    t = torch.arange(total)[:, None]
-    if kind == "gt":
-        return torch.where(t < n_past, GREEN, GREY)
-    if kind == "posterior":  # frame 0 is the input itself, every later one is decoded
-        return torch.where(t < 1, GREEN, RED)
-    return torch.where(t < n_past, GREEN, RED)
-
-
 # ------------------------------------------------------------------------ evaluation
 class Timer:
     """Wall time per named phase (synchronising CUDA so the split is honest)."""

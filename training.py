@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from utils import atomic_torch_save, atomic_write_text
+from utils import atomic_torch_save, atomic_write_text, framed_row, gif_colours
 
 
 # ------------------------------------------------------------------ loss schedule
@@ -185,8 +185,8 @@ def sample_grid(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tenso
                 n_future: int, nsample: int = 3, max_clips: int = 4, seed: int = 0) -> np.ndarray:
     """A GIF-ready grid: one row per clip, columns ground truth | posterior | ``nsample`` prior samples.
 
-    Returns uint8 ``[T, rows*H, cols*W, 3]``; generated frames get a red border, context
-    frames a green one.
+    Returns uint8 ``[T, rows*(H+4), cols*(W+4), 3]`` framed as the evaluation's GIFs
+    (:func:`utils.gif_colours`: green = given to the model, red = generated, grey = real future).
     """
     was_training = model.training
     model.eval()
@@ -198,20 +198,13 @@ def sample_grid(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tenso
         post = model.reconstruct(frames, audio)  # [t, B, C, H, W]
         prior = model.sample(frames[:n_past], audio, nsample, n_future)  # [t, B, S, C, H, W]
     model.train(was_training)
-    cols = torch.cat([frames[:, :, None], post[:, :, None], prior], dim=2)  # [t, B, 2+S, C, H, W]
-    cols = cols.float().clamp(0, 1).cpu()
-    if cols.shape[3] == 1:
-        cols = cols.expand(-1, -1, -1, 3, -1, -1)
-    tt, b, k, c, h, w = cols.shape
-    pad = 2
-    border = torch.zeros(tt, k, 3)
-    border[:n_past, :, 1] = 0.8  # green: context
-    border[n_past:, :, 0] = 0.9  # red: generated
-    border[:, 0] = 0.6  # ground-truth column: grey throughout
-    canvas = border[:, None, :, :, None, None].expand(tt, b, k, 3, h + 2 * pad, w + 2 * pad).clone()
-    canvas[..., pad:pad + h, pad:pad + w] = cols
-    grid = canvas.permute(0, 1, 4, 2, 5, 3).reshape(tt, b * (h + 2 * pad), k * (w + 2 * pad), 3)
-    return (grid.numpy() * 255 + 0.5).astype(np.uint8)
+    post, prior = post.float().cpu(), prior.float().cpu()
+    frames = frames.float().cpu()
+    kinds = ["gt", "posterior"] + ["sample"] * nsample
+    colours = [gif_colours(t, n_past, k) for k in kinds]
+    rows = [framed_row([frames[:, b], post[:, b]] + [prior[:, b, s] for s in range(nsample)], colours)
+            for b in range(frames.shape[1])]
+    return np.concatenate(rows, axis=1)  # rows stacked vertically: [t, B*(H+4), K*(W+4), 3]
 
 
 # ------------------------------------------------------------------ metrics log

@@ -172,6 +172,38 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def framed_row(panels: list, colours: list, pad: int = 2) -> np.ndarray:
+    """Panels ``[T, C, H, W]`` (torch, in [0, 1]) side by side, each frame framed by its colour ``[T, 3]``.
+
+    Returns uint8 ``[T, H + 2 pad, n (W + 2 pad), 3]``, ready for :func:`save_gif`.
+    """
+    import torch
+
+    video = torch.stack(panels, 1).float().clamp(0, 1)  # [T, P, C, H, W]
+    if video.shape[2] == 1:
+        video = video.expand(-1, -1, 3, -1, -1)
+    t, n, _, h, w = video.shape
+    canvas = torch.stack(colours, 1)[:, :, :, None, None].expand(t, n, 3, h + 2 * pad, w + 2 * pad).clone()
+    canvas[..., pad:pad + h, pad:pad + w] = video
+    grid = canvas.permute(0, 3, 1, 4, 2).reshape(t, h + 2 * pad, n * (w + 2 * pad), 3)
+    return (grid.numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def gif_colours(total: int, n_past: int, kind: str):
+    """Frame colours ``[T, 3]`` for :func:`framed_row`: green = a real frame the model was given,
+    red = a model output, grey = a ground-truth future frame (real, never shown to the model).
+    ``kind``: ``"gt"``, ``"posterior"`` (frame 0 is the input, every later one decoded) or ``"sample"``."""
+    import torch
+
+    green, red, grey = torch.tensor([0.1, 0.8, 0.1]), torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.5, 0.5, 0.5])
+    t = torch.arange(total)[:, None]
+    if kind == "gt":
+        return torch.where(t < n_past, green, grey)
+    if kind == "posterior":
+        return torch.where(t < 1, green, red)
+    return torch.where(t < n_past, green, red)
+
+
 def save_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> None:
     """Write frames ``[T, H, W]`` or ``[T, H, W, C]`` (uint8, or float in [0, 1]) as a looping GIF."""
     import imageio.v3 as iio

@@ -1,0 +1,50 @@
+"""utils.py: GIF framing colours and layout, atomic writes."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from utils import InputError, atomic_dir, atomic_write_text, framed_row, gif_colours
+
+
+def test_gif_colours_mark_given_generated_and_future_frames():
+    green, red, grey = torch.tensor([0.1, 0.8, 0.1]), torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.5, 0.5, 0.5])
+    gt, post, sample = (gif_colours(6, 2, k) for k in ("gt", "posterior", "sample"))
+
+    def same(c, colour):
+        return torch.allclose(c, colour.expand_as(c))
+
+    assert same(gt[:2], green) and same(gt[2:], grey)
+    assert same(post[:1], green) and same(post[1:], red)
+    assert same(sample[:2], green) and same(sample[2:], red)
+
+def test_framed_row_places_panels_inside_their_borders():
+    t, h, w, pad = 3, 5, 4, 2
+    a, b = torch.zeros(t, 1, h, w), torch.ones(t, 1, h, w)
+    colours = [gif_colours(t, 1, "gt"), gif_colours(t, 1, "sample")]
+    out = framed_row([a, b], colours, pad=pad)
+    assert out.shape == (t, h + 2 * pad, 2 * (w + 2 * pad), 3) and out.dtype == np.uint8
+    assert (out[:, pad:pad + h, pad:pad + w] == 0).all()  # panel a: black
+    assert (out[:, pad:pad + h, w + 3 * pad:2 * w + 3 * pad] == 255).all()  # panel b: white
+    assert out[0, 0, 0].tolist() == [26, 204, 26]  # frame 0 of panel a: green border
+    assert out[2, 0, w + 2 * pad].tolist() == [230, 26, 26]  # frame 2 of panel b: red border
+
+
+def test_atomic_writes_keep_plain_permissions_and_refuse_clobbering(tmp_path):
+    atomic_write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    with atomic_dir(tmp_path / "d") as d:
+        (d / "f").write_text("1")
+    assert (tmp_path / "d" / "f").read_text() == "1"
+    with pytest.raises(InputError, match="--overwrite"):
+        with atomic_dir(tmp_path / "d"):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "d", overwrite=True) as d:
+            (d / "f").write_text("2")
+            raise RuntimeError("killed mid-write")
+    assert (tmp_path / "d" / "f").read_text() == "1"  # the old folder survives a failed rewrite
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp leftovers
