@@ -4,14 +4,40 @@ The numbers reproduce what the original release reported with scikit-image 0.15
 (``compare_ssim`` / ``compare_psnr`` on float frames, no ``data_range``; see SPEC §7), i.e.
 today's ``skimage.metrics.structural_similarity(gt, pred, data_range=2.0)`` and
 ``skimage.metrics.peak_signal_noise_ratio(gt, pred, data_range=1.0)``, one channel at a
-time and averaged over channels -- but for a whole batch in a few torch ops instead of
-one Python call per frame.
+time and averaged over channels -- but for a whole batch in one call instead of one
+Python call per frame.
 
 Why valid pooling is exact: scikit-image filters the whole image with a 7x7 uniform
 window (scipy ``uniform_filter``, mode 'reflect') and then drops a 3-px border before the
 mean. Every SSIM value that survives the crop comes from a window lying entirely inside
-the image, so the padding never enters the result; a "valid" 7x7 box sum (computed here
-by doubling: 4 additions per pixel and axis) yields exactly the kept values.
+the image, so the padding never enters the result; sums over the "valid" (fully inside)
+windows yield exactly the kept values.
+
+Two implementations of the same numbers:
+
+* CPU (tensors on the CPU and numpy arrays): :func:`_score_range`, compiled by numba. One
+  pass over each pair computes running window sums, the SSIM map and the squared error
+  in float64 while every intermediate row stays in L1. The torch path below, run on a
+  CPU, costs ~20 elementwise passes per chunk and is memory-bound: 2.3x-9.3x a
+  scikit-image loop on 2 cores, against >20x for the kernel (``bench/metrics.py``);
+  ``torch.compile`` of the torch path gave only 1.45x, after a 31 s compile. A batch
+  with enough work is split over ``torch.get_num_threads()`` plain Python threads (the
+  kernel releases the GIL) rather than numba's ``parallel=True``: that needs an OpenMP
+  or TBB threading layer beside torch's own OpenMP (the fallback 'workqueue' layer is
+  not safe for concurrent callers), the GNU OpenMP layer aborts a forked child that uses
+  it, and on a loaded 2-core machine it took ~7 ms to score 16 pairs (the kernel alone:
+  0.15 ms). Compiling takes ~1.5 s per input dtype (float32 / float64); ``cache=True``
+  stores the result in ``__pycache__`` next to this file, or -- read-only checkout -- in
+  numba's per-user cache directory (``NUMBA_CACHE_DIR`` overrides both), and later
+  processes load it in ~0.3 s. With no writable cache directory at all the kernel is
+  compiled once per process instead.
+* Any other device (CUDA): :func:`_scores_torch`, batched torch ops on chunks of
+  :data:`_CHUNK_PIXELS` pixels, SSIM maps in float32 on mean-centred images
+  (:func:`ssim_map_valid`), means in float64. It agrees with the kernel to ~1e-7.
+
+Input dtypes follow scikit-image: both images are compared in float32 if both are
+float32 or narrower floats, else in float64; the PSNR difference and its square are
+taken in that dtype (as ``mean_squared_error`` does), the mean in float64.
 
 Identical frames: scikit-image returns PSNR = +inf (MSE 0). One infinite value would make
 every mean infinite, so this project caps PSNR at :data:`PSNR_CAP_DB` (100 dB, the PSNR
@@ -20,8 +46,10 @@ of an MSE of 1e-10 at data range 1) and records the cap as ``"psnr_cap_db"`` in
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+import math
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,16 +60,25 @@ PSNR_CAP_DB = 100.0
 SSIM_DATA_RANGE = 2.0
 #: PSNR data range of the original: float ground truth with minimum >= 0 -> dtype max 1.
 PSNR_DATA_RANGE = 1.0
+#: SSIM constants of scikit-image (and of Wang et al. 2004).
+SSIM_K1, SSIM_K2 = 0.01, 0.03
 
-# Images per chunk inside ssim(): on CPU a chunk's ~10 working maps must stay in the
-# L2 cache (measured: 28 grey 48x48 pairs per chunk run ~6x faster than 4096); on a GPU
-# bigger chunks just amortise kernel launches.
-_CHUNK_PIXELS_CPU = 1 << 16
-_CHUNK_PIXELS_GPU = 1 << 22
+# Torch path: pixels per chunk. On a GPU big chunks just amortise kernel launches.
+_CHUNK_PIXELS = 1 << 22
+# CPU kernel: a thread is started only for this many pixels of work (~220 48x48 pairs,
+# ~2 ms); starting one costs ~0.1 ms, more on a busy machine.
+_MIN_PIXELS_PER_THREAD = 1 << 19
+
+
+# ------------------------------------------------------------------------------ inputs
+def _common_float(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    """scikit-image's working dtype for a pair: float32 if both are float32 or narrower floats, else float64."""
+    narrow = (torch.float32, torch.float16, torch.bfloat16)
+    return torch.float32 if a in narrow and b in narrow else torch.float64
 
 
 def _as_images(gt: Any, pred: Any) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-    """Both inputs as tensors ``[M, H, W]`` (M = prod(lead) * C) on gt's device + the lead shape."""
+    """Both inputs as float tensors ``[M, H, W]`` (M = prod(lead) * C) of one dtype on gt's device + the lead shape."""
     # read-only arrays (np.broadcast_to, read-only memmaps) are copied: torch refuses to wrap them
     gt_t = torch.as_tensor(np.require(gt, requirements="W") if isinstance(gt, np.ndarray) else gt)
     pred_t = torch.as_tensor(np.require(pred, requirements="W") if isinstance(pred, np.ndarray) else pred,
@@ -50,11 +87,172 @@ def _as_images(gt: Any, pred: Any) -> tuple[torch.Tensor, torch.Tensor, tuple[in
         raise ValueError(f"gt {tuple(gt_t.shape)} and pred {tuple(pred_t.shape)} must have the same shape")
     if gt_t.ndim < 3:
         raise ValueError(f"expected images [..., C, H, W], got shape {tuple(gt_t.shape)}")
+    dtype = _common_float(gt_t.dtype, pred_t.dtype)
     lead = tuple(gt_t.shape[:-2])  # (..., C)
     h, w = gt_t.shape[-2:]
-    return gt_t.reshape(-1, h, w), pred_t.reshape(-1, h, w), lead
+    return gt_t.reshape(-1, h, w).to(dtype), pred_t.reshape(-1, h, w).to(dtype), lead
 
 
+def _check_window(x: torch.Tensor, win_size: int) -> None:
+    """Reject a window scikit-image would reject: even, 1 (its N - 1 would be 0), or larger than a frame side."""
+    h, w = x.shape[-2:]
+    if win_size < 3 or win_size % 2 != 1 or min(h, w) < win_size:
+        raise ValueError(f"images {h}x{w} need an odd win_size >= 3 and <= their smaller side (got {win_size})")
+
+
+# ---------------------------------------------------------------------- CPU: numba kernel
+def _score_range(x: np.ndarray, y: np.ndarray, lo: int, hi: int, win: int, c1: float, c2: float,
+                 peak_sq: float, cap_db: float, out_s: np.ndarray, out_p: np.ndarray) -> None:
+    """SSIM and PSNR of pairs ``lo:hi`` of ``x, y`` ``[M, H, W]`` into ``out_s, out_p`` float64 ``[M]``.
+
+    Compiled by numba (see :func:`_kernel`); plain Python runs it too, slowly. x and y
+    share one dtype (float32 or float64). SSIM (skipped when ``win == 0``) is scikit-image's
+    with a ``win`` x ``win`` uniform window, sample covariance, constants ``c1 = (K1 L)^2``
+    and ``c2 = (K2 L)^2``, averaged over the fully-inside windows; PSNR is
+    ``10 log10(peak_sq / MSE)``, capped at ``cap_db``.
+
+    Per pair, rows enter the window one at a time: column sums over the window's rows
+    slide down (one row in, one out; contiguous, so LLVM vectorises them), window sums
+    slide along each row, and the SSIM of the finished output row is computed at once.
+    The working arrays are single rows (a few hundred bytes each), so nothing leaves L1.
+    All in float64: the sums' rounding error stays ~1e-13, far below SSIM's 1e-5
+    tolerance even for bright, nearly flat frames (no centring needed, unlike float32).
+    """
+    h, w = x.shape[1], x.shape[2]
+    ho, wo = h - win + 1, w - win + 1  # SSIM map size
+    n = float(win * win)
+    cov = n / (n - 1.0)  # sample covariance: N / (N - 1)
+    cn1, cn2 = c1 * n * n, c2 * n * n  # the constants on the scale of (window sums)^2
+    # column sums over the window's rows [W]: x, y, x^2 + y^2, xy; squared error per column
+    cx, cy, cq, cxy, err = np.empty(w), np.empty(w), np.empty(w), np.empty(w), np.empty(w)
+    # window sums along the current output row [W'], and the SSIM map summed per column
+    bx, by, bq, bxy, acc = np.empty(wo), np.empty(wo), np.empty(wo), np.empty(wo), np.empty(wo)
+    for m in range(lo, hi):
+        for j in range(w):
+            cx[j] = 0.0
+            cy[j] = 0.0
+            cq[j] = 0.0
+            cxy[j] = 0.0
+            err[j] = 0.0
+        for j in range(wo):
+            acc[j] = 0.0
+        for r in range(h):
+            if win > 0 and r >= win:  # row r enters the window, row r - win leaves
+                ro = r - win
+                for j in range(w):
+                    a, b = np.float64(x[m, r, j]), np.float64(y[m, r, j])
+                    a0, b0 = np.float64(x[m, ro, j]), np.float64(y[m, ro, j])
+                    cx[j] += a - a0
+                    cy[j] += b - b0
+                    cq[j] += (a * a + b * b) - (a0 * a0 + b0 * b0)
+                    cxy[j] += a * b - a0 * b0
+                    d = x[m, r, j] - y[m, r, j]  # difference and square in the input dtype, as scikit-image
+                    err[j] += np.float64(d * d)
+            else:
+                for j in range(w):
+                    a, b = np.float64(x[m, r, j]), np.float64(y[m, r, j])
+                    cx[j] += a
+                    cy[j] += b
+                    cq[j] += a * a + b * b
+                    cxy[j] += a * b
+                    d = x[m, r, j] - y[m, r, j]
+                    err[j] += np.float64(d * d)
+            if win > 0 and r >= win - 1:  # output row r - win + 1 is complete
+                # window sums slide along the row: four independent chains
+                sx, sy, sq, sxy = 0.0, 0.0, 0.0, 0.0
+                for k in range(win):
+                    sx += cx[k]
+                    sy += cy[k]
+                    sq += cq[k]
+                    sxy += cxy[k]
+                bx[0], by[0], bq[0], bxy[0] = sx, sy, sq, sxy
+                for j in range(1, wo):
+                    sx += cx[j + win - 1] - cx[j - 1]
+                    sy += cy[j + win - 1] - cy[j - 1]
+                    sq += cq[j + win - 1] - cq[j - 1]
+                    sxy += cxy[j + win - 1] - cxy[j - 1]
+                    bx[j], by[j], bq[j], bxy[j] = sx, sy, sq, sxy
+                # SSIM = (2 mx my + C1)(2 vxy + C2) / ((mx^2 + my^2 + C1)(vx + vy + C2)),
+                # numerator and denominator both multiplied by N^4 to work on sums
+                for j in range(wo):
+                    sxsy = bx[j] * by[j]
+                    ss = bx[j] * bx[j] + by[j] * by[j]
+                    num = (2.0 * sxsy + cn1) * (2.0 * cov * (n * bxy[j] - sxsy) + cn2)
+                    den = (ss + cn1) * (cov * (n * bq[j] - ss) + cn2)
+                    acc[j] += num / den
+        if win > 0:
+            total = 0.0
+            for j in range(wo):
+                total += acc[j]
+            out_s[m] = total / (ho * wo)
+        sse = 0.0
+        for j in range(w):
+            sse += err[j]
+        mse = sse / (h * w)
+        if mse == 0.0:  # identical pair: +inf in scikit-image
+            out_p[m] = cap_db
+        else:
+            p = 10.0 * math.log10(peak_sq / mse)
+            out_p[m] = cap_db if p > cap_db else p  # NaN stays NaN
+
+
+_KERNEL: Any = None  # numba dispatcher of _score_range, built on first use
+
+
+def _kernel(cache: bool = True) -> Any:
+    """The compiled :func:`_score_range` (numba is imported only when a CPU batch is scored).
+
+    ``nogil`` lets Python threads run it side by side; ``error_model='numpy'`` drops the
+    zero-division checks that would keep LLVM from vectorising the SSIM division. With no
+    writable cache directory anywhere numba refuses ``cache=True``: compile per process.
+    """
+    global _KERNEL
+    if _KERNEL is None or not cache:
+        import numba
+
+        try:
+            _KERNEL = numba.njit(_score_range, nogil=True, error_model="numpy", cache=cache)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            _KERNEL = numba.njit(_score_range, nogil=True, error_model="numpy")
+    return _KERNEL
+
+
+def _cpu_threads(m: int, h: int, w: int) -> int:
+    """Threads the CPU kernel uses for ``m`` pairs of ``h`` x ``w``: torch's setting, when there is enough work."""
+    return max(1, min(torch.get_num_threads(), m * h * w // _MIN_PIXELS_PER_THREAD))
+
+
+def _scores_cpu(x: torch.Tensor, y: torch.Tensor, ssim_range: float | None, psnr_range: float,
+                cap_db: float, win_size: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """CPU path: ``[M, H, W]`` pairs (one float dtype) -> float64 ``[M]`` SSIM (None if
+    ``ssim_range`` is None) and PSNR, by the numba kernel on :func:`_cpu_threads` threads."""
+    xa = x.detach().contiguous().numpy()  # [M, H, W], float32 or float64 (see _as_images)
+    ya = y.detach().contiguous().numpy()
+    m, h, w = xa.shape
+    s, p = np.empty(m), np.empty(m)  # [M] each
+    win = 0 if ssim_range is None else int(win_size)
+    c1, c2 = (SSIM_K1 * float(ssim_range or 0.0)) ** 2, (SSIM_K2 * float(ssim_range or 0.0)) ** 2
+    consts = (win, c1, c2, float(psnr_range) ** 2, float(cap_db))
+    kernel = _kernel()
+    try:  # compile (or load) for this dtype here, not in several threads at once
+        kernel(xa, ya, 0, 0, *consts, s, p)
+    except OSError as err:  # the cache directory passed numba's check but saving failed (disk full?)
+        warnings.warn(f"numba could not cache the metrics kernel ({err}); compiling without cache")
+        kernel = _kernel(cache=False)
+    n = _cpu_threads(m, h, w)
+    bounds = [m * i // n for i in range(n + 1)]
+    if n == 1:
+        kernel(xa, ya, 0, m, *consts, s, p)
+    else:
+        with ThreadPoolExecutor(n - 1) as pool:
+            jobs = [pool.submit(kernel, xa, ya, bounds[i], bounds[i + 1], *consts, s, p) for i in range(1, n)]
+            kernel(xa, ya, 0, bounds[1], *consts, s, p)  # this thread takes the first share
+            for job in jobs:
+                job.result()
+    return (None if ssim_range is None else torch.from_numpy(s)), torch.from_numpy(p)
+
+
+# ------------------------------------------------------------------ any device: torch path
 def _window_sum(a: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     """Sum of every run of k consecutive entries along ``dim`` (valid: length L-k+1).
 
@@ -83,7 +281,7 @@ def _window_sum(a: torch.Tensor, k: int, dim: int) -> torch.Tensor:
 
 
 def ssim_map_valid(gt: torch.Tensor, pred: torch.Tensor, data_range: float = SSIM_DATA_RANGE,
-                   win_size: int = 7, k1: float = 0.01, k2: float = 0.03,
+                   win_size: int = 7, k1: float = SSIM_K1, k2: float = SSIM_K2,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """SSIM at every fully-inside window: ``[M, H, W] -> [M, H-win+1, W-win+1]`` in ``dtype``.
 
@@ -121,36 +319,6 @@ def ssim_map_valid(gt: torch.Tensor, pred: torch.Tensor, data_range: float = SSI
     return a1.mul_(a2).div_(b1.mul_(b2)).mul_(4.0)
 
 
-@contextlib.contextmanager
-def _one_thread(device: torch.device) -> Iterator[None]:
-    """Run a CPU chunk loop with one intra-op thread, then restore the setting.
-
-    Each op here touches one cache-sized chunk (~15 us of work); splitting it over
-    threads costs more than it saves, and on a busy machine far more (measured on 2
-    shared cores: 2 threads 25x slower than 1 for the same scores).
-    """
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _chunk_size(x: torch.Tensor) -> int:
-    budget = _CHUNK_PIXELS_CPU if x.device.type == "cpu" else _CHUNK_PIXELS_GPU
-    return max(1, budget // (x.shape[-2] * x.shape[-1]))
-
-
-def _check_window(x: torch.Tensor, win_size: int) -> None:
-    h, w = x.shape[-2:]
-    if win_size % 2 != 1 or min(h, w) < win_size:
-        raise ValueError(f"images {h}x{w} need an odd win_size <= their smaller side (got {win_size})")
-
-
 def _ssim_chunk(x: torch.Tensor, y: torch.Tensor, data_range: float, win_size: int) -> torch.Tensor:
     """``[m, H, W]`` pairs -> float64 ``[m]``: float32 map, float64 mean over the kept pixels."""
     smap = ssim_map_valid(x, y, data_range, win_size)
@@ -158,40 +326,48 @@ def _ssim_chunk(x: torch.Tensor, y: torch.Tensor, data_range: float, win_size: i
 
 
 def _psnr_chunk(x: torch.Tensor, y: torch.Tensor, data_range: float, cap_db: float) -> torch.Tensor:
-    """``[m, H, W]`` pairs -> float64 ``[m]``: difference in the inputs' dtype (as scikit-image),
-    squares and mean in float64, +inf (MSE 0) capped at ``cap_db``."""
-    d = (x - y).to(torch.float64)
-    mse = (d * d).mean(dim=(-2, -1))
+    """``[m, H, W]`` pairs -> float64 ``[m]``: difference and square in the inputs' dtype (as
+    scikit-image), mean in float64, +inf (MSE 0) capped at ``cap_db``."""
+    d = x - y
+    mse = (d * d).to(torch.float64).mean(dim=(-2, -1))
     return (10.0 * torch.log10(data_range ** 2 / mse)).clamp_(max=cap_db)
 
 
-def _per_image(score, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``score(x_chunk, y_chunk) -> [m]`` over ``[M, H, W]`` pairs in cache-sized chunks -> float64 ``[M]``."""
-    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)  # [M]
-    step = _chunk_size(x)
-    with _one_thread(x.device):
-        for i in range(0, x.shape[0], step):
-            out[i:i + step] = score(x[i:i + step], y[i:i + step])
-    return out
+def _scores_torch(x: torch.Tensor, y: torch.Tensor, ssim_range: float | None, psnr_range: float,
+                  cap_db: float, win_size: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Torch path (the GPU path; runs anywhere): ``[M, H, W]`` pairs (one float dtype) ->
+    float64 ``[M]`` SSIM (None if ``ssim_range`` is None) and PSNR, walked in chunks of
+    :data:`_CHUNK_PIXELS` pixels."""
+    s = None if ssim_range is None else torch.empty(x.shape[0], dtype=torch.float64, device=x.device)  # [M]
+    p = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)  # [M]
+    step = max(1, _CHUNK_PIXELS // (x.shape[-2] * x.shape[-1]))
+    for i in range(0, x.shape[0], step):
+        xc, yc = x[i:i + step], y[i:i + step]
+        if s is not None:
+            s[i:i + step] = _ssim_chunk(xc, yc, ssim_range, win_size)
+        p[i:i + step] = _psnr_chunk(xc, yc, psnr_range, cap_db)
+    return s, p
+
+
+# ------------------------------------------------------------------------------ public
+def _scores(gt: Any, pred: Any, ssim_range: float | None, psnr_range: float, cap_db: float,
+            win_size: int) -> tuple[torch.Tensor | None, torch.Tensor, tuple[int, ...]]:
+    """Per image and channel: float64 ``[M]`` SSIM (None if ``ssim_range`` is None), PSNR, and the lead shape."""
+    x, y, lead = _as_images(gt, pred)
+    if ssim_range is not None:
+        _check_window(x, win_size)
+    path = _scores_cpu if x.device.type == "cpu" else _scores_torch
+    return (*path(x, y, ssim_range, psnr_range, cap_db, win_size), lead)
 
 
 def score_pairs(gt: Any, pred: Any, ssim_range: float = SSIM_DATA_RANGE, psnr_range: float = PSNR_DATA_RANGE,
                 cap_db: float = PSNR_CAP_DB, win_size: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
     """SSIM and PSNR of every pair in one pass: ``[..., C, H, W]`` -> two float64 ``[...]``.
 
-    Same values as :func:`ssim` and :func:`psnr`; the batch is walked once in
-    cache-sized chunks, which is what the evaluation uses.
+    Same values as :func:`ssim` and :func:`psnr` at the price of one; what the
+    evaluation and the training's validation use.
     """
-    x, y, lead = _as_images(gt, pred)
-    _check_window(x, win_size)
-    s = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)  # [M]
-    p = torch.empty_like(s)
-    step = _chunk_size(x)
-    with _one_thread(x.device):
-        for i in range(0, x.shape[0], step):
-            xc, yc = x[i:i + step], y[i:i + step]
-            s[i:i + step] = _ssim_chunk(xc, yc, ssim_range, win_size)
-            p[i:i + step] = _psnr_chunk(xc, yc, psnr_range, cap_db)
+    s, p, lead = _scores(gt, pred, ssim_range, psnr_range, cap_db, win_size)
     return s.reshape(lead).mean(dim=-1), p.reshape(lead).mean(dim=-1)
 
 
@@ -206,13 +382,12 @@ def ssim(gt: Any, pred: Any, data_range: float = SSIM_DATA_RANGE, win_size: int 
     images and hence the one behind the paper's numbers; pass 1.0 for the "correct" range
     (it gives lower values). Matches
     ``skimage.metrics.structural_similarity(gt[c], pred[c], data_range=data_range)``
-    (7x7 uniform window, sample covariance, K1 0.01, K2 0.03, 3-px border cropped) to
-    ~1e-6 or better: maps in float32 on mean-centred images, means in float64.
+    (``win_size`` x ``win_size`` uniform window, odd, default 7; sample covariance; K1
+    0.01, K2 0.03; border cropped) to ~1e-12 on the CPU (float64 kernel) and ~1e-7 on
+    other devices (float32 maps on mean-centred images).
     """
-    x, y, lead = _as_images(gt, pred)
-    _check_window(x, win_size)
-    out = _per_image(lambda a, b: _ssim_chunk(a, b, data_range, win_size), x, y)
-    return out.reshape(lead).mean(dim=-1)
+    s, _, lead = _scores(gt, pred, data_range, PSNR_DATA_RANGE, PSNR_CAP_DB, win_size)
+    return s.reshape(lead).mean(dim=-1)
 
 
 def psnr(gt: Any, pred: Any, data_range: float = PSNR_DATA_RANGE, cap_db: float = PSNR_CAP_DB) -> torch.Tensor:
@@ -223,9 +398,8 @@ def psnr(gt: Any, pred: Any, data_range: float = PSNR_DATA_RANGE, cap_db: float 
     ``10 log10(data_range**2 / MSE)`` with the MSE accumulated in float64, except that a
     channel whose PSNR would exceed ``cap_db`` (identical pair: +inf) counts as ``cap_db``.
     """
-    x, y, lead = _as_images(gt, pred)
-    out = _per_image(lambda a, b: _psnr_chunk(a, b, data_range, cap_db), x, y)
-    return out.reshape(lead).mean(dim=-1)
+    _, p, lead = _scores(gt, pred, None, data_range, cap_db, 0)
+    return p.reshape(lead).mean(dim=-1)
 
 
 def pairwise_diversity(samples: Any) -> torch.Tensor:

@@ -35,9 +35,10 @@ def _bright_flat_pairs(rng, n, c=1, size=48):
     return gt, (gt + 0.001 * rng.standard_normal(gt.shape)).astype(np.float32)
 
 
-def _sk_ssim(gt, pred, data_range=2.0, dtype=np.float64):
+def _sk_ssim(gt, pred, data_range=2.0, dtype=np.float64, win_size=7):
     """scikit-image, one call per image and channel, channel mean (as the original)."""
-    return np.array([[structural_similarity(g.astype(dtype), p.astype(dtype), data_range=data_range)
+    return np.array([[structural_similarity(g.astype(dtype), p.astype(dtype), data_range=data_range,
+                                            win_size=win_size)
                       for g, p in zip(gi, pi)] for gi, pi in zip(gt, pred)]).mean(axis=1)
 
 
@@ -121,21 +122,43 @@ def test_window_sum_any_width(k):
         torch.testing.assert_close(metrics._window_sum(a, k, dim), ref, rtol=0, atol=1e-12)
 
 
-def test_leading_dims_and_chunking(monkeypatch):
+def test_leading_dims_chunking_and_threads(monkeypatch):
     rng = np.random.default_rng(4)
     gt, pred = _noise_pairs(rng, 2 * 3 * 4, 1, size=16)
     s_flat, p_flat = metrics.score_pairs(gt, pred)
     s, p = metrics.score_pairs(gt.reshape(2, 3, 4, 1, 16, 16), pred.reshape(2, 3, 4, 1, 16, 16))
     assert s.shape == (2, 3, 4) and p.shape == (2, 3, 4)
     torch.testing.assert_close(s.reshape(-1), s_flat, rtol=0, atol=0)
-    monkeypatch.setattr(metrics, "_CHUNK_PIXELS_CPU", 16 * 16 * 5)  # 5 images per chunk
-    s5, p5 = metrics.score_pairs(gt, pred)
-    torch.testing.assert_close(s5, s_flat, rtol=0, atol=1e-12)
-    torch.testing.assert_close(p5, p_flat, rtol=0, atol=0)
+    # CPU kernel split over threads: the same numbers, bit for bit
+    monkeypatch.setattr(metrics, "_MIN_PIXELS_PER_THREAD", 16 * 16 * 5)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert metrics._cpu_threads(24, 16, 16) == 3
+        s3, p3 = metrics.score_pairs(gt, pred)
+        torch.set_num_threads(1)
+        assert metrics._cpu_threads(24, 16, 16) == 1  # torch's setting is the cap
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(s3, s_flat, rtol=0, atol=0)
+    torch.testing.assert_close(p3, p_flat, rtol=0, atol=0)
+    # torch path (the GPU path) in chunks of 5 images: the same numbers as in one chunk
+    x, y = torch.from_numpy(gt[:, 0]), torch.from_numpy(pred[:, 0])
+    s1, p1 = metrics._scores_torch(x, y, 2.0, 1.0, 100.0, 7)
+    monkeypatch.setattr(metrics, "_CHUNK_PIXELS", 16 * 16 * 5)
+    s5, p5 = metrics._scores_torch(x, y, 2.0, 1.0, 100.0, 7)
+    torch.testing.assert_close(s5, s1, rtol=0, atol=1e-12)
+    torch.testing.assert_close(p5, p1, rtol=0, atol=0)
+    torch.testing.assert_close(s5, s_flat, rtol=0, atol=1e-6)
+    torch.testing.assert_close(p5, p_flat, rtol=1e-12, atol=0)
+    for bad in (1, 4, 17):
+        with pytest.raises(ValueError):
+            metrics.ssim(gt, pred, win_size=bad)
     with pytest.raises(ValueError):
         metrics.ssim(gt[:, :, :5, :5], pred[:, :, :5, :5])
     with pytest.raises(ValueError):
         metrics.ssim(gt, pred[:-1])
+    assert metrics.psnr(gt[:, :, :5, :5], pred[:, :, :5, :5]).shape == (24,)  # no window in PSNR
 
 
 def _hand_made():
@@ -210,3 +233,155 @@ def test_thread_setting_restored():
     gt, pred = _noise_pairs(np.random.default_rng(9), 2)
     metrics.score_pairs(gt, pred)
     assert torch.get_num_threads() == before
+
+
+def _score_in_child(args):
+    return [t.numpy() for t in metrics.score_pairs(*args)]
+
+
+def test_concurrent_callers_and_forked_child(monkeypatch):
+    """Several Python threads at once, and a child forked after use (GNU OpenMP layers abort there)."""
+    import multiprocessing
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(metrics, "_MIN_PIXELS_PER_THREAD", 16 * 16 * 4)  # each call splits too
+    batches = [_noise_pairs(np.random.default_rng(20 + i), 16, 1, size=16) for i in range(4)]
+    alone = [metrics.score_pairs(*b) for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda b: metrics.score_pairs(*b), batches))
+    for (s, p), (s2, p2) in zip(alone, together):
+        torch.testing.assert_close(s2, s, rtol=0, atol=0)
+        torch.testing.assert_close(p2, p, rtol=0, atol=0)
+    if "fork" in multiprocessing.get_all_start_methods():
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            s_child, p_child = pool.map(_score_in_child, [batches[0]])[0]
+        np.testing.assert_array_equal(s_child, alone[0][0].numpy())
+        np.testing.assert_array_equal(p_child, alone[0][1].numpy())
+
+
+# ------------------------------------------------------------- CPU kernel vs torch path vs skimage
+def _flat(a):
+    return torch.from_numpy(a.reshape(-1, *a.shape[-2:]))
+
+
+@pytest.mark.parametrize("shape,win", [((3, 1, 48, 48), 7), ((2, 3, 20, 33), 5), ((2, 2, 11, 9), 9),
+                                       ((3, 1, 16, 16), 3), ((2, 1, 13, 40), 11)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_equals_torch_path_and_skimage(shape, win, dtype):
+    """Odd windows, non-square frames, several channels, both float dtypes."""
+    rng = np.random.default_rng(win)
+    gt = rng.random(shape).astype(dtype)
+    pred = np.clip(gt + 0.2 * rng.standard_normal(shape), 0, 1).astype(dtype)
+    x, y = _flat(gt), _flat(pred)
+    s_cpu, p_cpu = metrics._scores_cpu(x, y, 2.0, 1.0, 100.0, win)
+    s_torch, p_torch = metrics._scores_torch(x, y, 2.0, 1.0, 100.0, win)
+    assert s_cpu.dtype == p_cpu.dtype == torch.float64 and s_cpu.shape == (x.shape[0],)
+    sk_s64 = _sk_ssim(gt.reshape(-1, 1, *shape[-2:]), pred.reshape(-1, 1, *shape[-2:]), win_size=win)
+    sk_s = _sk_ssim(gt.reshape(-1, 1, *shape[-2:]), pred.reshape(-1, 1, *shape[-2:]), dtype=dtype, win_size=win)
+    sk_p = _sk_psnr(gt.reshape(-1, 1, *shape[-2:]), pred.reshape(-1, 1, *shape[-2:]))
+    np.testing.assert_allclose(s_cpu.numpy(), sk_s64, rtol=0, atol=1e-12)  # float64 kernel: float64 skimage
+    np.testing.assert_allclose(s_cpu.numpy(), sk_s, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(p_cpu.numpy(), sk_p, rtol=1e-12, atol=0)  # same float32 squares as skimage
+    np.testing.assert_allclose(s_torch.numpy(), s_cpu.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(p_torch.numpy(), p_cpu.numpy(), rtol=1e-12, atol=0)
+    # and through the public functions, channel-averaged
+    s, p = metrics.score_pairs(gt, pred, win_size=win)
+    assert s.shape == shape[:1]
+    np.testing.assert_allclose(s.numpy(), s_cpu.reshape(shape[:2]).mean(1).numpy(), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(metrics.ssim(gt, pred, win_size=win).numpy(), s.numpy(), rtol=0, atol=0)
+    np.testing.assert_allclose(metrics.psnr(gt, pred).numpy(), p.numpy(), rtol=0, atol=0)
+
+
+def test_kernel_on_nasty_frames():
+    """All-zero, constant, identical, bright nearly-flat and saturated frames."""
+    rng = np.random.default_rng(11)
+    noise = rng.random((16, 16))
+    bright = 0.95 + 0.002 * rng.random((16, 16))
+    pairs = [(np.zeros((16, 16)), np.zeros((16, 16))), (np.zeros((16, 16)), noise),
+             (np.full((16, 16), 0.5), np.full((16, 16), 0.7)), (noise, noise),
+             (bright, bright + 0.001 * rng.standard_normal((16, 16))), (np.ones((16, 16)), (noise > 0.5) * 1.0)]
+    for dtype in (np.float32, np.float64):
+        gt = np.stack([g for g, _ in pairs])[:, None].astype(dtype)  # [6, 1, 16, 16]
+        pred = np.stack([p for _, p in pairs])[:, None].astype(dtype)
+        s, p = metrics.score_pairs(gt, pred)
+        np.testing.assert_allclose(s.numpy(), _sk_ssim(gt, pred), rtol=0, atol=1e-12)
+        with np.errstate(divide="ignore"):
+            ref_p = np.minimum(_sk_psnr(gt, pred), metrics.PSNR_CAP_DB)
+        np.testing.assert_allclose(p.numpy(), ref_p, rtol=1e-12, atol=0)
+        assert s[0] == 1.0 and s[3] == 1.0 and p[0] == p[3] == metrics.PSNR_CAP_DB  # identical: exact
+        s_torch, p_torch = metrics._scores_torch(_flat(gt), _flat(pred), 2.0, 1.0, 100.0, 7)
+        np.testing.assert_allclose(s_torch.numpy(), s.numpy(), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(p_torch.numpy(), p.numpy(), rtol=1e-12, atol=0)
+    nan = np.zeros((1, 1, 8, 8))
+    nan[0, 0, 0, 0] = np.nan
+    s, p = metrics.score_pairs(nan, np.zeros_like(nan))
+    assert np.isnan(s[0]) and np.isnan(p[0])  # NaN is not hidden by the cap
+
+
+def test_input_types_and_dtypes():
+    """Narrow floats score as their exact float32 values, mixed pairs in float64, as scikit-image;
+    grad-tracking and inference-mode tensors are accepted; results stay float64 [...]."""
+    gt, pred = _noise_pairs(np.random.default_rng(12), 4, 2, size=12)
+    for narrow in (torch.float16, torch.bfloat16):
+        g, p = torch.from_numpy(gt).to(narrow), torch.from_numpy(pred).to(narrow)
+        s, ps = metrics.score_pairs(g, p)
+        s32, ps32 = metrics.score_pairs(g.float(), p.float())
+        assert s.dtype == torch.float64 and s.shape == (4,)
+        torch.testing.assert_close(s, s32, rtol=0, atol=0)
+        torch.testing.assert_close(ps, ps32, rtol=0, atol=0)
+    s_mixed, p_mixed = metrics.score_pairs(gt, pred.astype(np.float64))
+    s64, p64 = metrics.score_pairs(gt.astype(np.float64), pred.astype(np.float64))
+    torch.testing.assert_close(s_mixed, s64, rtol=0, atol=0)
+    torch.testing.assert_close(p_mixed, p64, rtol=0, atol=0)
+    s_ref, p_ref = metrics.score_pairs(gt, pred)
+    g = torch.from_numpy(gt).requires_grad_()
+    torch.testing.assert_close(metrics.score_pairs(g, torch.from_numpy(pred))[0], s_ref, rtol=0, atol=0)
+    with torch.inference_mode():
+        s_inf, p_inf = metrics.score_pairs(torch.from_numpy(gt), torch.from_numpy(pred))
+    torch.testing.assert_close(s_inf, s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(p_inf, p_ref, rtol=0, atol=0)
+    ro = np.broadcast_to(gt[:1], gt.shape)  # read-only, stride 0
+    torch.testing.assert_close(metrics.score_pairs(ro, pred)[0],
+                               metrics.score_pairs(np.ascontiguousarray(ro), pred)[0], rtol=0, atol=0)
+
+
+def test_kernel_compiled_equals_plain_python():
+    """numba must not change the arithmetic: the uncompiled function gives the same numbers."""
+    gt, pred = _noise_pairs(np.random.default_rng(13), 2, 1, size=9)
+    x, y = gt[:, 0], pred[:, 0]
+    s_py, p_py, s_nb, p_nb = (np.zeros(2) for _ in range(4))
+    args = (0, 2, 3, (0.01 * 2) ** 2, (0.03 * 2) ** 2, 1.0, 100.0)
+    with np.errstate(all="ignore"):
+        metrics._score_range(x, y, *args, s_py, p_py)
+    metrics._kernel()(x, y, *args, s_nb, p_nb)
+    np.testing.assert_allclose(s_nb, s_py, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(p_nb, p_py, rtol=1e-14, atol=0)
+
+
+def test_kernel_without_cache_directory(monkeypatch):
+    """No writable cache directory anywhere, or a failing save: warn at most, never crash."""
+    import numba
+
+    gt, pred = _noise_pairs(np.random.default_rng(14), 3, 1, size=10)
+    gt, pred = gt.astype(np.float64), pred.astype(np.float64)
+    ref = metrics.score_pairs(gt, pred)
+    real_njit, asked = numba.njit, []
+
+    def njit_without_locator(*args, cache=False, **kwargs):
+        asked.append(cache)
+        if cache:
+            raise RuntimeError("cannot cache function '_score_range': no locator available for file 'metrics.py'")
+        return real_njit(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit_without_locator)
+    monkeypatch.setattr(metrics, "_KERNEL", None)
+    torch.testing.assert_close(metrics.score_pairs(gt, pred), ref, rtol=0, atol=0)
+    assert asked == [True, False]
+    monkeypatch.setattr(numba, "njit", real_njit)
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metrics, "_KERNEL", disk_full)
+    with pytest.warns(UserWarning, match="could not cache"):
+        torch.testing.assert_close(metrics.score_pairs(gt, pred), ref, rtol=0, atol=0)
