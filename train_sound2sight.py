@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SVG-LP ablation: prior and posterior see frames only (implies --no_disc: the "
                         "discriminator is audio-visual, and SVG-LP has none)")
     p.add_argument("--no_disc", action="store_true", help="no discriminator, no adversarial terms")
+    p.add_argument("--disc_train_encoders", action="store_true",
+                   help="train the discriminator's own frame and audio encoders too (the released script left "
+                        "them at their random initial weights, which is the default here)")
     p.add_argument("--save_every", type=int, default=10, help="keep checkpoints/epoch_N.pt every N epochs (0: never)")
     p.add_argument("--val_nsample", type=int, default=5, help="prior samples per clip in validation")
     p.add_argument("--eval_nsample", type=int, default=20, help="--demo: samples per clip in the final evaluation")
@@ -145,7 +148,7 @@ def model_config(args: argparse.Namespace, audio_shape: tuple[int, int]):
             video_rnn_layers=args.video_rnn_layers, nhead=args.nhead, dim_ff=args.dim_ff,
             disc_rnn_size=args.disc_rnn_size, disc_layers=args.disc_layers, disc_buffer=args.disc_buffer,
             n_past=args.n_past, last_frame_skip=args.last_frame_skip, beta=args.beta,
-            use_audio=not args.no_audio, use_disc=not args.no_disc)
+            use_audio=not args.no_audio, use_disc=not args.no_disc, disc_train_encoders=args.disc_train_encoders)
     except ValueError as err:
         raise InputError(str(err)) from None
 
@@ -217,7 +220,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
     metrics_log = training.MetricsLog(log_dir / "metrics.csv")
     if args.resume and (ckpt_dir / "last.pt").is_file():
         ckpt = read_checkpoint(ckpt_dir / "last.pt", map_location=device)
-        check_config(ckpt_dir / "last.pt", ckpt["model_config"], cfg)
+        check_config(ckpt_dir / "last.pt", {"disc_train_encoders": True, **ckpt["model_config"]}, cfg)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):

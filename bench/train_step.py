@@ -12,9 +12,11 @@ interleaved iteration by iteration so that load from other processes hits them a
 - ``bf16``: the same under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
 
 Prints ONE JSON line. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one
-forward + backward. The reference computes the same maths as the model, which trains the
-discriminator's own encoders (the original never did), so it counts more FLOPs than the
-~528 GFLOP reported for the original step. On a CPU without bf16 instructions
+forward + backward. By default both sides compute the released maths (the discriminator's
+own encoders stay at their initial weights); the reference also computes, as the original
+did, the gradients its generator loss leaves in those encoders before discarding them,
+so it counts the original's ~528 GFLOP. ``--disc_train_encoders`` times the variant that
+trains them instead (both sides then train them). On a CPU without bf16 instructions
 (``cpu_bf16_native`` false) bf16 is emulated and very slow: ``--bf16_iters`` bounds its cost.
 Other processes on the machine change absolute times a lot; compare the ratios.
 """
@@ -50,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bf16_iters", type=int, default=None,
                    help="timed bf16 iterations (default --iters; 0 skips bf16: CPUs without native bf16 "
                         "emulate it and take minutes per iteration)")
+    p.add_argument("--disc_train_encoders", action="store_true",
+                   help="time the variant whose discriminator encoders train (not the released maths)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -63,7 +67,8 @@ def main(argv=None) -> dict:
         if getattr(args, name) < 1:
             raise InputError(f"--{name} must be >= 1, got {getattr(args, name)}")
     try:
-        cfg = Sound2SightConfig(image_width=args.image_width, n_past=args.n_past)
+        cfg = Sound2SightConfig(image_width=args.image_width, n_past=args.n_past,
+                                disc_train_encoders=args.disc_train_encoders)
     except ValueError as err:
         raise InputError(f"--image_width: {err}") from None
     device = get_device(args.device)
@@ -78,7 +83,12 @@ def main(argv=None) -> dict:
         return model, model.configure_optimizer(0.002, 0.0025, 0.9)
 
     models = {name: fresh() for name in ("original", "fp32", "bf16")}
-    models["original"][0].to(memory_format=torch.contiguous_format)  # the original's NCHW layout
+    ref = models["original"][0]
+    ref.to(memory_format=torch.contiguous_format)  # the original's NCHW layout
+    # The original's frozen discriminator encoders still required grad (they sat in an
+    # optimiser and got zeroed gradients), so its generator backward computed their weight
+    # gradients; so does the reference (they are still not optimised: not in its optimiser).
+    ref.disc.requires_grad_(True)
 
     def vectorised(model, opt, bf16: bool):
         opt.zero_grad(set_to_none=True)
@@ -135,6 +145,7 @@ def main(argv=None) -> dict:
         "bf16_iters": bf16_iters, "cpu_bf16_native": native_bf16(),
         "gflop_per_iter": round(gflop, 2),
         "gflop_per_iter_original": round(gflop_orig, 2),
+        "disc_train_encoders": args.disc_train_encoders,
         "batch_size": args.batch_size, "n_past": args.n_past, "n_future": args.n_future,
         "image_width": args.image_width, "iters": args.iters, "device": str(device),
         "torch_threads": torch.get_num_threads(), "cpu": cpu_name(), "torch": torch.__version__,

@@ -9,6 +9,8 @@ concatenation with the matching skip, the last one to the image channels with a 
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -63,11 +65,12 @@ class DCGANDecoder(nn.Module):
             d = up(torch.cat([d, skip], 1))
         return self.last(torch.cat([d, skips[0]], 1))
 
-    def forward_indexed(self, h: torch.Tensor, skips: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
-        """``forward((h, [s[index] for s in skips]))`` for skips shared by many rows of ``h``:
-        ``h [N, g]``, ``skips`` of ``M`` distinct frames, ``index [N]`` picks each row's frame.
+    def forward_indexed(self, h: torch.Tensor, skips: list[torch.Tensor], slots: Sequence[int]) -> torch.Tensor:
+        """``forward((h, skips of each row))`` for skips shared by many rows of ``h``:
+        ``h [S*B, g]`` (step-major), ``skips`` of ``M`` distinct frames per clip
+        ``[M*B, ...]``, step ``s`` uses frame ``slots[s]``.
         The skip half of every up-convolution runs on the ``M`` distinct maps only."""
         d = self.first(h.reshape(h.shape[0], self.g_dim, 1, 1))
         for up, skip in zip(self.ups, reversed(skips[1:])):
-            d = up[1:](conv_on_cat(up[0], d, skip, index))
-        return self.last[1](conv_on_cat(self.last[0], d, skips[0], index))
+            d = up[1:](conv_on_cat(up[0], d, skip, slots))
+        return self.last[1](conv_on_cat(self.last[0], d, skips[0], slots))

@@ -30,7 +30,7 @@ class Discriminator(nn.Module):
     """Own frame and audio encoders, a window LSTM (2g -> 2 classes) and a per-frame head (g -> 2)."""
 
     def __init__(self, frame_encoder: nn.Module, audio_encoder: nn.Module, g_dim: int, hidden: int = 256,
-                 layers: int = 1, buffer: int = 3):
+                 layers: int = 1, buffer: int = 3, train_encoders: bool = False):
         super().__init__()
         if buffer < 1:
             raise ValueError(f"disc_buffer must be >= 1, got {buffer}")
@@ -39,6 +39,10 @@ class Discriminator(nn.Module):
         self.lstm = LSTMPredictor(2 * g_dim, 2, hidden, layers)
         self.frame_head = nn.Linear(g_dim, 2)
         self.buffer = buffer
+        self.train_encoders = train_encoders
+        if not train_encoders:  # the released maths: fixed random encoders (BatchNorm still in train mode)
+            frame_encoder.requires_grad_(False)
+            audio_encoder.requires_grad_(False)
 
 
 def windows(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -84,11 +88,22 @@ def adversarial_losses(disc: Discriminator, real: torch.Tensor, gen: torch.Tenso
     if n_win <= 0:
         zero = real.new_zeros(())
         return zero, (zero if with_generator else None)
-    e_real = unfold(disc.frame_encoder(fold(real))[0], steps)               # [S, B, g]
-    a = unfold(disc.audio_encoder(fold(audio)), steps)                       # [S, B, g]
-    a_mis = a.roll(-1, dims=1)                                               # audio of the next clip
     gen_last = fold(gen[k - 1:])                                             # [W*B, C, H, W] last frames
-    e_gen = disc.frame_encoder(gen_last.detach())[0]                         # [W*B, g]
+    e_gen_g = None  # generated encodings with a graph to the generated frames (generator term)
+    if disc.train_encoders:
+        e_real = unfold(disc.frame_encoder(fold(real))[0], steps)           # [S, B, g]
+        a = unfold(disc.audio_encoder(fold(audio)), steps)                   # [S, B, g]
+        e_gen = disc.frame_encoder(gen_last.detach())[0]                     # [W*B, g]
+    else:
+        # Frozen encoders: no graph for the real frames and the audio, and ONE pass over the
+        # generated frames serves both players (detached for the discriminator loss).
+        with torch.no_grad():
+            e_real = unfold(disc.frame_encoder(fold(real))[0], steps)
+            a = unfold(disc.audio_encoder(fold(audio)), steps)
+        e_gen = disc.frame_encoder(gen_last if with_generator else gen_last.detach())[0]
+        if with_generator:
+            e_gen_g, e_gen = e_gen, e_gen.detach()
+    a_mis = a.roll(-1, dims=1)                                               # audio of the next clip
     er_w, a_w, am_w = windows(e_real, k), windows(a, k), windows(a_mis, k)   # [k, W*B, g]
     wb = n_win * batch
 
@@ -114,9 +129,11 @@ def adversarial_losses(disc: Discriminator, real: torch.Tensor, gen: torch.Tenso
     if not with_generator:
         return d_loss, None
 
-    # generator term: gradient to the generated frames only (a second encoder pass: sharing the
-    # forward needs a nested backward, which breaks autograd hooks such as FlopCounterMode's)
-    e_gen_g = functional_call(disc.frame_encoder, frozen_params(disc.frame_encoder), (gen_last,))[0]
+    # generator term: gradient to the generated frames only. Trained encoders need a second
+    # encoder pass with detached weights (sharing the forward would need a nested backward,
+    # which breaks autograd hooks such as FlopCounterMode's).
+    if e_gen_g is None:
+        e_gen_g = functional_call(disc.frame_encoder, frozen_params(disc.frame_encoder), (gen_last,))[0]
     a_last, am_last = a_w[-1].detach(), am_w[-1].detach()
     x = torch.cat([torch.cat([e_gen_g, a_last], -1), torch.cat([e_gen_g, am_last], -1)])
     st = None if s_match is None else _cat_state([[(h.detach(), c.detach()) for h, c in s] for s in (s_match, s_mis)])

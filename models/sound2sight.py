@@ -37,9 +37,13 @@ whenever ``use_disc``); the generator's adversarial term is added only when
 ``adv_weight > 0`` (the caller passes 0 in the first epoch, as the original started it
 after the first epoch, then ``beta_gen_loss`` x schedule).
 
-Fixed defect of the original: its discriminator loss used detached ENCODINGS, so the
-discriminator's own frame and audio encoders never received a gradient and stayed at
-their random initialisation; here they train with the rest of the discriminator.
+The discriminator's own frame and audio encoders: the released script fed its
+discriminator loss detached ENCODINGS, so those encoders never received a gradient and
+stayed at their random initialisation (random convolutional features under a trained
+LSTM and head). That is the maths behind the paper's numbers, so it is the default here
+(``disc_train_encoders=False``: the encoders are frozen, and the generated frames are
+encoded once, for both players). ``disc_train_encoders=True`` trains them as the paper's
+text suggests (``--disc_train_encoders``).
 """
 from __future__ import annotations
 
@@ -95,6 +99,10 @@ class Sound2SightConfig:
     beta: float = 1e-4
     use_audio: bool = True  # False = SVG-LP with the same backbone (no audio encoder)
     use_disc: bool = True  # False = no discriminator, no adversarial terms
+    # False (the released maths): the discriminator's own frame/audio encoders keep their
+    # initial weights, as in the released script (its discriminator loss saw detached
+    # encodings); True: they train with the rest of the discriminator
+    disc_train_encoders: bool = False
 
     def __post_init__(self) -> None:
         if self.model not in FRAME_MODELS:
@@ -142,8 +150,9 @@ class Sound2Sight(nn.Module):
         self.prior = GaussianLSTM(cond, z, r, cfg.prior_rnn_layers)
         self.predictor = LSTMPredictor(g + z, g, r, cfg.predictor_rnn_layers)
         if cfg.use_disc:
-            self.disc = Discriminator(enc_cls(g, cfg.channels, cfg.image_width, cfg.nf), AudioEncoder(g, cfg.audio_shape, cfg.nf),
-                                      g, cfg.disc_rnn_size, cfg.disc_layers, cfg.disc_buffer)
+            self.disc = Discriminator(enc_cls(g, cfg.channels, cfg.image_width, cfg.nf),
+                                      AudioEncoder(g, cfg.audio_shape, cfg.nf), g, cfg.disc_rnn_size,
+                                      cfg.disc_layers, cfg.disc_buffer, train_encoders=cfg.disc_train_encoders)
         self.apply(init_weights)
         # NHWC weights: oneDNN's convolutions (most of the work) run ~10-15% faster on CPU,
         # and CUDA tensor cores prefer it too; inputs may stay NCHW
@@ -155,7 +164,8 @@ class Sound2Sight(nn.Module):
         return [p for n, p in self.named_parameters() if not n.startswith("disc.")]
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
-        return list(self.disc.parameters()) if self.cfg.use_disc else []
+        """The discriminator's trainable parameters (its encoders only with ``disc_train_encoders``)."""
+        return [p for p in self.disc.parameters() if p.requires_grad] if self.cfg.use_disc else []
 
     def configure_optimizer(self, lr: float, disc_lr: float, beta1: float, name: str = "adam") -> torch.optim.Optimizer:
         """One optimiser, two parameter groups (generator at ``lr``, discriminator at ``disc_lr``).
@@ -224,9 +234,7 @@ class Sound2Sight(nn.Module):
             return unfold(self.decoder((fold(g_pred), [fold(s.index_select(0, sel)) for s in skips])), steps)
         distinct = [fold(s.index_select(0, torch.as_tensor(frames, device=g_pred.device))) for s in skips]
         slot = {f: i for i, f in enumerate(frames)}
-        rows = torch.as_tensor([slot[f] for f in index], device=g_pred.device)              # [S]
-        rows = (rows[:, None] * batch + torch.arange(batch, device=g_pred.device)).reshape(-1)  # [S*B]
-        return unfold(self.decoder.forward_indexed(fold(g_pred), distinct, rows), steps)
+        return unfold(self.decoder.forward_indexed(fold(g_pred), distinct, [slot[f] for f in index]), steps)
 
     def _check(self, frames: torch.Tensor, audio: torch.Tensor | None) -> None:
         c, w = self.cfg.channels, self.cfg.image_width
@@ -398,6 +406,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     """
     ckpt = read_checkpoint(path, map_location)
     raw = dict(ckpt["model_config"])
+    # written before the field existed, when the discriminator's encoders always trained
+    raw.setdefault("disc_train_encoders", True)
     known = {f.name for f in dataclasses.fields(Sound2SightConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:

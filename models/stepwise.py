@@ -10,6 +10,9 @@ passes (generator, then discriminator), as the original did with its 13 optimise
 
 Two uses: the tests prove the vectorised model equal to this (eval mode, same weights,
 same noise); ``bench/train_step.py`` times :func:`train_step` as "the original's step".
+With ``disc_train_encoders=False`` (the default, the released maths) the discriminator
+follows the released script exactly: one encoder pass per generated frame, whose
+encoding the discriminator loss sees detached and the generator's terms attached.
 Noise is drawn through ``model.draw_noise`` in the same order as the vectorised paths.
 """
 from __future__ import annotations
@@ -72,25 +75,42 @@ def forward(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | None
         if not cfg.use_disc:
             continue
         disc = model.disc
-        real_buf.append(disc.frame_encoder(frames[t])[0])
-        gen_d_buf.append(disc.frame_encoder(x_pred.detach())[0])
-        if with_gen:
-            gen_g_buf.append(disc.frame_encoder(x_pred)[0])
-        aud_buf.append(disc.audio_encoder(audio[t]))
+        real_enc, aud_enc = disc.frame_encoder(frames[t])[0], disc.audio_encoder(audio[t])
+        if cfg.disc_train_encoders:
+            gen_d_buf.append(disc.frame_encoder(x_pred.detach())[0])
+            if with_gen:
+                gen_g_buf.append(disc.frame_encoder(x_pred)[0])
+        else:  # as released: one encoder pass over x_pred; the discriminator loss sees detached encodings
+            gen_enc = disc.frame_encoder(x_pred)[0]
+            gen_g_buf.append(gen_enc)
+            gen_d_buf.append(gen_enc.detach())
+            real_enc = real_enc.detach()
+        real_buf.append(real_enc)
+        aud_buf.append(aud_enc)
         real_buf, gen_d_buf, gen_g_buf, aud_buf = real_buf[-k:], gen_d_buf[-k:], gen_g_buf[-k:], aud_buf[-k:]
         if len(real_buf) < k:
             continue
         mis = [a.roll(-1, 0) for a in aud_buf]  # audio of the next clip in the batch
-        real_loss = _ce(_run_window(model, real_buf, aud_buf), 1) + _ce(disc.frame_head(real_buf[-1]), 1)
-        syn_loss = (_ce(_run_window(model, real_buf[:-1] + gen_d_buf[-1:], aud_buf), 0)
+        if not cfg.disc_train_encoders:  # the released discriminator loss: detached encodings
+            aud_d, mis_d = [a.detach() for a in aud_buf], [a.detach() for a in mis]
+        else:
+            aud_d, mis_d = aud_buf, mis
+        real_loss = _ce(_run_window(model, real_buf, aud_d), 1) + _ce(disc.frame_head(real_buf[-1]), 1)
+        syn_loss = (_ce(_run_window(model, real_buf[:-1] + gen_d_buf[-1:], aud_d), 0)
                     + _ce(disc.frame_head(gen_d_buf[-1]), 0))
-        mis_loss = (_ce(_run_window(model, real_buf, mis), 0)
-                    + _ce(_run_window(model, real_buf[:-1] + gen_d_buf[-1:], mis), 0))
+        mis_loss = (_ce(_run_window(model, real_buf, mis_d), 0)
+                    + _ce(_run_window(model, real_buf[:-1] + gen_d_buf[-1:], mis_d), 0))
         d_loss = d_loss + real_loss / 2 + (syn_loss + mis_loss) / 8
         if with_gen:
+            # real prefix detached; as released, the last step's audio encoding stays attached
+            # (with frozen encoders: the weight gradients it leaves are discarded by
+            # classic_backward; trained encoders share that graph with d_loss, so detach)
             real_det = [r.detach() for r in real_buf[:-1]]
-            g_m = _ce(_run_window(model, real_det + gen_g_buf[-1:], [a.detach() for a in aud_buf]), 1)
-            g_mm = _ce(_run_window(model, real_det + gen_g_buf[-1:], [a.detach() for a in mis]), 1)
+            keep = (lambda a: a.detach()) if cfg.disc_train_encoders else (lambda a: a)
+            aud_g = [a.detach() for a in aud_buf[:-1]] + [keep(aud_buf[-1])]
+            mis_g = [a.detach() for a in mis[:-1]] + [keep(mis[-1])]
+            g_m = _ce(_run_window(model, real_det + gen_g_buf[-1:], aud_g), 1)
+            g_mm = _ce(_run_window(model, real_det + gen_g_buf[-1:], mis_g), 1)
             g_adv = g_adv + (g_m + _ce(disc.frame_head(gen_g_buf[-1]), 1) + g_mm) / 3
     gen_loss = mse + cfg.beta * kld + (adv_weight * g_adv if with_gen else 0.0)
     return {"gen_loss": gen_loss, "d_loss": d_loss, "loss": gen_loss + d_loss,

@@ -8,6 +8,8 @@ image channels with a sigmoid.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -79,12 +81,12 @@ class VGGDecoder(nn.Module):
             d = stage(torch.cat([self.up(d), skip], 1))
         return self.last(torch.cat([self.up(d), skips[0]], 1))
 
-    def forward_indexed(self, h: torch.Tensor, skips: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
-        """``forward((h, [s[index] for s in skips]))`` for skips shared by many rows of ``h``
+    def forward_indexed(self, h: torch.Tensor, skips: list[torch.Tensor], slots: Sequence[int]) -> torch.Tensor:
+        """``forward((h, skips of each row))`` for skips shared by many rows of ``h``
         (see ``DCGANDecoder.forward_indexed``): each stage's first conv is split by input channels."""
         d = self.first(h.reshape(h.shape[0], self.g_dim, 1, 1))
         for stage, skip in zip(self.stages, reversed(skips[1:])):
             first = stage[0]
-            d = stage[1:](first[1:](conv_on_cat(first[0], self.up(d), skip, index)))
+            d = stage[1:](first[1:](conv_on_cat(first[0], self.up(d), skip, slots)))
         first = self.last[0]
-        return self.last[1:](first[1:](conv_on_cat(first[0], self.up(d), skips[0], index)))
+        return self.last[1:](first[1:](conv_on_cat(first[0], self.up(d), skips[0], slots)))

@@ -82,13 +82,30 @@ def test_decoder_with_shared_skips_equals_gathered(kind, width):
     enc_cls, dec_cls = (DCGANEncoder, DCGANDecoder) if kind == "dcgan" else (VGGEncoder, VGGDecoder)
     torch.manual_seed(0)
     enc, dec = enc_cls(8, 2, width).eval(), dec_cls(8, 2, width).eval()
-    _, skips = enc(torch.rand(2, 2, width, width))          # 2 distinct skip frames
-    h = torch.randn(5, 8)
-    index = torch.tensor([1, 0, 1, 1, 0])
-    want = dec((h, [s[index] for s in skips]))
-    got = dec.forward_indexed(h, skips, index)
+    batch, slots = 2, [1, 0, 1, 1, 0, 1, 2, 2, 2, 0, 1]  # repeated, aligned and lone runs
+    _, skips = enc(torch.rand(3 * batch, 2, width, width))   # 3 distinct skip frames per clip
+    h = torch.randn(len(slots) * batch, 8, requires_grad=True)
+    rows = torch.tensor([m * batch + b for m in slots for b in range(batch)])
+    want = dec((h, [s[rows] for s in skips]))
+    got = dec.forward_indexed(h, skips, slots)
     assert torch.allclose(got, want, atol=1e-6)
-    assert not torch.allclose(got[0], got[1], atol=1e-4)  # the index matters
+    assert not torch.allclose(got[0], got[2], atol=1e-4)  # the slot matters
+    # the backward (sums over repeated runs) equals the gathered one; in float64, where the
+    # different summation order cannot hide a real difference (float32 differs by ~1e-3 here)
+    dec, h = dec.double(), h.detach().double().requires_grad_()
+    skips = [s.detach().double().requires_grad_() for s in skips]
+    w = torch.randn_like(want, dtype=torch.float64)
+    g_want = torch.autograd.grad((dec((h, [s[rows] for s in skips])) * w).sum(), [h, *skips])
+    g_got = torch.autograd.grad((dec.forward_indexed(h, skips, slots) * w).sum(), [h, *skips])
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(g_got, g_want))
+
+
+def test_slot_runs():
+    from models.layers import _slot_runs
+
+    assert _slot_runs([0, 1, 2, 3, 4, 4, 4]) == [(4, 0, False), (3, 4, True)]
+    assert _slot_runs([1, 0, 1, 1, 0]) == [(1, 1, False), (1, 0, False), (2, 1, True), (1, 0, False)]
+    assert _slot_runs([0, 1, 2]) == [(3, 0, False)] and _slot_runs([5]) == [(1, 5, False)]
 
 
 @pytest.mark.parametrize("shape", SUPPORTED_AUDIO_SHAPES)
@@ -131,7 +148,8 @@ def test_transformer_is_causal():
 
 # ----------------------------------------------------------------------------- vectorised == stepwise
 EQ_CONFIGS = [dict(), dict(last_frame_skip=True), dict(n_past=2, disc_buffer=2, predictor_rnn_layers=1),
-              dict(use_audio=False, use_disc=False), dict(disc_buffer=1, disc_layers=2, prior_rnn_layers=2)]
+              dict(use_audio=False, use_disc=False), dict(disc_buffer=1, disc_layers=2, prior_rnn_layers=2),
+              dict(disc_train_encoders=True)]
 
 
 @pytest.mark.parametrize("kw", EQ_CONFIGS)
@@ -198,8 +216,9 @@ def _grads(model):
 
 
 @pytest.mark.parametrize("adv_weight", [0.0, 0.7])
-def test_one_backward_equals_classic_two_backward(adv_weight):
-    cfg = tiny(n_past=3)
+@pytest.mark.parametrize("train_enc", [False, True])
+def test_one_backward_equals_classic_two_backward(adv_weight, train_enc):
+    cfg = tiny(n_past=3, disc_train_encoders=train_enc)
     frames, audio = batch(cfg, steps=6)
     model = calibrated(cfg, frames, audio)
     torch.manual_seed(3)
@@ -213,12 +232,36 @@ def test_one_backward_equals_classic_two_backward(adv_weight):
     for name in one:
         scale = max(two[name].abs().max().item(), 1e-3)
         assert (one[name] - two[name]).abs().max().item() <= 1e-4 * scale + 1e-7, name
-    disc = [n for n in one if n.startswith("disc.")]
-    assert all(one[n].abs().sum() > 0 for n in disc if "frame_encoder" in n and n.endswith("weight"))
+    enc = [n for n in one if n.startswith(("disc.frame_encoder.", "disc.audio_encoder.")) and n.endswith("weight")]
+    assert enc and all((one[n].abs().sum() > 0) == train_enc for n in enc)
+    assert all(one[n].abs().sum() > 0 for n in one if n.startswith(("disc.lstm.", "disc.frame_head.")))
 
 
-def test_adversarial_term_reaches_generator_not_discriminator():
+def test_frozen_discriminator_encoders_stay_put_and_are_not_optimised():
+    from training import train_step
+
     cfg = tiny(n_past=3)
+    frames, audio = batch(cfg, steps=6)
+    model = model_of(cfg).train()
+    opt = model.configure_optimizer(0.01, 0.01, 0.9)
+    optimised = {id(p) for g in opt.param_groups for p in g["params"]}
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters()
+              if n.startswith(("disc.frame_encoder.", "disc.audio_encoder."))}
+    assert frozen and not any(id(p) in optimised for n, p in model.named_parameters() if n in frozen)
+    head = model.disc.frame_head.weight.detach().clone()
+    for _ in range(2):
+        train_step(model, opt, frames, audio, 0.5)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in frozen.items())
+    assert not torch.equal(model.disc.frame_head.weight, head)  # the rest of the discriminator trains
+    trained = model_of(tiny(n_past=3, disc_train_encoders=True))
+    opt2 = trained.configure_optimizer(0.01, 0.01, 0.9)
+    assert sum(len(g["params"]) for g in opt2.param_groups) > sum(len(g["params"]) for g in opt.param_groups)
+
+
+@pytest.mark.parametrize("train_enc", [False, True])
+def test_adversarial_term_reaches_generator_not_discriminator(train_enc):
+    cfg = tiny(n_past=3, disc_train_encoders=train_enc)
     frames, audio = batch(cfg, steps=6)
     model = calibrated(cfg, frames, audio)
     grads = {}
@@ -320,7 +363,7 @@ def test_configure_optimizer_groups():
     lrs = [g["lr"] for g in opt.param_groups]
     assert lrs == [0.002, 0.0025]
     ids = [id(p) for g in opt.param_groups for p in g["params"]]
-    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    assert sorted(ids) == sorted(id(p) for p in model.parameters() if p.requires_grad)
     assert opt.param_groups[0]["betas"] == (0.9, 0.999)
     assert isinstance(model.configure_optimizer(1, 1, 0.5, "rmsprop"), torch.optim.RMSprop)
     assert isinstance(model.configure_optimizer(1, 1, 0.5, "sgd"), torch.optim.SGD)
@@ -398,8 +441,9 @@ def test_stepwise_train_step_runs():
     model = model_of(cfg).train()
     frames, audio = batch(cfg, steps=4, size=2)
     opt = model.configure_optimizer(0.002, 0.0025, 0.9)
-    before = [p.detach().clone() for p in model.parameters()]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
     out = stepwise.train_step(model, opt, frames, audio, adv_weight=0.1)
     assert torch.isfinite(out["loss"])
-    changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
+    changed = [not torch.equal(b, p) for b, p in zip(before, trainable)]
     assert sum(changed) > 0.9 * len(changed)
