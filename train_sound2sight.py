@@ -93,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from LOG_DIR/checkpoints/last.pt if it exists")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--amp", action="store_true", help="mixed precision: bfloat16 on CPU, float16 on CUDA")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step's model (on CPU the inductor compile takes minutes, "
+                        "and recompiles once when the adversarial term starts after epoch 0)")
+    p.add_argument("--compile_backend", default="inductor",
+                   help="torch.compile backend for --compile (inductor; aot_eager or eager need no C++ compiler)")
     p.add_argument("--no_audio", action="store_true",
                    help="SVG-LP ablation: prior and posterior see frames only (implies --no_disc: the "
                         "discriminator is audio-visual, and SVG-LP has none)")
@@ -250,7 +254,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
     if world > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
-        net = torch.compile(net)
+        net = torch.compile(net, backend=args.compile_backend)
 
     # A fixed validation batch (the original selected its best model on one as well).
     val_n = min(len(test_set), max(per_rank, 8), 64)

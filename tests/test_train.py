@@ -166,3 +166,25 @@ def test_amp_bf16_autocast_on_cpu(tmp_path, tiny_data):
     assert all(v == v and abs(v) < float("inf") for v in terms.values())
     log = run(tmp_path / "amp", tiny_data, "--niter", "1", "--epoch_size", "1", "--amp", "--nf", "8")
     assert float(list(csv.DictReader(open(log / "metrics.csv")))[0]["mse"]) > 0
+
+
+def test_compiled_step_equals_eager_step(tmp_path, tiny_data):
+    """--compile: the compiled model's training step gives the eager step's losses (the
+    dynamo-traced graph; the 'eager' backend keeps the test fast, inductor takes minutes on CPU)."""
+    from models.sound2sight import Sound2Sight, Sound2SightConfig
+
+    cfg = Sound2SightConfig(nf=8, g_dim=16, rnn_size=32, z_dim=4, dim_ff=32, disc_rnn_size=16, nhead=2, n_past=3)
+    frames, audio = torch.rand(6, 4, 1, 48, 48), torch.rand(6, 4, 1, 23, 21)
+    terms = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = Sound2Sight(cfg).train()
+        opt = model.configure_optimizer(0.002, 0.0025, 0.9)
+        net = torch.compile(model, backend="eager") if compiled else model
+        terms.append([training.train_step(net, opt, frames, audio, w) for w in (0.0, 1e-4)])
+    for eager, comp in zip(*terms):
+        assert eager.keys() == comp.keys()
+        assert all(abs(eager[k] - comp[k]) <= 1e-5 * max(1.0, abs(eager[k])) for k in eager), (eager, comp)
+    log = run(tmp_path / "c", tiny_data, "--niter", "1", "--epoch_size", "1", "--nf", "8",
+              "--compile", "--compile_backend", "eager")
+    assert json.loads((log / "config.json").read_text())["args"]["compile"] is True
