@@ -1,7 +1,7 @@
 """Small building blocks and the weight initialisation shared by the Sound2Sight modules."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -79,24 +79,31 @@ def add_by_slot(out: torch.Tensor, src: torch.Tensor, slots: Sequence[int]) -> t
     return (summed[0] if len(summed) == 1 else torch.cat(summed)).flatten(0, 1)
 
 
-def conv_on_cat(conv: nn.Module, d: torch.Tensor, skip: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
-    """``conv(cat([d, skip_of_each_row], 1))`` without building the gathered, concatenated input.
+def conv_channels(conv: nn.Module, x: torch.Tensor, first: int, bias: bool) -> torch.Tensor:
+    """``conv`` applied to ``x``, which holds its input channels ``first .. first + x.shape[1] - 1``.
 
-    A convolution is linear in its input channels, so it splits into the part over ``d``'s
-    channels and the part over the skip's; the skip part runs once per DISTINCT skip map
-    (``skip [M*B, c, h, w]``; step ``s`` of ``d [S*B, ...]`` uses map ``slots[s]``) and is
-    added per step by :func:`add_by_slot`. The decoder of a sequence whose steps all reuse
-    the last context frame's skips thus does that half of its convolution work once per
-    clip instead of once per step.
-    ``conv``: ``nn.Conv2d`` or ``nn.ConvTranspose2d`` whose input is ``[d, skip]``.
-    """
-    c = d.shape[1]
+    A convolution is linear in its input channels, so ``conv(cat([d, skip], 1))`` equals
+    ``conv_channels(conv, d, 0, True) + conv_channels(conv, skip, d.shape[1], False)``: the
+    skip half can then run once per DISTINCT skip map and be added to many rows.
+    ``conv``: ``nn.Conv2d`` or ``nn.ConvTranspose2d``."""
+    c = slice(first, first + x.shape[1])
+    b = conv.bias if bias else None
     if isinstance(conv, nn.ConvTranspose2d):  # weight [in, out, k, k]
-        args = (conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation)
-        out_d = F.conv_transpose2d(d, conv.weight[:c], conv.bias, *args)
-        out_s = F.conv_transpose2d(skip, conv.weight[c:], None, *args)
-    else:  # nn.Conv2d, weight [out, in, k, k]
-        args = (conv.stride, conv.padding, conv.dilation, conv.groups)
-        out_d = F.conv2d(d, conv.weight[:, :c], conv.bias, *args)
-        out_s = F.conv2d(skip, conv.weight[:, c:], None, *args)
-    return add_by_slot(out_d, out_s, slots)
+        return F.conv_transpose2d(x, conv.weight[c], b, conv.stride, conv.padding, conv.output_padding,
+                                  conv.groups, conv.dilation)
+    return F.conv2d(x, conv.weight[:, c], b, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+SkipAdd = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (conv output rows, skip term) -> sum
+
+
+def skip_add(slots: Sequence[int]) -> SkipAdd:
+    """Adder for decoding ``S`` steps (step-major rows ``[S*B, ...]``) whose skip terms are
+    ``[M*B, ...]``, step ``s`` using map ``slots[s]`` (see :func:`add_by_slot`)."""
+    return lambda out, term: add_by_slot(out, term, slots)
+
+
+def sample_add(nsample: int) -> SkipAdd:
+    """Adder for decoding ``B*nsample`` rows (index ``b * nsample + s``) whose skip terms are
+    one per clip ``[B, ...]``: broadcast over the samples instead of repeating them."""
+    return lambda out, term: (out.unflatten(0, (term.shape[0], nsample)) + term.unsqueeze(1)).flatten(0, 1)

@@ -61,7 +61,7 @@ from utils import InputError
 from .audio import AudioEncoder, check_audio_shape
 from .dcgan import DCGAN_PLANS, DCGANDecoder, DCGANEncoder
 from .discriminator import Discriminator, adversarial_losses
-from .layers import fold, init_weights, unfold
+from .layers import fold, init_weights, sample_add, skip_add, unfold
 from .lstm import GaussianLSTM, LSTMPredictor, gaussian_kl, reparameterize
 from .transformer import CausalTransformer
 from .vgg import VGG_STAGES, VGGDecoder, VGGEncoder
@@ -234,7 +234,8 @@ class Sound2Sight(nn.Module):
             return unfold(self.decoder((fold(g_pred), [fold(s.index_select(0, sel)) for s in skips])), steps)
         distinct = [fold(s.index_select(0, torch.as_tensor(frames, device=g_pred.device))) for s in skips]
         slot = {f: i for i, f in enumerate(frames)}
-        return unfold(self.decoder.forward_indexed(fold(g_pred), distinct, [slot[f] for f in index]), steps)
+        terms = self.decoder.skip_terms(distinct)
+        return unfold(self.decoder.forward_terms(fold(g_pred), terms, skip_add([slot[f] for f in index])), steps)
 
     def _check(self, frames: torch.Tensor, audio: torch.Tensor | None) -> None:
         c, w = self.cfg.channels, self.cfg.image_width
@@ -332,8 +333,8 @@ class Sound2Sight(nn.Module):
         def rep(x: torch.Tensor) -> torch.Tensor:  # [S, B, ...] -> [S, B*nsample, ...]
             return x.repeat_interleave(nsample, dim=1)
 
-        h_ctx, skips_ctx = self.encode_frames(context)
-        h_ctx, skips_ctx = rep(h_ctx), [rep(s) for s in skips_ctx]
+        h_ctx, skips_ctx = self.encode_frames(context)                      # [n_past, B, ...]
+        h_ctx = rep(h_ctx)
         a_ctx = None if audio is None or not self.cfg.use_audio else rep(self.audio_context(audio))  # [T-1, BN, g]
         a_at = (lambda t: None) if a_ctx is None else (lambda t: a_ctx[t - 1])
         # context steps 1..n_past-1: posterior z (targets known), prior/predictor states advance
@@ -343,7 +344,12 @@ class Sound2Sight(nn.Module):
                 self.condition(self.posterior_transformer(h_ctx[1:]), None if a_ctx is None else a_ctx[: n_past - 1]))
             z_post = reparameterize(mu_q, logvar_q, eps_posterior)
         hs = list(h_ctx.unbind(0))                                            # encodings fed in so far
-        skip = [s[n_past - 1] for s in skips_ctx]                              # last context frame's skips
+        if self.cfg.last_frame_skip:  # every step decodes with its own input frame's skips
+            skip = [s[n_past - 1].repeat_interleave(nsample, dim=0) for s in skips_ctx]
+        else:  # all generated steps share the last context frame's skips: their half of the
+            # decoder's concatenating convolutions runs once per clip, broadcast over samples
+            terms = self.decoder.skip_terms([s[n_past - 1] for s in skips_ctx])
+            add = sample_add(nsample)
         prior_ctx = self.prior_transformer(h_ctx)                              # steps 1..n_past, one pass
         out = list(rep(context).unbind(0))
         prior_state = pred_state = None
@@ -354,10 +360,12 @@ class Sound2Sight(nn.Module):
             g_out, pred_state = self.predictor(torch.cat([hs[t - 1], z], -1), pred_state)
             if t < n_past:
                 continue
-            x = self.decoder((g_out, skip))
-            h_new, skips_new = self.encoder(x)
-            if self.cfg.last_frame_skip:  # the next step decodes with its own input frame's skips
-                skip = skips_new
+            if self.cfg.last_frame_skip:
+                x = self.decoder((g_out, skip))
+                h_new, skip = self.encoder(x)
+            else:
+                x = self.decoder.forward_terms(g_out, terms, add)
+                h_new = self.encoder(x)[0]
             hs.append(h_new)
             out.append(x.to(context.dtype))
         frames = torch.stack(out)                                              # [T, BN, C, H, W]

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .layers import conv_on_cat
+from .layers import SkipAdd, conv_channels
 
 VGG_STAGES: dict[int, int] = {64: 4, 128: 5}
 _CONVS_PER_STAGE = [2, 2, 3, 3, 3]
@@ -81,12 +81,18 @@ class VGGDecoder(nn.Module):
             d = stage(torch.cat([self.up(d), skip], 1))
         return self.last(torch.cat([self.up(d), skips[0]], 1))
 
-    def forward_indexed(self, h: torch.Tensor, skips: list[torch.Tensor], slots: Sequence[int]) -> torch.Tensor:
-        """``forward((h, skips of each row))`` for skips shared by many rows of ``h``
-        (see ``DCGANDecoder.forward_indexed``): each stage's first conv is split by input channels."""
+    def skip_terms(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The skip half of each stage's first convolution (no bias), deepest first
+        (see ``DCGANDecoder.skip_terms``)."""
+        convs = [stage[0][0] for stage in self.stages] + [self.last[0][0]]
+        maps = list(reversed(skips[1:])) + [skips[0]]
+        return [conv_channels(conv, s, conv.in_channels // 2, bias=False) for conv, s in zip(convs, maps)]
+
+    def forward_terms(self, h: torch.Tensor, terms: list[torch.Tensor], add: SkipAdd) -> torch.Tensor:
+        """Decode with precomputed :meth:`skip_terms` (see ``DCGANDecoder.forward_terms``)."""
         d = self.first(h.reshape(h.shape[0], self.g_dim, 1, 1))
-        for stage, skip in zip(self.stages, reversed(skips[1:])):
+        for stage, term in zip(self.stages, terms):
             first = stage[0]
-            d = stage[1:](first[1:](conv_on_cat(first[0], self.up(d), skip, slots)))
+            d = stage[1:](first[1:](add(conv_channels(first[0], self.up(d), 0, bias=True), term)))
         first = self.last[0]
-        return self.last[1:](first[1:](conv_on_cat(first[0], self.up(d), skips[0], slots)))
+        return self.last[1:](first[1:](add(conv_channels(first[0], self.up(d), 0, bias=True), terms[-1])))

@@ -79,6 +79,8 @@ def test_frame_codec_shapes(kind, width, channels):
 
 @pytest.mark.parametrize("kind,width", [("dcgan", 48), ("dcgan", 64), ("vgg", 64)])
 def test_decoder_with_shared_skips_equals_gathered(kind, width):
+    from models.layers import sample_add, skip_add
+
     enc_cls, dec_cls = (DCGANEncoder, DCGANDecoder) if kind == "dcgan" else (VGGEncoder, VGGDecoder)
     torch.manual_seed(0)
     enc, dec = enc_cls(8, 2, width).eval(), dec_cls(8, 2, width).eval()
@@ -87,7 +89,7 @@ def test_decoder_with_shared_skips_equals_gathered(kind, width):
     h = torch.randn(len(slots) * batch, 8, requires_grad=True)
     rows = torch.tensor([m * batch + b for m in slots for b in range(batch)])
     want = dec((h, [s[rows] for s in skips]))
-    got = dec.forward_indexed(h, skips, slots)
+    got = dec.forward_terms(h, dec.skip_terms(skips), skip_add(slots))
     assert torch.allclose(got, want, atol=1e-6)
     assert not torch.allclose(got[0], got[2], atol=1e-4)  # the slot matters
     # the backward (sums over repeated runs) equals the gathered one; in float64, where the
@@ -96,8 +98,16 @@ def test_decoder_with_shared_skips_equals_gathered(kind, width):
     skips = [s.detach().double().requires_grad_() for s in skips]
     w = torch.randn_like(want, dtype=torch.float64)
     g_want = torch.autograd.grad((dec((h, [s[rows] for s in skips])) * w).sum(), [h, *skips])
-    g_got = torch.autograd.grad((dec.forward_indexed(h, skips, slots) * w).sum(), [h, *skips])
+    g_got = torch.autograd.grad((dec.forward_terms(h, dec.skip_terms(skips), skip_add(slots)) * w).sum(),
+                                [h, *skips])
     assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(g_got, g_want))
+    # sampling: one skip map per clip, broadcast over nsample rows per clip (index b * nsample + s)
+    nsample = 3
+    per_clip = [s[:batch] for s in skips]
+    h2 = torch.randn(batch * nsample, 8, dtype=torch.float64)
+    want2 = dec((h2, [s.repeat_interleave(nsample, dim=0) for s in per_clip]))
+    got2 = dec.forward_terms(h2, dec.skip_terms(per_clip), sample_add(nsample))
+    assert torch.allclose(got2, want2, atol=1e-12)
 
 
 def test_slot_runs():
