@@ -356,8 +356,26 @@ def _scores(gt: Any, pred: Any, ssim_range: float | None, psnr_range: float, cap
     x, y, lead = _as_images(gt, pred)
     if ssim_range is not None:
         _check_window(x, win_size)
-    path = _scores_cpu if x.device.type == "cpu" else _scores_torch
+    path = _scores_cpu if x.device.type == "cpu" and _numba_available() else _scores_torch
     return (*path(x, y, ssim_range, psnr_range, cap_db, win_size), lead)
+
+
+_NUMBA: bool | None = None
+
+
+def _numba_available() -> bool:
+    """True when numba imports; otherwise warn once and score CPU batches with the torch
+    path (same numbers, several times slower) instead of failing after a long sampling run."""
+    global _NUMBA
+    if _NUMBA is None:
+        try:
+            import numba  # noqa: F401
+            _NUMBA = True
+        except ImportError as err:
+            warnings.warn(f"numba is not importable ({err}); scoring on the CPU with the slower torch path. "
+                          "Install it: pip install -r requirements.txt")
+            _NUMBA = False
+    return _NUMBA
 
 
 def score_pairs(gt: Any, pred: Any, ssim_range: float = SSIM_DATA_RANGE, psnr_range: float = PSNR_DATA_RANGE,

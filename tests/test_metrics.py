@@ -385,3 +385,27 @@ def test_kernel_without_cache_directory(monkeypatch):
     monkeypatch.setattr(metrics, "_KERNEL", disk_full)
     with pytest.warns(UserWarning, match="could not cache"):
         torch.testing.assert_close(metrics.score_pairs(gt, pred), ref, rtol=0, atol=0)
+
+
+def test_without_numba_the_torch_path_scores(monkeypatch):
+    """A missing numba warns and falls back to the torch path with the same numbers."""
+    import builtins
+
+    rng = np.random.default_rng(4)
+    gt = rng.random((3, 1, 20, 20), dtype=np.float32)
+    pred = np.clip(gt + 0.1 * rng.standard_normal(gt.shape, dtype=np.float32), 0, 1)
+    want = metrics.score_pairs(gt, pred)
+    real_import = builtins.__import__
+
+    def no_numba(name, *args, **kwargs):
+        if name == "numba":
+            raise ImportError("No module named 'numba'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    monkeypatch.setattr(metrics, "_NUMBA", None)
+    with pytest.warns(UserWarning, match="numba"):
+        got = metrics.score_pairs(gt, pred)
+    assert metrics._NUMBA is False
+    assert torch.allclose(got[0], want[0], atol=1e-6) and torch.allclose(got[1], want[1], atol=1e-6)
+    monkeypatch.setattr(metrics, "_NUMBA", None)
