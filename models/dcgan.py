@@ -9,7 +9,6 @@ concatenation with the matching skip, the last one to the image channels with a 
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 from torch import nn

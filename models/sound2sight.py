@@ -227,12 +227,15 @@ class Sound2Sight(nn.Module):
 
         Steps that share a skip frame (all steps after the context, unless ``last_frame_skip``)
         share the skip half of the decoder's convolutions: it runs once per distinct frame."""
-        steps, batch = g_pred.shape[:2]
+        steps = g_pred.shape[0]
         frames = sorted(set(index))
         if len(frames) == steps:  # every step has its own skip frame: plain concatenation
             sel = torch.as_tensor(index, device=g_pred.device)
             return unfold(self.decoder((fold(g_pred), [fold(s.index_select(0, sel)) for s in skips])), steps)
-        distinct = [fold(s.index_select(0, torch.as_tensor(frames, device=g_pred.device))) for s in skips]
+        if frames == list(range(frames[0], frames[-1] + 1)):  # the usual case: a slice, no gather
+            distinct = [fold(s[frames[0]:frames[-1] + 1]) for s in skips]
+        else:
+            distinct = [fold(s.index_select(0, torch.as_tensor(frames, device=g_pred.device))) for s in skips]
         slot = {f: i for i, f in enumerate(frames)}
         terms = self.decoder.skip_terms(distinct)
         return unfold(self.decoder.forward_terms(fold(g_pred), terms, skip_add([slot[f] for f in index])), steps)

@@ -8,7 +8,6 @@ image channels with a sigmoid.
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 from torch import nn

@@ -457,3 +457,19 @@ def test_stepwise_train_step_runs():
     assert torch.isfinite(out["loss"])
     changed = [not torch.equal(b, p) for b, p in zip(before, trainable)]
     assert sum(changed) > 0.9 * len(changed)
+
+
+@pytest.mark.parametrize("index", [[0, 1, 2, 2, 2], [0, 2, 2, 1], [1, 1, 1], [0, 1, 2]])
+def test_decode_steps_equals_gathered_decoder(index):
+    """Shared-skip decoding (slice or gather of the distinct frames) == the plain decoder per step."""
+    cfg = tiny(n_past=3)
+    frames, audio = batch(cfg, steps=3, size=2)
+    model = calibrated(cfg, frames, audio)
+    _, skips = model.encode_frames(frames)                                   # per frame [3, 2, ...]
+    g_pred = torch.randn(len(index), 2, cfg.g_dim)
+    got = model.decode_steps(g_pred, skips, index)
+    sel = torch.as_tensor(index)
+    want = model.decoder((g_pred.flatten(0, 1), [s[sel].flatten(0, 1) for s in skips])).unflatten(0, (len(index), 2))
+    assert torch.allclose(got, want, atol=1e-6)
+    other = model.decode_steps(g_pred, skips, [(i + 1) % 3 for i in index])
+    assert (got - other).abs().max() > 1e-3  # the skip frame matters
