@@ -69,14 +69,16 @@ def add_by_slot(out: torch.Tensor, src: torch.Tensor, slots: Sequence[int]) -> t
     reuses one map adds it by broadcasting and a run of consecutive maps adds a slice, so
     nothing is gathered and the backward is a sum over each repeated run instead of a
     ``scatter_add`` (which cost ~5% of a training step)."""
-    steps = len(slots)
-    batch = out.shape[0] // steps
-    o = out.unflatten(0, (steps, batch))                                   # [S, B, ...]
+    batch = out.shape[0] // len(slots)
     s = src.unflatten(0, (src.shape[0] // batch, batch))                   # [M, B, ...]
     runs = _slot_runs(slots)
-    parts = o.split([n for n, _, _ in runs])  # one split: its backward is one concatenation
-    summed = [p + (s[first] if repeated else s[first:first + n]) for p, (n, first, repeated) in zip(parts, runs)]
-    return (summed[0] if len(summed) == 1 else torch.cat(summed)).flatten(0, 1)
+    # Split and concatenate in 4D (one split: its backward is one concatenation): cat keeps
+    # a channels-last layout for 4D tensors only, and a plain-layout result (or gradient)
+    # would cost a layout copy in every convolution next to it.
+    parts = out.split([n * batch for n, _, _ in runs])                     # [n*B, ...] each
+    summed = [(p.unflatten(0, (n, batch)) + (s[first] if repeated else s[first:first + n])).flatten(0, 1)
+              for p, (n, first, repeated) in zip(parts, runs)]
+    return summed[0] if len(summed) == 1 else torch.cat(summed)
 
 
 def conv_channels(conv: nn.Module, x: torch.Tensor, first: int, bias: bool) -> torch.Tensor:
