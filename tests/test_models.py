@@ -473,3 +473,15 @@ def test_decode_steps_equals_gathered_decoder(index):
     assert torch.allclose(got, want, atol=1e-6)
     other = model.decode_steps(g_pred, skips, [(i + 1) % 3 for i in index])
     assert (got - other).abs().max() > 1e-3  # the skip frame matters
+
+
+def test_checkpoint_from_before_disc_train_encoders_loads_as_trained(tmp_path):
+    """Checkpoints written before the field existed trained the discriminator's encoders."""
+    cfg = tiny(n_past=2)
+    ckpt = model_of(cfg).checkpoint()
+    del ckpt["model_config"]["disc_train_encoders"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    loaded, _ = load_model(tmp_path / "old.pt")
+    assert loaded.cfg.disc_train_encoders is True
+    assert all(p.requires_grad for p in loaded.disc.frame_encoder.parameters())
+    assert model_of(cfg).cfg.disc_train_encoders is False  # the default: frozen, as released
