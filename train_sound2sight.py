@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Path:
-    from models.sound2sight import Sound2Sight, check_config, read_checkpoint
+    from models.sound2sight import Sound2Sight, check_config, read_checkpoint, saved_config
 
     if args.model_dir:
         args.log_dir, args.name, args.resume = args.model_dir, "", True
@@ -224,7 +224,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
     metrics_log = training.MetricsLog(log_dir / "metrics.csv")
     if args.resume and (ckpt_dir / "last.pt").is_file():
         ckpt = read_checkpoint(ckpt_dir / "last.pt", map_location=device)
-        check_config(ckpt_dir / "last.pt", {"disc_train_encoders": True, **ckpt["model_config"]}, cfg)
+        check_config(ckpt_dir / "last.pt", saved_config(ckpt), cfg)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):

@@ -395,6 +395,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def saved_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``model_config`` with the defaults of fields added since it was written:
+    ``disc_train_encoders`` is True for checkpoints older than the field (their
+    discriminator's encoders always trained)."""
+    return {"disc_train_encoders": True, **ckpt["model_config"]}
+
+
 def check_config(path: str | Path, saved: Sound2SightConfig | dict, want: Sound2SightConfig | dict) -> None:
     """Refuse a checkpoint made for another configuration, naming every field that differs."""
     have = asdict(saved) if isinstance(saved, Sound2SightConfig) else dict(saved)
@@ -416,9 +423,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     whole checkpoint dict. Bad files raise ``utils.InputError``.
     """
     ckpt = read_checkpoint(path, map_location)
-    raw = dict(ckpt["model_config"])
-    # written before the field existed, when the discriminator's encoders always trained
-    raw.setdefault("disc_train_encoders", True)
+    raw = saved_config(ckpt)
     known = {f.name for f in dataclasses.fields(Sound2SightConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:

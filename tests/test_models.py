@@ -485,3 +485,8 @@ def test_checkpoint_from_before_disc_train_encoders_loads_as_trained(tmp_path):
     assert loaded.cfg.disc_train_encoders is True
     assert all(p.requires_grad for p in loaded.disc.frame_encoder.parameters())
     assert model_of(cfg).cfg.disc_train_encoders is False  # the default: frozen, as released
+    # resuming such a run with today's default is refused by name (train_sound2sight's check)
+    from models.sound2sight import check_config, saved_config
+
+    with pytest.raises(InputError, match="disc_train_encoders True, this run asks for False"):
+        check_config(tmp_path / "old.pt", saved_config(ckpt), cfg)
