@@ -9,8 +9,19 @@ future frame of every sample is scored against the ground truth with SSIM and PS
   mean over clips -- what the paper reported;
 * ``best``: per clip the ONE sample with the highest mean SSIM, its whole sequence;
 * ``copy_last_frame``: the last context frame repeated (a deterministic baseline);
-* ``posterior``: the posterior reconstruction (the model sees the future), an upper bound;
-* ``diversity``: mean over clips of the mean pairwise per-pixel MSE between samples.
+* ``diversity``: mean over clips of the mean pairwise per-pixel MSE between samples;
+* ``events`` (datasets with ``bounces.npy`` / ``blocks.npy``, i.e. M3SO / M3SO-NB): the
+  same numbers over the future frames within ``--event_window`` frames after a wall
+  bounce, after a block bounce, and before / after the block appears, for the model and
+  for copy-last-frame (``events.png``);
+* ``audio_shuffled`` (``--shuffle_audio``): the same model scored again, same noise, with
+  each clip's audio replaced by another test clip's (a fixed derangement of the clips),
+  and the drop that causes: what says whether the predictions use the sound. A model
+  trained without audio ignores it, so its drop is zero by construction (not re-run).
+
+The GIFs also show the posterior reconstruction (the model sees the target frames
+through the posterior, but its predictor was trained on prior z), as the release did; it
+is not scored.
 
 The paper's command works unchanged (``--n_past 5 --n_future 25 --nsample 100 --N 1000``).
 Under ``torchrun --nproc_per_node K`` the clips are shared out between processes and the
@@ -26,6 +37,7 @@ import argparse
 import contextlib
 import csv
 import io
+import os
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -69,8 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nsample", type=int, default=100, help="prior samples per clip")
     p.add_argument("--N", type=int, default=1000, help="at most this many test clips (all if fewer)")
     p.add_argument("--model_epoch", type=int, default=None,
-                   help="with a log folder as --model_path: use checkpoints/epoch_<N>.pt")
-    p.add_argument("--log_path", default="", help="file to append one headline line to")
+                   help="with a checkpoint file as --model_path: a label for the outputs, as in the release; "
+                        "with a log folder: use its checkpoints/epoch_<N>.pt")
+    p.add_argument("--log_path", default="",
+                   help="a folder (as in the release): the headline numbers go to results_epoch_<label>.txt "
+                        "and .json there; a file path (not an existing folder): one headline line appended")
     # --- new
     p.add_argument("--dataset", default="", choices=["", *DATASETS],
                    help="as in training; drums/painting also check that the checkpoint takes 64x64 colour frames "
@@ -86,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SSIM data range. 2.0 (default) reproduces the published numbers: scikit-image 0.15 "
                         "assumed float images span [-1, 1]. 1.0 is the range frames really have; it gives "
                         "lower SSIM. PSNR always uses 1.0.")
+    p.add_argument("--event_window", type=int, default=3,
+                   help="event-aligned metrics: frames counted after each wall/block bounce")
+    p.add_argument("--shuffle_audio", action="store_true",
+                   help="also score the model with every clip's audio swapped for another test clip's (a fixed "
+                        "derangement) and report the drop: how much the predictions rely on the sound")
     p.add_argument("--chunk_size", type=int, default=2000,
                    help="at most this many clip x sample sequences per model call (memory bound; samples of a "
                         "clip are split over calls when batch_size x nsample exceeds it)")
@@ -99,10 +119,7 @@ def resolve_checkpoint(model_path: str, model_epoch: int | None) -> Path:
         raise InputError("--model_path is required: pass a checkpoint file or a training log folder")
     path = Path(model_path)
     if path.is_file():
-        if model_epoch is not None:
-            raise InputError(f"--model_epoch needs a log folder as --model_path, but {path} is a file; "
-                             "drop --model_epoch or pass the run's folder")
-        return path
+        return path  # --model_epoch is then only a label, as in the release
     if not path.is_dir():
         raise InputError(f"--model_path {path} does not exist; pass a checkpoint file or a training log folder")
     folders = [path / "checkpoints", path]  # a run folder, or its checkpoints/ folder itself
@@ -141,9 +158,23 @@ def check_writable(log_dir: Path) -> None:
                          "pass a writable folder") from None
 
 
+def check_log_path(path: Path) -> None:
+    """``--log_path`` must be an existing folder or a file in a writable folder (checked before the work)."""
+    if path.is_dir():
+        check_writable(path)
+        return
+    if path.exists() and not path.is_file():
+        raise InputError(f"--log_path {path} is neither a folder nor a file; pass a folder or a file path")
+    if not path.parent.is_dir():
+        raise InputError(f"--log_path {path}: its folder {path.parent} does not exist; create it or pass an "
+                         "existing folder")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"--log_path {path} cannot be written; pass a writable folder or file")
+
+
 def check_args(args: argparse.Namespace) -> None:
     for name, low in (("nsample", 1), ("batch_size", 1), ("N", 1), ("n_past", 1), ("n_future", 1),
-                      ("chunk_size", 1), ("num_gifs", 0), ("num_threads", 0)):
+                      ("chunk_size", 1), ("num_gifs", 0), ("num_threads", 0), ("event_window", 1)):
         if getattr(args, name) < low:
             raise InputError(f"--{name} must be >= {low}, got {getattr(args, name)}")
     if not args.data_range > 0:
@@ -222,8 +253,8 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor, clips: list
     device, z = frames.device, model.cfg.z_dim
     gt = frames[n_past:].transpose(0, 1)  # [B, F, C, H, W]
     ctx = frames[:n_past]
-    # prior noise of every sample of every clip, the model's order: n_past-1 posterior steps, then T-1 prior steps
-    noise = batch_noise(args.seed, clips, _STREAM_PRIOR, (n_past - 1 + total - 1, nsample, z))  # [B, steps, S, z]
+    # prior noise of every sample of every clip, for steps 1..T-1
+    noise = batch_noise(args.seed, clips, _STREAM_PRIOR, (total - 1, nsample, z))  # [B, T-1, S, z]
     ssim = torch.empty(batch, nsample, n_future, dtype=torch.float64)  # [B, S, F]
     psnr = torch.empty_like(ssim)
     sum_x = torch.zeros(gt.shape, dtype=torch.float64, device=device)  # [B, F, C, H, W] over samples
@@ -240,8 +271,7 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor, clips: list
         s1 = min(nsample, s0 + per_call)
         eps = noise[:, :, s0:s1].permute(1, 0, 2, 3).reshape(noise.shape[1], batch * (s1 - s0), z).to(device)
         with timer("sampling"):
-            gen = model.sample(ctx, audio, s1 - s0, n_future,
-                               eps_posterior=eps[:n_past - 1], eps_prior=eps[n_past - 1:])
+            gen = model.sample(ctx, audio, s1 - s0, n_future, eps=eps)
         with timer("scoring"):
             seq = gen.float().clamp_(0, 1).permute(1, 2, 0, 3, 4, 5)  # [B, s, T, C, H, W]
             fut = seq[:, :, n_past:]  # [B, s, F, C, H, W]
@@ -261,20 +291,24 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor, clips: list
                     if s0 <= j < s1:
                         gif_random[b][j] = seq[b, j - s0].cpu()
 
-    with timer("sampling"):
-        eps_post = batch_noise(args.seed, clips, _STREAM_POSTERIOR, (total - 1, z)).transpose(0, 1).to(device)
-        post = model.reconstruct(frames, audio, eps=eps_post).float().clamp_(0, 1)  # [T, B, C, H, W]
+    post = {}
+    if gif_rows:  # the posterior reconstruction is shown in the GIFs only
+        with timer("sampling"):
+            eps_post = batch_noise(args.seed, [clips[b] for b in gif_rows], _STREAM_POSTERIOR, (total - 1, z))
+            rows = torch.as_tensor(gif_rows, device=device)
+            rec = model.reconstruct(frames[:, rows], None if audio is None else audio[:, rows],
+                                    eps=eps_post.transpose(0, 1).to(device)).float().clamp_(0, 1)  # [T, G, ...]
+            post = {b: rec[:, i].cpu() for i, b in enumerate(gif_rows)}
     with timer("scoring"):
         last = frames[n_past - 1][:, None].expand_as(gt)  # [B, F, C, H, W]
         copy_s, copy_p = metrics.score_pairs(gt, last, ssim_range=args.data_range)  # [B, F]
-        post_s, post_p = metrics.score_pairs(gt, post[n_past:].transpose(0, 1), ssim_range=args.data_range)
         paper_s, paper_p = metrics.per_clip_paper(ssim, psnr)
         best_s, best_p, best_idx = metrics.per_clip_best(ssim, psnr)
         diversity = (metrics.diversity_from_sums(sum_x, sum_sq, nsample).cpu().numpy() if nsample > 1
                      else np.full(batch, np.nan))
     gifs = {}
     for b in gif_rows:
-        panels = [frames[:, b].cpu(), post[:, b].cpu(), gif_best[b][1]] + [gif_random[b][j] for j in gif_pick[b]]
+        panels = [frames[:, b].cpu(), post[b], gif_best[b][1]] + [gif_random[b][j] for j in gif_pick[b]]
         kinds = ["gt", "posterior"] + ["sample"] * (len(panels) - 2)
         gifs[clips[b]] = framed_row(panels, [gif_colours(total, n_past, k) for k in kinds])
     result = {
@@ -282,13 +316,70 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor, clips: list
         "paper_ssim": paper_s, "paper_psnr": paper_p, "best_ssim": best_s, "best_psnr": best_p,
         "best_index": best_idx,
         "copy_ssim": copy_s.cpu().numpy(), "copy_psnr": copy_p.cpu().numpy(),
-        "posterior_ssim": post_s.cpu().numpy(), "posterior_psnr": post_p.cpu().numpy(),
         "diversity": diversity, "gifs": gifs,
     }
     if kept is not None:
         result["gt"] = frames.transpose(0, 1).float().cpu().numpy()  # [B, T, C, H, W]
         result["samples"] = kept.numpy()  # [B, S, T, C, H, W]
     return result
+
+
+class SwappedAudio(torch.utils.data.Dataset):
+    """Clip ``i``'s frames with clip ``source[i]``'s audio (``--shuffle_audio``)."""
+
+    def __init__(self, base: torch.utils.data.Dataset, source: np.ndarray):
+        self.base, self.source = base, source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base[index][0], self.base[int(self.source[index])][1]
+
+
+def score_split(model, dataset, mine: list[list[int]], args: argparse.Namespace, timer: Timer, device: torch.device,
+                world: int, desc: str, rank: int) -> dict[str, Any]:
+    """Evaluate this process's batches of clip indices ``mine``; all processes' results merged, in clip order."""
+    loader = DataLoader(dataset, batch_sampler=mine, num_workers=args.num_threads)
+    parts = []
+    for clips, (frames, audio) in tqdm(zip(mine, loader), total=len(mine), desc=desc, unit="batch",
+                                       disable=rank != 0):
+        frames, audio = training.to_time_major((frames, audio), device)
+        parts.append(evaluate_batch(model, frames, audio, clips, args, timer))
+    if world > 1:
+        gathered: list[list[dict[str, Any]] | None] = [None] * world
+        torch.distributed.all_gather_object(gathered, parts)
+        parts = [p for rank_parts in gathered for p in rank_parts]
+    return merge(parts)
+
+
+def read_events(data_root: str, info: dict[str, Any], num_clips: int):
+    """``(bounces, blocks)`` of the test split when the dataset carries them, else None."""
+    if info.get("layout") != "m3so":
+        return None
+    from data.m3so import read_events as read
+
+    return read(data_root, "test", num_clips)
+
+
+def event_summary(res: dict[str, Any], masks: dict[str, np.ndarray], protocols: list[str],
+                  window: int) -> dict[str, Any]:
+    """Event-aligned means (:func:`metrics.masked_means`) for the model under each protocol and for copy-last-frame."""
+    return {"window": window,
+            "model": {proto: metrics.masked_means(res[f"{proto}_ssim"], res[f"{proto}_psnr"], masks)
+                      for proto in protocols},
+            "copy_last_frame": metrics.masked_means(res["copy_ssim"], res["copy_psnr"], masks)}
+
+
+def shuffle_summary(summary: dict[str, Any], shuffled: dict[str, Any] | None, protocols: list[str]) -> dict[str, Any]:
+    """Headline numbers with swapped audio and the drop (matched minus swapped). ``shuffled`` None: the
+    model reads no audio, so the numbers are the matched ones and the drop is zero by construction."""
+    out: dict[str, Any] = {"by_construction": shuffled is None}
+    for proto in protocols:
+        out[proto] = (summary[proto] if shuffled is None
+                      else metrics.summarise(shuffled[f"{proto}_ssim"], shuffled[f"{proto}_psnr"]))
+    out["drop"] = {proto: {m: summary[proto][m] - out[proto][m] for m in ("ssim", "psnr")} for proto in protocols}
+    return out
 
 
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -312,7 +403,6 @@ def summarise(res: dict[str, Any], protocols: list[str]) -> dict[str, Any]:
         out[proto] = metrics.summarise(res[f"{proto}_ssim"], res[f"{proto}_psnr"])
     # the baseline is one deterministic "sample": both protocols give the same numbers
     out["copy_last_frame"] = {proto: metrics.summarise(res["copy_ssim"], res["copy_psnr"]) for proto in protocols}
-    out["posterior"] = metrics.summarise(res["posterior_ssim"], res["posterior_psnr"])
     div = res["diversity"]
     out["diversity"] = None if np.isnan(div).any() else float(div.mean())
     return out
@@ -325,18 +415,16 @@ def write_csv(path: Path, summary: dict[str, Any], protocols: list[str], n_past:
         for who, block in (("model", summary[proto]), ("copy_last_frame", summary["copy_last_frame"][proto])):
             cols[f"{who}_{proto}_ssim"] = block["ssim_per_frame"]
             cols[f"{who}_{proto}_psnr"] = block["psnr_per_frame"]
-    cols["posterior_ssim"] = summary["posterior"]["ssim_per_frame"]
-    cols["posterior_psnr"] = summary["posterior"]["psnr_per_frame"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["step", "frame", *cols])
-    for i in range(len(cols["posterior_ssim"])):
+    for i in range(len(next(iter(cols.values())))):
         writer.writerow([i + 1, n_past + i, *(f"{v[i]:.6f}" for v in cols.values())])
     atomic_write_text(path, buf.getvalue())
 
 
 def plot_curves(path: Path, summary: dict[str, Any], protocols: list[str], n_past: int, title: str) -> None:
-    """SSIM and PSNR per future frame: model vs copy-last-frame (and the posterior), per protocol."""
+    """SSIM and PSNR per future frame: model vs copy-last-frame (and shuffled audio), per protocol."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,7 +439,8 @@ def plot_curves(path: Path, summary: dict[str, Any], protocols: list[str], n_pas
             steps = np.arange(n_past, n_past + len(summary[proto][key]))
             ax.plot(steps, summary[proto][key], "o-", ms=3, label="Sound2Sight (samples)")
             ax.plot(steps, summary["copy_last_frame"][proto][key], "s--", ms=3, label="copy last frame")
-            ax.plot(steps, summary["posterior"][key], ":", label="posterior reconstruction")
+            if "audio_shuffled" in summary:
+                ax.plot(steps, summary["audio_shuffled"][proto][key], ":", label="Sound2Sight, shuffled audio")
             ax.set_title(f"{metric.upper()} - {proto} protocol")
             ax.set_xlabel("frame index")
             ax.set_ylabel(metric.upper() + (" (dB)" if metric == "psnr" else ""))
@@ -366,13 +455,45 @@ def plot_curves(path: Path, summary: dict[str, Any], protocols: list[str], n_pas
     atomic_write_bytes(path, buf.getvalue())
 
 
+def plot_events(path: Path, summary: dict[str, Any], proto: str) -> None:
+    """Bars per event group: the model (``proto`` protocol), copy-last-frame and, if scored, shuffled audio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev = summary["events"]
+    series = [("Sound2Sight", ev["model"][proto]), ("copy last frame", ev["copy_last_frame"])]
+    if "events" in summary.get("audio_shuffled", {}):
+        series.append(("shuffled audio", summary["audio_shuffled"]["events"][proto]))
+    groups = [g for g in metrics.EVENT_GROUPS if ev["copy_last_frame"][g]["frames"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    width = 0.8 / len(series)
+    for ax, metric in zip(axes, ("ssim", "psnr")):
+        for i, (label, block) in enumerate(series):
+            ax.bar(np.arange(len(groups)) + i * width, [block[g][metric] for g in groups], width, label=label)
+        ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2)
+        ax.set_xticklabels([f"{g.replace('_', ' ')}\n({ev['copy_last_frame'][g]['frames']} frames)" for g in groups],
+                           fontsize=7)
+        ax.set_title(f"{metric.upper()} by event ({proto} protocol, window {ev['window']})")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def headline(m: dict[str, Any], protocols: list[str]) -> str:
     parts = [f"clips={m['num_clips']} nsample={m['nsample']} n_past={m['n_past']} n_future={m['n_future']}"]
     for proto in protocols:
         base = m["copy_last_frame"][proto]
         parts.append(f"{proto}: SSIM {m[proto]['ssim']:.4f} PSNR {m[proto]['psnr']:.2f} "
                      f"(copy-last {base['ssim']:.4f} / {base['psnr']:.2f})")
-    parts.append(f"posterior: SSIM {m['posterior']['ssim']:.4f} PSNR {m['posterior']['psnr']:.2f}")
+    if "audio_shuffled" in m:
+        drop = m["audio_shuffled"]["drop"]["paper" if "paper" in protocols else protocols[0]]
+        parts.append(f"shuffled audio costs SSIM {drop['ssim']:.4f} PSNR {drop['psnr']:.2f}")
     if m["diversity"] is not None:
         parts.append(f"diversity {m['diversity']:.5f}")
     return " | ".join(parts)
@@ -408,6 +529,8 @@ def _evaluate(args, protocols, ckpt_path, rank, world, device, parser):
     log_dir = Path(args.log_dir) if args.log_dir else default_log_dir(ckpt_path)
     if rank == 0:
         check_writable(log_dir)
+        if args.log_path:
+            check_log_path(Path(args.log_path))
     dataset = open_dataset(data_root, "test", seq_len, image_width=model.cfg.image_width, channels=model.cfg.channels)
     num_clips = min(args.N, len(dataset))
     if rank == 0 and num_clips < args.N:
@@ -415,20 +538,24 @@ def _evaluate(args, protocols, ckpt_path, rank, world, device, parser):
     # Batches are fixed globally (clip order), then dealt round-robin to the processes.
     batches = [list(range(i, min(i + args.batch_size, num_clips))) for i in range(0, num_clips, args.batch_size)]
     mine = batches[rank::world]
-    loader = DataLoader(dataset, batch_sampler=mine, num_workers=args.num_threads)
     timer = Timer(device)
-    parts = []
     with timer("total"):
-        for clips, (frames, audio) in tqdm(zip(mine, loader), total=len(mine), desc="evaluating", unit="batch",
-                                           disable=rank != 0):
-            frames, audio = training.to_time_major((frames, audio), device)
-            parts.append(evaluate_batch(model, frames, audio, clips, args, timer))
-        if world > 1:
-            gathered: list[list[dict[str, Any]] | None] = [None] * world
-            torch.distributed.all_gather_object(gathered, parts)
-            parts = [p for rank_parts in gathered for p in rank_parts]
-    res = merge(parts)
+        res = score_split(model, dataset, mine, args, timer, device, world, "evaluating", rank)
+        shuffled = None
+        if args.shuffle_audio and model.cfg.use_audio:
+            swapped = SwappedAudio(dataset, metrics.derangement(num_clips, args.seed))
+            plain = argparse.Namespace(**{**vars(args), "num_gifs": 0, "save_samples": False})
+            shuffled = score_split(model, swapped, mine, plain, timer, device, world, "shuffled audio", rank)
     summary = summarise(res, protocols)
+    events = read_events(data_root, info, len(dataset))
+    if events is not None:
+        masks = metrics.event_masks(events[0][:num_clips], None if events[1] is None else events[1][:num_clips],
+                                    args.n_past, args.n_future, args.event_window)
+        summary["events"] = event_summary(res, masks, protocols, args.event_window)
+    if args.shuffle_audio:
+        summary["audio_shuffled"] = shuffle_summary(summary, shuffled, protocols)
+        if shuffled is not None and events is not None:
+            summary["audio_shuffled"]["events"] = event_summary(shuffled, masks, protocols, args.event_window)["model"]
     result = {
         **summary,
         "num_clips": int(num_clips), "nsample": args.nsample, "n_past": args.n_past, "n_future": args.n_future,
@@ -444,11 +571,29 @@ def _evaluate(args, protocols, ckpt_path, rank, world, device, parser):
         print(f"wrote {log_dir}/ (metrics.json, metrics.csv, curves.png, gifs/"
               + (", samples.npz)" if args.save_samples else ")"))
         if args.log_path:
-            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            with open(args.log_path, "a", encoding="utf-8") as f:
-                f.write(f"{stamp} {ckpt_path} {data_root} {line}\n")
+            write_log_path(Path(args.log_path), result, line, ckpt_path, data_root, args.model_epoch)
     # the returned copy also counts loading and writing
     return {**result, "timing": {**result["timing"], "all": round(time.perf_counter() - t_start, 3)}}
+
+
+def write_log_path(log_path: Path, result: dict[str, Any], line: str, ckpt_path: Path, data_root: str,
+                   label: int | None) -> None:
+    """``--log_path``: a folder gets ``results_epoch_<label>.{txt,json}`` (label: ``--model_epoch``, else
+    the checkpoint's epoch); anything else is a file that gets one headline line appended."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = f"{stamp} {ckpt_path} {data_root} {line}\n"
+    if log_path.is_dir() or str(log_path).endswith(("/", "\\")):
+        tag = label if label is not None else result.get("model_epoch")
+        name = f"results_epoch_{tag if tag is not None else 'unknown'}"
+        atomic_write_text(log_path / f"{name}.txt", text)
+        atomic_write_json(log_path / f"{name}.json", {k: v for k, v in result.items() if k != "timing"})
+        return
+    try:
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        raise InputError(f"--log_path {log_path} cannot be written ({err.strerror or err}); pass a writable "
+                         "folder or file") from None
 
 
 def write_outputs(log_dir: Path, result: dict[str, Any], res: dict[str, Any], protocols: list[str],
@@ -458,6 +603,8 @@ def write_outputs(log_dir: Path, result: dict[str, Any], res: dict[str, Any], pr
     plot_curves(log_dir / "curves.png", result, protocols, args.n_past,
                 f"{result['checkpoint']} on {result['data_root']} ({result['num_clips']} clips, "
                 f"{result['nsample']} samples)")
+    if "events" in result:
+        plot_events(log_dir / "events.png", result, protocols[0])
     for clip, grid in sorted(res["gifs"].items()):
         save_gif(log_dir / "gifs" / f"clip_{clip:05d}.gif", grid)
     if args.save_samples:

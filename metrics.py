@@ -498,3 +498,74 @@ def best_protocol(ssim_nst: Any, psnr_nst: Any) -> dict[str, Any]:
     """One best-mean-SSIM sample per clip, its whole sequence, mean over clips -> curves and means."""
     s, p, _ = per_clip_best(ssim_nst, psnr_nst)
     return summarise(s, p)
+
+
+# ------------------------------------------------------------------------ event-aligned
+#: Event groups of :func:`event_masks`, in report order.
+EVENT_GROUPS = ("after_wall_bounce", "after_block_bounce", "before_block", "after_block")
+
+
+def event_masks(bounces: np.ndarray, blocks: np.ndarray | None, n_past: int, n_future: int,
+                window: int) -> dict[str, np.ndarray]:
+    """Which scored frames fall in which event group, per clip.
+
+    bounces: ``[N, T', D]`` event codes per clip, frame and digit (0 none, 1 wall, 2 block;
+    code at frame ``e`` = the digit turned at ``e``, the picture shows it from ``e+1``);
+    blocks: ``[N, 3]`` block (x, y, first frame), -1s without block (or None). The scored
+    frames are ``n_past .. n_past+n_future-1``. Returns boolean ``[N, n_future]`` masks:
+
+    * ``after_wall_bounce`` / ``after_block_bounce``: frame ``j`` with a bounce of that kind
+      (any digit) at some ``e`` with ``e < j <= e + window``;
+    * ``before_block`` / ``after_block`` (clips that have a block): ``j`` before its first
+      frame, or from it on.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    frames = np.arange(n_past, n_past + n_future)                          # [F]
+    b = np.asarray(bounces)
+    if b.ndim == 2:
+        b = b[:, :, None]
+    n, t_len = b.shape[:2]
+
+    def after(code: int) -> np.ndarray:
+        hit = (b == code).any(axis=2)                                      # [N, T'] event frames
+        mask = np.zeros((n, n_future), dtype=bool)
+        for lag in range(1, window + 1):                                   # frame j sees event e = j - lag
+            e = frames - lag
+            ok = (e >= 0) & (e < t_len)
+            mask[:, ok] |= hit[:, e[ok]]
+        return mask
+
+    out = {"after_wall_bounce": after(1), "after_block_bounce": after(2)}
+    if blocks is not None:
+        first = np.asarray(blocks)[:, 2]
+        has = first >= 0
+        out["before_block"] = has[:, None] & (frames[None, :] < first[:, None])
+        out["after_block"] = has[:, None] & (frames[None, :] >= first[:, None])
+    else:
+        out["before_block"] = out["after_block"] = np.zeros((n, n_future), dtype=bool)
+    return out
+
+
+def masked_means(ssim_nt: np.ndarray, psnr_nt: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Mean SSIM / PSNR over the (clip, frame) entries of each mask, with their count
+    (``None`` means where a mask is empty). ``ssim_nt``, ``psnr_nt``: per clip and frame ``[N, F]``."""
+    out: dict[str, Any] = {}
+    s = np.asarray(ssim_nt, dtype=np.float64)
+    p = np.asarray(psnr_nt, dtype=np.float64)
+    for name, m in masks.items():
+        count = int(m.sum())
+        out[name] = {"ssim": float(s[m].mean()) if count else None,
+                     "psnr": float(p[m].mean()) if count else None, "frames": count}
+    return out
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A fixed permutation of ``0..n-1`` with no fixed point (Sattolo's algorithm: one cycle),
+    from ``seed``. ``n = 1`` has none: returns ``[0]``."""
+    rng = np.random.default_rng(seed)
+    perm = np.arange(n)
+    for i in range(n - 1, 0, -1):
+        j = int(rng.integers(0, i))  # j < i: this is what makes a single cycle
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, default_collate
@@ -107,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "them at their random initial weights, which is the default here)")
     p.add_argument("--save_every", type=int, default=10, help="keep checkpoints/epoch_N.pt every N epochs (0: never)")
     p.add_argument("--val_nsample", type=int, default=5, help="prior samples per clip in validation")
+    p.add_argument("--val_clips", type=int, default=0,
+                   help="test clips in the fixed validation batch (0: one batch of --batch_size per process, "
+                        "at least 8 and at most 64, as the original's one test batch)")
+    p.add_argument("--bn_recalibrate", type=int, default=4,
+                   help="before each validation (and so in every checkpoint), re-estimate BatchNorm's running "
+                        "statistics over this many fixed training batches under the current weights; 0 keeps the "
+                        "running averages of training (see docs/DESIGN.md, BatchNorm)")
+    p.add_argument("--output_bias", type=float, default=0.0,
+                   help="initial bias of the decoder's output convolution, before the sigmoid (0 as the original; "
+                        "negative starts the frames dark, as M3SO's mostly black frames are)")
+    p.add_argument("--pos_dropout", type=float, default=0.2, help="transformers' positional-encoding dropout")
+    p.add_argument("--layer_dropout", type=float, default=0.1,
+                   help="transformers' attention and feed-forward dropout (PyTorch's default, as released)")
     p.add_argument("--eval_nsample", type=int, default=20, help="--demo: samples per clip in the final evaluation")
     return p
 
@@ -152,6 +166,7 @@ def model_config(args: argparse.Namespace, audio_shape: tuple[int, int]):
             video_rnn_layers=args.video_rnn_layers, nhead=args.nhead, dim_ff=args.dim_ff,
             disc_rnn_size=args.disc_rnn_size, disc_layers=args.disc_layers, disc_buffer=args.disc_buffer,
             n_past=args.n_past, last_frame_skip=args.last_frame_skip, beta=args.beta,
+            pos_dropout=args.pos_dropout, layer_dropout=args.layer_dropout,
             use_audio=not args.no_audio, use_disc=not args.no_disc, disc_train_encoders=args.disc_train_encoders)
     except ValueError as err:
         raise InputError(str(err)) from None
@@ -215,7 +230,10 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
 
     seed_everything(args.seed)
     cfg = model_config(args, info["audio_shape"])
-    model = Sound2Sight(cfg).to(device)
+    model = Sound2Sight(cfg)
+    with torch.no_grad():
+        model.decoder.last[-2].bias.fill_(args.output_bias)  # the convolution before the output sigmoid
+    model = model.to(device)
     optimizer = model.configure_optimizer(args.lr, args.disc_lr, args.beta1, args.optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda")
 
@@ -257,9 +275,18 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
         net = torch.compile(net, backend=args.compile_backend)
 
     # A fixed validation batch (the original selected its best model on one as well).
-    val_n = min(len(test_set), max(per_rank, 8), 64)
+    if args.val_clips < 0:
+        raise InputError(f"--val_clips must be >= 0, got {args.val_clips}")
+    val_n = min(len(test_set), args.val_clips or min(max(per_rank, 8), 64))
     # Collated by hand: a DataLoader would draw its base seed from the global RNG and break exact resume.
     val_frames, val_audio = training.to_time_major(default_collate([test_set[i] for i in range(val_n)]), device)
+    # Fixed training clips for BatchNorm re-estimation, chosen without touching the global RNG.
+    if args.bn_recalibrate < 0:
+        raise InputError(f"--bn_recalibrate must be >= 0, got {args.bn_recalibrate}")
+    calib_n = min(args.bn_recalibrate * per_rank, len(train_set) // per_rank * per_rank)
+    calib_idx = np.random.default_rng(args.seed).permutation(len(train_set))[:calib_n].tolist()
+    calib_batches = [training.to_time_major(default_collate([train_set[i] for i in calib_idx[j:j + per_rank]]), device)
+                     for j in range(0, calib_n, per_rank)]
 
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
     loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=args.data_threads,
@@ -291,6 +318,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
         bar.close()
         means = training.mean_across_ranks({k: v / iters for k, v in sums.items()}, device)
         if rank == 0:
+            training.recalibrate_batchnorm(model, calib_batches)
             val = training.validate(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
                                     args.val_nsample, seed=args.seed)
             row = {"epoch": epoch, "adv_weight": w, **means, **val, "seconds": time.perf_counter() - t0}

@@ -138,6 +138,47 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
     atomic_torch_save(ckpt, path)
 
 
+# ------------------------------------------------------------------- BatchNorm
+def batchnorm_layers(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``model`` that keeps running statistics."""
+    return [m for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+    """Replace every BatchNorm's running statistics by their average over ``batches`` under
+    the current weights ("precise BN"), without touching any RNG or parameter.
+
+    batches: time-major ``(frames [T, B, C, H, W], audio [T, B, 1, F, S] or None)``, run
+    through the training computation in train mode (dropout on, as when the statistics
+    are gathered during training), adversarial terms off. Why: the release called each
+    encoder and the decoder once per time step, so the running statistics (momentum 0.1)
+    moved 14-38 times per iteration and tracked the current weights closely; the
+    vectorised pass moves them once per iteration, so after a short run they lag the
+    weights by ~10 iterations and eval mode (validation, sampling) normalises with stale
+    statistics. Averaging over a few batches just before validation removes the lag.
+    Empty ``batches``: nothing changes."""
+    if not batches:
+        return
+    norms = batchnorm_layers(model)
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    devices = [batches[0][0].device] if batches[0][0].device.type == "cuda" else []
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: equal weight per batch
+        model.train()
+        with torch.random.fork_rng(devices=devices):
+            for frames, audio in batches:
+                model(frames, audio, 0.0)
+    finally:
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+        model.train(was_training)
+
+
 # --------------------------------------------------------------------- validation
 @torch.no_grad()
 def validate(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor, n_past: int,

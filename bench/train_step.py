@@ -19,6 +19,9 @@ so it counts the original's ~528 GFLOP. ``--disc_train_encoders`` times the vari
 trains them instead (both sides then train them). On a CPU without bf16 instructions
 (``cpu_bf16_native`` false) bf16 is emulated and very slow: ``--bf16_iters`` bounds its cost.
 Other processes on the machine change absolute times a lot; compare the ratios.
+
+``--demo`` times the demo's shape instead (``train_sound2sight.py --demo``: batch 16,
+5 + 10 frames, conv width ``--nf 16``); any explicit flag still overrides it.
 """
 from __future__ import annotations
 
@@ -43,7 +46,9 @@ ADV_WEIGHT = 1e-4  # beta_gen_loss: the generator's adversarial term is on, as a
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--demo", action="store_true", help="the demo's shape: 5 + 10 frames, --nf 16")
     p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--nf", type=int, default=64, help="base conv width (the demo: 16)")
     p.add_argument("--n_past", type=int, default=5)
     p.add_argument("--n_future", type=int, default=15)
     p.add_argument("--image_width", type=int, default=48)
@@ -56,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="time the variant whose discriminator encoders train (not the released maths)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    first, _ = p.parse_known_args(argv)
+    if first.demo:
+        p.set_defaults(n_future=10, nf=16)
     return p.parse_args(argv)
 
 
@@ -67,7 +75,7 @@ def main(argv=None) -> dict:
         if getattr(args, name) < 1:
             raise InputError(f"--{name} must be >= 1, got {getattr(args, name)}")
     try:
-        cfg = Sound2SightConfig(image_width=args.image_width, n_past=args.n_past,
+        cfg = Sound2SightConfig(image_width=args.image_width, n_past=args.n_past, nf=args.nf,
                                 disc_train_encoders=args.disc_train_encoders)
     except ValueError as err:
         raise InputError(f"--image_width: {err}") from None
@@ -150,7 +158,7 @@ def main(argv=None) -> dict:
         "gflop_per_iter_original": round(gflop_orig, 2),
         "disc_train_encoders": args.disc_train_encoders,
         "batch_size": args.batch_size, "n_past": args.n_past, "n_future": args.n_future,
-        "image_width": args.image_width, "iters": args.iters, "device": str(device),
+        "image_width": args.image_width, "nf": args.nf, "iters": args.iters, "device": str(device),
         "torch_threads": torch.get_num_threads(), "cpu": cpu_name(), "torch": torch.__version__,
     }
     print(json.dumps(result))

@@ -241,6 +241,26 @@ class ClipDataset(Dataset):
         return video, audio
 
 
+def read_events(root: str | Path, split: str, num_clips: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The M3SO event arrays of a split, if it has them: ``(bounces int8 [N, T, D], blocks
+    int32 [N, 3] or None)`` memory-mapped, checked against ``num_clips``; None when the
+    split has no ``bounces.npy`` (real videos, legacy downloads)."""
+    split_dir = Path(root) / split
+    if not (split_dir / "bounces.npy").is_file():
+        return None
+    bounces = _map(split_dir / "bounces.npy")
+    if bounces.ndim not in (2, 3) or bounces.shape[0] != num_clips:
+        raise InputError(f"{split_dir / 'bounces.npy'} has shape {bounces.shape}, expected [{num_clips}, T, D]; "
+                         "re-create the dataset")
+    blocks = None
+    if (split_dir / "blocks.npy").is_file():
+        blocks = _map(split_dir / "blocks.npy")
+        if blocks.shape != (num_clips, 3):
+            raise InputError(f"{split_dir / 'blocks.npy'} has shape {blocks.shape}, expected [{num_clips}, 3]; "
+                             "re-create the dataset")
+    return np.asarray(bounces), None if blocks is None else np.asarray(blocks)
+
+
 def dataset_info(root: str | Path) -> dict[str, Any]:
     """Summary of a ``dataset.json`` layout (the JSON's own keys plus the common summary keys)."""
     root = Path(root)
@@ -252,4 +272,4 @@ def dataset_info(root: str | Path) -> dict[str, Any]:
     return info
 
 
-__all__ = ["ClipDataset", "dataset_info", "read_dataset_json", "check_split", "check_start", "check_seq_len", "feature_spec", "SPLITS", "STARTS"]
+__all__ = ["ClipDataset", "dataset_info", "read_events", "read_dataset_json", "check_split", "check_start", "check_seq_len", "feature_spec", "SPLITS", "STARTS"]

@@ -90,7 +90,8 @@ class Sound2SightConfig:
     video_rnn_layers: int = 1  # transformer layers (video, prior and posterior)
     nhead: int = 4
     dim_ff: int = 128
-    dropout: float = 0.2
+    pos_dropout: float = 0.2  # the transformers' positional-encoding dropout (as released)
+    layer_dropout: float = 0.1  # their encoder layers' attention/feed-forward dropout (PyTorch's default, as released)
     disc_rnn_size: int = 256
     disc_layers: int = 1
     disc_buffer: int = 3
@@ -139,7 +140,7 @@ class Sound2Sight(nn.Module):
         enc_cls, dec_cls = _frame_codec(cfg)
         self.encoder = enc_cls(g, cfg.channels, cfg.image_width, cfg.nf)
         self.decoder = dec_cls(g, cfg.channels, cfg.image_width, cfg.nf)
-        tf = dict(nhead=cfg.nhead, dim_ff=cfg.dim_ff, dropout=cfg.dropout)
+        tf = dict(nhead=cfg.nhead, dim_ff=cfg.dim_ff, pos_dropout=cfg.pos_dropout, layer_dropout=cfg.layer_dropout)
         if cfg.use_audio:
             self.audio_encoder = AudioEncoder(g, cfg.audio_shape, cfg.nf)
             self.audio_transformer = CausalTransformer(g, r, cfg.audio_rnn_layers, **tf)
@@ -309,16 +310,21 @@ class Sound2Sight(nn.Module):
 
     @torch.no_grad()
     def sample(self, context: torch.Tensor, audio: torch.Tensor | None, nsample: int, n_future: int,
-               eps_posterior: torch.Tensor | None = None, eps_prior: torch.Tensor | None = None) -> torch.Tensor:
-        """Generate ``nsample`` futures per clip.
+               eps: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate ``nsample`` futures per clip, as the release sampled.
 
-        context ``[n_past, B, C, H, W]``; audio ``[n_past + n_future, B, 1, F, S]``.
-        Returns ``[n_past + n_future, B, nsample, C, H, W]``; the first ``n_past`` entries are
-        the context. Samples are folded into the batch (index ``b * nsample + s``); the
-        context frames and the audio are encoded once per clip and repeated. During the
-        context steps the posterior supplies z (its target is known), afterwards the prior;
-        generated frames are encoded and fed back. Noise: ``eps_posterior [n_past-1, B*nsample, z]``
-        then ``eps_prior [T-1, B*nsample, z]`` (drawn in that order when None).
+        context ``[n_past, B, C, H, W]``; audio ``[n_past + n_future, B, 1, F, S]``; eps
+        ``[T-1, B*nsample, z]`` standard-normal prior noise for steps 1..T-1 (drawn if None).
+        Returns ``[T, B, nsample, C, H, W]`` with ``T = n_past + n_future``; the first
+        ``n_past`` entries are the context. Samples are folded into the batch (index
+        ``b * nsample + s``); context frames and audio are encoded once per clip.
+
+        Every step's z comes from the PRIOR, the context steps included (there the predictor
+        reads the ground-truth frames and its output is discarded): the release advanced the
+        posterior during the context but discarded its z, exactly as training's
+        "sample_prior" variant, where the predictor never sees a posterior z. The posterior
+        therefore has no effect on samples and is not run. Steps 1..n_past read known
+        frames, so they run as one sequence; later steps feed generated frames back.
         """
         n_past, batch = context.shape[:2]
         total = n_past + n_future
@@ -328,49 +334,50 @@ class Sound2Sight(nn.Module):
         if audio is not None and audio.shape[0] != total:
             raise ValueError(f"audio has {audio.shape[0]} steps, n_past + n_future = {total}")
         bn = batch * nsample
-        if eps_posterior is None:
-            eps_posterior = self.draw_noise(n_past - 1, bn, context)
-        if eps_prior is None:
-            eps_prior = self.draw_noise(total - 1, bn, context)
+        if eps is None:
+            eps = self.draw_noise(total - 1, bn, context)
+        if eps.shape[:2] != (total - 1, bn):
+            raise ValueError(f"eps must be [{total - 1}, {bn}, z], got {list(eps.shape)}")
+        out = list(context.repeat_interleave(nsample, dim=1).unbind(0))       # T x [BN, C, H, W]
+        if n_future == 0:
+            return torch.stack(out).reshape(total, batch, nsample, *context.shape[2:])
 
         def rep(x: torch.Tensor) -> torch.Tensor:  # [S, B, ...] -> [S, B*nsample, ...]
             return x.repeat_interleave(nsample, dim=1)
 
-        h_ctx, skips_ctx = self.encode_frames(context)                      # [n_past, B, ...]
-        h_ctx = rep(h_ctx)
-        a_ctx = None if audio is None or not self.cfg.use_audio else rep(self.audio_context(audio))  # [T-1, BN, g]
+        h_ctx, skips_ctx = self.encode_frames(context)                        # [n_past, B, g], skips
+        a_ctx = rep(self.audio_context(audio)) if self.cfg.use_audio else None  # [T-1, BN, g]
         a_at = (lambda t: None) if a_ctx is None else (lambda t: a_ctx[t - 1])
-        # context steps 1..n_past-1: posterior z (targets known), prior/predictor states advance
-        z_post = None
-        if n_past > 1:
-            mu_q, logvar_q, _ = self.posterior.forward_seq(
-                self.condition(self.posterior_transformer(h_ctx[1:]), None if a_ctx is None else a_ctx[: n_past - 1]))
-            z_post = reparameterize(mu_q, logvar_q, eps_posterior)
-        hs = list(h_ctx.unbind(0))                                            # encodings fed in so far
+        # steps 1..n_past: inputs are the known frames 0..n_past-1
+        prior_in = self.condition(rep(self.prior_transformer(h_ctx)), None if a_ctx is None else a_ctx[:n_past])
+        mu_p, logvar_p, prior_state = self.prior.forward_seq(prior_in)
+        z = reparameterize(mu_p, logvar_p, eps[:n_past])                      # [n_past, BN, z]
+        hs = list(rep(h_ctx).unbind(0))                                       # encodings fed in so far
+        g_seq, pred_state = self.predictor.forward_seq(torch.cat([torch.stack(hs), z], -1))
+        g_out = g_seq[-1]                                                     # step n_past's output
         if self.cfg.last_frame_skip:  # every step decodes with its own input frame's skips
             skip = [s[n_past - 1].repeat_interleave(nsample, dim=0) for s in skips_ctx]
         else:  # all generated steps share the last context frame's skips: their half of the
             # decoder's concatenating convolutions runs once per clip, broadcast over samples
             terms = self.decoder.skip_terms([s[n_past - 1] for s in skips_ctx])
             add = sample_add(nsample)
-        prior_ctx = self.prior_transformer(h_ctx)                              # steps 1..n_past, one pass
-        out = list(rep(context).unbind(0))
-        prior_state = pred_state = None
-        for t in range(1, total):
-            v = prior_ctx[t - 1] if t <= n_past else self.prior_transformer(torch.stack(hs))[-1]
-            mu_p, logvar_p, prior_state = self.prior(self.condition(v, a_at(t)), prior_state)
-            z = z_post[t - 1] if t < n_past else reparameterize(mu_p, logvar_p, eps_prior[t - 1])
-            g_out, pred_state = self.predictor(torch.cat([hs[t - 1], z], -1), pred_state)
-            if t < n_past:
-                continue
+        for t in range(n_past, total):                                        # decode step t
             if self.cfg.last_frame_skip:
                 x = self.decoder((g_out, skip))
-                h_new, skip = self.encoder(x)
             else:
                 x = self.decoder.forward_terms(g_out, terms, add)
-                h_new = self.encoder(x)[0]
-            hs.append(h_new)
             out.append(x.to(context.dtype))
+            if t == total - 1:
+                break
+            if self.cfg.last_frame_skip:
+                h_new, skip = self.encoder(x)
+            else:
+                h_new = self.encoder(x)[0]
+            hs.append(h_new)                                                  # step t+1 reads frame t
+            v = self.prior_transformer(torch.stack(hs))[-1]
+            mu_p, logvar_p, prior_state = self.prior(self.condition(v, a_at(t + 1)), prior_state)
+            g_out, pred_state = self.predictor(torch.cat([h_new, reparameterize(mu_p, logvar_p, eps[t])], -1),
+                                               pred_state)
         frames = torch.stack(out)                                              # [T, BN, C, H, W]
         return frames.reshape(total, batch, nsample, *frames.shape[2:])
 
@@ -396,10 +403,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def saved_config(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's ``model_config`` with the defaults of fields added since it was written:
-    ``disc_train_encoders`` is True for checkpoints older than the field (their
-    discriminator's encoders always trained)."""
-    return {"disc_train_encoders": True, **ckpt["model_config"]}
+    """A checkpoint's ``model_config`` migrated to today's fields.
+
+    - ``disc_train_encoders`` is True for checkpoints older than the field (their
+      discriminator's encoders always trained);
+    - ``dropout`` (one rate for every transformer dropout, before the release's two rates
+      were split) becomes ``pos_dropout`` and ``layer_dropout``, both at its value.
+    """
+    cfg = {"disc_train_encoders": True, **ckpt["model_config"]}
+    if "dropout" in cfg:
+        rate = cfg.pop("dropout")
+        cfg.setdefault("pos_dropout", rate)
+        cfg.setdefault("layer_dropout", rate)
+    return cfg
 
 
 def check_config(path: str | Path, saved: Sound2SightConfig | dict, want: Sound2SightConfig | dict) -> None:

@@ -166,21 +166,22 @@ def reconstruct(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | 
 
 @torch.no_grad()
 def sample(model: Sound2Sight, context: torch.Tensor, audio: torch.Tensor | None, nsample: int, n_future: int,
-           eps_posterior: torch.Tensor | None = None, eps_prior: torch.Tensor | None = None) -> torch.Tensor:
-    """Stepwise sampling, same contract and noise order as ``Sound2Sight.sample``; every step
-    re-encodes its input frame and audio and re-runs the transformers over the prefix."""
+           eps: torch.Tensor | None = None) -> torch.Tensor:
+    """Stepwise sampling as released, same contract and noise as ``Sound2Sight.sample``.
+
+    Every step re-encodes its input frame and audio and re-runs the transformers over the
+    prefix. During the context steps the posterior is advanced on the known target frame
+    and its z discarded, as the release did; the predictor always gets the prior's z."""
     cfg = model.cfg
     n_past, batch = context.shape[:2]
     total = n_past + n_future
     bn = batch * nsample
-    if eps_posterior is None:
-        eps_posterior = model.draw_noise(n_past - 1, bn, context)
-    if eps_prior is None:
-        eps_prior = model.draw_noise(total - 1, bn, context)
+    if eps is None:
+        eps = model.draw_noise(total - 1, bn, context)
     ctx = context.repeat_interleave(nsample, dim=1)
     aud = None if audio is None else audio.repeat_interleave(nsample, dim=1)
     hs, tgt_list, a_list, out = [], [], [], [ctx[0]]
-    post_state = prior_state = pred_state = a_c = skip = z_q = None
+    post_state = prior_state = pred_state = a_c = skip = None
     x_in = ctx[0]
     for t in range(1, total):
         h, sk = model.encoder(x_in)
@@ -190,14 +191,13 @@ def sample(model: Sound2Sight, context: torch.Tensor, audio: torch.Tensor | None
         if cfg.use_audio:
             a_list.append(model.audio_encoder(aud[t]))
             a_c = model.audio_transformer(torch.stack(a_list))[-1]
-        if t < n_past:
+        if t < n_past:  # the release advances the posterior here; its z is never used
             tgt_list.append(model.encoder(ctx[t])[0])
             vp = model.posterior_transformer(torch.stack(tgt_list))[-1]
-            mu_q, lv_q, post_state = model.posterior(model.condition(vp, a_c), post_state)
-            z_q = reparameterize(mu_q, lv_q, eps_posterior[t - 1])
+            _, _, post_state = model.posterior(model.condition(vp, a_c), post_state)
         vq = model.prior_transformer(torch.stack(hs))[-1]
         mu_p, lv_p, prior_state = model.prior(model.condition(vq, a_c), prior_state)
-        z = z_q if t < n_past else reparameterize(mu_p, lv_p, eps_prior[t - 1])
+        z = reparameterize(mu_p, lv_p, eps[t - 1])
         g_out, pred_state = model.predictor(torch.cat([h, z], 1), pred_state)
         x_in = ctx[t] if t < n_past else model.decoder((g_out, skip))
         out.append(x_in)

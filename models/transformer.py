@@ -1,7 +1,9 @@
 """Causal transformer encoder over per-frame vectors (SPEC §4).
 
-Linear(g -> r), LeakyReLU(0.01), x sqrt(r), sinusoidal positions + dropout,
-``nn.TransformerEncoder`` with a causal mask, Linear(r -> g) + tanh. Output ``t`` depends
+Linear(g -> r), LeakyReLU(0.01), x sqrt(r), sinusoidal positions + dropout ``pos_dropout``
+(0.2 in the release), ``nn.TransformerEncoder`` with a causal mask whose layer's attention
+and feed-forward dropouts are ``layer_dropout`` (the release built the layer without a
+dropout argument, so PyTorch's default 0.1), Linear(r -> g) + tanh. Output ``t`` depends
 on inputs ``0..t`` only, so ONE pass over a sequence gives what the original computed by
 re-running the transformer on every prefix and keeping its last output.
 """
@@ -28,14 +30,14 @@ class CausalTransformer(nn.Module):
     """``x [T, B, g] -> [T, B, g]``; position ``t`` sees positions ``0..t`` only."""
 
     def __init__(self, g_dim: int, hidden: int, layers: int = 1, nhead: int = 4, dim_ff: int = 128,
-                 dropout: float = 0.2):
+                 pos_dropout: float = 0.2, layer_dropout: float = 0.1):
         super().__init__()
         if hidden % nhead:
             raise ValueError(f"rnn_size {hidden} must be divisible by nhead {nhead}")
         self.hidden = hidden
         self.embed = nn.Linear(g_dim, hidden)
-        self.pos_dropout = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(hidden, nhead, dim_feedforward=dim_ff, dropout=dropout)
+        self.pos_dropout = nn.Dropout(pos_dropout)
+        layer = nn.TransformerEncoderLayer(hidden, nhead, dim_feedforward=dim_ff, dropout=layer_dropout)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Linear(hidden, g_dim)
 

@@ -42,3 +42,38 @@ def test_bench_generate(capsys):
     out = bench("generate").main(["--num_clips", "8", "--baseline_clips", "2"])
     assert last_json(capsys) == out
     assert all(v > 0 for k, v in out.items() if k.endswith("per_s"))
+
+
+def test_bench_train_step_demo_preset():
+    args = bench("train_step").parse_args(["--demo"])
+    assert (args.nf, args.n_past, args.n_future, args.batch_size) == (16, 5, 10, 16)
+    assert bench("train_step").parse_args(["--demo", "--nf", "8"]).nf == 8  # explicit flags win
+
+
+def test_bench_learning_first_win_and_curve(tmp_path):
+    learning = bench("learning")
+    rows = [{"epoch": 0, "val_ssim": 0.5, "val_copy_last_ssim": 0.6, "val_psnr": 15.0, "val_copy_last_psnr": 14.0},
+            {"epoch": 1, "val_ssim": 0.7, "val_copy_last_ssim": 0.6, "val_psnr": 13.0, "val_copy_last_psnr": 14.0},
+            {"epoch": 2, "val_ssim": 0.7, "val_copy_last_ssim": 0.6, "val_psnr": 14.5, "val_copy_last_psnr": 14.0}]
+    assert learning.first_win(rows)["epoch"] == 2  # both metrics must win in the same epoch
+    assert learning.first_win(rows[:2]) is None
+    csv_path = tmp_path / "metrics.csv"
+    keys = ["epoch", "seconds", "mse", "val_min_mse", "val_ssim", "val_copy_last_ssim", "val_psnr",
+            "val_copy_last_psnr"]
+    csv_path.write_text(",".join(keys) + "\n0,10.0,0.1,0.2,0.5,0.6,15,14\n1,12.5,0.1,0.2,0.7,0.6,15,14\n")
+    curve = learning.read_curve(csv_path, iters_per_epoch=50)
+    assert [(r["iterations"], r["seconds"]) for r in curve] == [(50, 10.0), (100, 22.5)]
+
+
+def test_bench_learning_runs_the_demo_end_to_end(tmp_path, capsys):
+    from M3SO_Gen_Code.generate_m3so import generate
+
+    data = generate(tmp_path / "data", num_train=8, num_test=4, num_frames=8, no_block=True, seed=1, progress=False)
+    tiny = ["--data_root", str(data), "--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32",
+            "--disc_rnn_size", "16", "--nhead", "2", "--nf", "8", "--n_past", "3", "--n_future", "3", "--n_eval", "6",
+            "--batch_size", "4", "--niter", "2", "--epoch_size", "2", "--eval_nsample", "2", "--val_nsample", "2"]
+    out = bench("learning").main(["--log_dir", str(tmp_path / "run"), "--", *tiny])
+    assert last_json(capsys) == out
+    assert [r["epoch"] for r in out["curve"]] == [0, 1] and out["iterations_per_epoch"] == 2
+    assert out["final"]["clips"] == 4 and out["final"]["nsample"] == 2
+    assert out["first_win"] is None or out["first_win"]["epoch"] in (0, 1)

@@ -22,7 +22,11 @@ from utils import InputError, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CLIPS, T, N_PAST, N_FUTURE, NSAMPLE = 5, 6, 2, 4, 3
-MAIN_FLAGS = ["--batch_size", "2", "--chunk_size", "4", "--num_gifs", "2"]
+MAIN_FLAGS = ["--batch_size", "2", "--chunk_size", "4", "--num_gifs", "2", "--shuffle_audio", "--event_window", "2"]
+# M3SO event arrays of the hand-made clips: wall bounces at frames 1 and 3 of clip 0 and 2 of
+# clip 1, a block bounce at frame 2 of clip 2; a block from frame 4 in clips 0 and 2
+BOUNCES = {(0, 1): 1, (0, 3): 1, (1, 2): 1, (2, 2): 2}
+BLOCK_FIRST = {0: 4, 2: 4}
 TINY_CFG = dict(g_dim=16, rnn_size=32, z_dim=4, dim_ff=32, nhead=2, disc_rnn_size=16, n_past=N_PAST)
 
 
@@ -38,6 +42,14 @@ def make_dataset(root: Path, n: int = N_CLIPS, t: int = T, channels: int = 1) ->
             frames[i, k, y:y + 18, x:x + 18] = rng.integers(80, 256, frames[i, k, y:y + 18, x:x + 18].shape)
     np.save(root / "test" / "frames.npy", frames)
     np.save(root / "test" / "stft.npy", rng.random((n, t, 23, 21), dtype=np.float32))
+    bounces = np.zeros((n, t, 1), np.int8)
+    for (clip, frame), code in BOUNCES.items():
+        bounces[clip, frame, 0] = code
+    blocks = np.full((n, 3), -1, np.int32)
+    for clip, first in BLOCK_FIRST.items():
+        blocks[clip] = (10, 10, first)
+    np.save(root / "test" / "bounces.npy", bounces)
+    np.save(root / "test" / "blocks.npy", blocks)
     meta = {"name": "tiny", "format_version": 1, "image_size": 48, "channels": channels, "num_frames": t,
             "fps": 10, "sample_rate": 4400, "samples_per_frame": 440,
             "stft": {"n_fft": 44, "hop_length": 22, "center": True, "window": "hann", "shape": [23, 21]},
@@ -48,13 +60,17 @@ def make_dataset(root: Path, n: int = N_CLIPS, t: int = T, channels: int = 1) ->
 
 def make_checkpoint(path: Path, data_root: Path | None = None, **overrides) -> Path:
     """A tiny untrained model, its prior made wide, its z and decoder made to matter so samples differ
-    (freshly initialised, every sample decodes to ~0.5 grey)."""
+    (freshly initialised, every sample decodes to ~0.5 grey), and its prior's mean made to follow the audio."""
     cfg = Sound2SightConfig(**{**TINY_CFG, **overrides})
     torch.manual_seed(0)
     model = Sound2Sight(cfg)
     with torch.no_grad():
         model.prior.logvar.bias.fill_(3.0)
         model.predictor.embed.weight[:, cfg.g_dim:] *= 40.0
+        if cfg.use_audio:
+            model.audio_transformer.out.weight.mul_(50.0)
+            model.prior.embed.weight[:, cfg.g_dim:] *= 40.0
+            model.prior.mu.weight.mul_(40.0)
         for p in model.decoder.parameters():
             if p.dim() > 1:
                 p.mul_(25.0)
@@ -89,13 +105,14 @@ def setup(tmp_path_factory):
 
 def test_metrics_json(setup):
     m = json.loads((setup["out"] / "metrics.json").read_text())
-    for key in ("paper", "best", "copy_last_frame", "posterior", "diversity", "num_clips", "nsample", "n_past",
+    for key in ("paper", "best", "copy_last_frame", "events", "audio_shuffled", "diversity", "num_clips", "nsample", "n_past",
                 "n_future", "checkpoint", "data_root", "data_range", "psnr_cap_db", "seed"):
         assert key in m, key
     assert (m["num_clips"], m["nsample"], m["n_past"], m["n_future"]) == (N_CLIPS, NSAMPLE, N_PAST, N_FUTURE)
     assert m["checkpoint"] == str(setup["ckpt"]) and m["data_range"] == 2.0
     assert m["psnr_cap_db"] == metrics.PSNR_CAP_DB and m["seed"] == 1 and m["model_epoch"] == 7
-    for block in (m["paper"], m["best"], m["copy_last_frame"]["paper"], m["copy_last_frame"]["best"], m["posterior"]):
+    assert "posterior" not in m  # shown in the GIFs only: it is not a bound on anything
+    for block in (m["paper"], m["best"], m["copy_last_frame"]["paper"], m["copy_last_frame"]["best"]):
         assert len(block["ssim_per_frame"]) == N_FUTURE == len(block["psnr_per_frame"])
         assert -1 <= block["ssim"] <= 1 and 0 < block["psnr"] < metrics.PSNR_CAP_DB
         assert block["ssim"] == pytest.approx(np.mean(block["ssim_per_frame"]))
@@ -169,7 +186,6 @@ def test_batching_does_not_change_numbers_and_protocol_flag(setup, tmp_path):
     assert "best" not in r and "best" not in r["copy_last_frame"]
     assert r["paper"]["ssim_per_frame"] == pytest.approx(ref["paper"]["ssim_per_frame"], abs=1e-6)
     assert r["paper"]["psnr_per_frame"] == pytest.approx(ref["paper"]["psnr_per_frame"], abs=1e-4)
-    assert r["posterior"]["ssim"] == pytest.approx(ref["posterior"]["ssim"], abs=1e-6)
     header = next(csv.reader(open(out / "metrics.csv")))
     assert not any("best" in h for h in header) and not (out / "gifs").exists()
 
@@ -185,6 +201,7 @@ def test_no_audio_model_one_sample_capped_clips_worker(setup, tmp_path):
     assert m["checkpoint"] == str(ckpt) and m["use_audio"] is False
     assert m["num_clips"] == 2 and m["diversity"] is None and "paper" not in m and r["best"] == m["best"]
     assert len(list(csv.DictReader(open(out / "metrics.csv")))) == 3
+    assert "audio_shuffled" not in m  # not asked for
     # gt | posterior | best | min(3, nsample) random samples
     assert iio.imread(out / "gifs" / "clip_00000.gif").shape == (5, 52, 4 * 52, 3)
 
@@ -209,7 +226,7 @@ def test_torchrun_two_processes_equal_one(setup, tmp_path):
     m1 = json.loads((setup["out"] / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert m2["world_size"] == 2 and m1["world_size"] == 1
-    for key in ("paper", "best", "copy_last_frame", "posterior", "diversity", "num_clips"):
+    for key in ("paper", "best", "copy_last_frame", "events", "audio_shuffled", "diversity", "num_clips"):
         assert m2[key] == m1[key], key
     gifs1 = sorted(p.name for p in (setup["out"] / "gifs").iterdir())
     assert gifs1 == sorted(p.name for p in (tmp_path / "ddp" / "gifs").iterdir()) and len(gifs1) == 2
@@ -232,8 +249,8 @@ def test_checkpoint_and_data_resolution(tmp_path, setup):
         gen.resolve_checkpoint(str(run), 3)
     (run / "checkpoints" / "epoch_3.pt").write_bytes(b"x")
     assert gen.resolve_checkpoint(str(run), 3) == run / "checkpoints" / "epoch_3.pt"
-    with pytest.raises(InputError, match="--model_epoch"):
-        gen.resolve_checkpoint(str(run / "checkpoints" / "best.pt"), 3)
+    # a file with --model_epoch: the epoch is a label only, as in the release
+    assert gen.resolve_checkpoint(str(run / "checkpoints" / "best.pt"), 3) == run / "checkpoints" / "best.pt"
     assert gen.default_log_dir(run / "checkpoints" / "best.pt") == run / "eval"
     assert gen.default_log_dir(tmp_path / "model.pt") == tmp_path / "eval"
     # --data_root left at its default and missing: the checkpoint's training data_root
@@ -267,3 +284,109 @@ def test_bad_inputs(setup, tmp_path):
         run_cli(gen.main, base_args(run, data, tmp_path / "o", "--nsample", "0"))
     assert err.value.code == 2
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_event_masks_by_hand():
+    bounces = np.zeros((2, 8, 2), np.int8)
+    bounces[0, 3, 1] = 1  # wall bounce of digit 1 at frame 3 -> frames 4, 5 (window 2)
+    bounces[0, 6, 0] = 2  # block bounce at frame 6 -> frame 7 (8 is past the clip)
+    bounces[1, 2, 0] = 1  # frames 3, 4: only 4 is scored
+    blocks = np.array([[5, 5, 6], [-1, -1, -1]])
+    m = metrics.event_masks(bounces, blocks, n_past=4, n_future=4, window=2)  # scored frames 4..7
+    assert m["after_wall_bounce"].tolist() == [[True, True, False, False], [True, False, False, False]]
+    assert m["after_block_bounce"].tolist() == [[False, False, False, True], [False] * 4]
+    assert m["before_block"].tolist() == [[True, True, False, False], [False] * 4]
+    assert m["after_block"].tolist() == [[False, False, True, True], [False] * 4]
+    s = np.arange(8.0).reshape(2, 4)
+    means = metrics.masked_means(s, 10 * s, m)
+    assert means["after_wall_bounce"] == {"ssim": (0 + 1 + 4) / 3, "psnr": 10 * (0 + 1 + 4) / 3, "frames": 3}
+    assert metrics.masked_means(s, s, {"none": np.zeros((2, 4), bool)})["none"] == {
+        "ssim": None, "psnr": None, "frames": 0}
+    with pytest.raises(ValueError, match="window"):
+        metrics.event_masks(bounces, blocks, 4, 4, 0)
+
+
+def test_derangement_has_no_fixed_point_and_is_fixed():
+    for n in (2, 3, 7, 100):
+        p = metrics.derangement(n, seed=1)
+        assert sorted(p.tolist()) == list(range(n)) and not (p == np.arange(n)).any()
+    assert metrics.derangement(50, 1).tolist() == metrics.derangement(50, 1).tolist()
+    assert metrics.derangement(50, 1).tolist() != metrics.derangement(50, 2).tolist()
+
+
+def test_event_metrics_equal_the_masked_per_clip_numbers(setup):
+    """metrics.json's events = masked means of the per-clip scores re-computed from samples.npz."""
+    out = setup["out"]
+    with np.load(out / "samples.npz", allow_pickle=False) as z:
+        gt, samples = z["gt"], z["samples"]
+    fut = samples[:, :, N_PAST:]
+    s, p = metrics.score_pairs(np.broadcast_to(gt[:, None, N_PAST:], fut.shape), fut)
+    m = json.loads((out / "metrics.json").read_text())
+    masks = metrics.event_masks(np.load(setup["data"] / "test" / "bounces.npy"),
+                                np.load(setup["data"] / "test" / "blocks.npy"), N_PAST, N_FUTURE, 2)
+    # scored frames 2..5; window 2: clip 0 walls at 1, 3 -> frames 2, 3, 4, 5; clip 1 at 2 -> 3, 4
+    assert masks["after_wall_bounce"].sum() == 6 and masks["after_block_bounce"].sum() == 2
+    want = metrics.masked_means(*metrics.per_clip_paper(s, p), masks)
+    for group in metrics.EVENT_GROUPS:
+        got = m["events"]["model"]["paper"][group]
+        assert got["frames"] == want[group]["frames"]
+        assert got["ssim"] == pytest.approx(want[group]["ssim"], abs=1e-9)
+    assert m["events"]["window"] == 2 and m["events"]["copy_last_frame"]["after_block"]["frames"] == 4
+    assert (out / "events.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_shuffled_audio_equals_evaluating_swapped_data(setup, tmp_path):
+    """--shuffle_audio's numbers are those of a dataset whose audio was permuted by the derangement."""
+    data = tmp_path / "swapped"
+    import shutil
+
+    shutil.copytree(setup["data"], data)
+    stft = np.load(data / "test" / "stft.npy")
+    np.save(data / "test" / "stft.npy", stft[metrics.derangement(N_CLIPS, 1)])
+    r = gen.main(base_args(setup["tmp"] / "run", data, tmp_path / "o", *MAIN_FLAGS[:-3]))
+    m = setup["result"]
+    assert m["audio_shuffled"]["by_construction"] is False
+    assert m["audio_shuffled"]["paper"]["ssim"] == pytest.approx(r["paper"]["ssim"], abs=1e-6)  # 1 vs 2 threads
+    assert m["audio_shuffled"]["best"]["psnr"] == pytest.approx(r["best"]["psnr"], abs=1e-5)
+    drop = m["audio_shuffled"]["drop"]["paper"]
+    assert drop["ssim"] == pytest.approx(m["paper"]["ssim"] - r["paper"]["ssim"], abs=1e-6)
+    assert abs(drop["ssim"]) > 1e-6  # this model reads its audio
+
+
+def test_shuffled_audio_of_a_no_audio_model_is_zero(setup, tmp_path):
+    make_checkpoint(tmp_path / "na" / "checkpoints" / "best.pt", use_audio=False, use_disc=False)
+    r = gen.main(base_args(tmp_path / "na", setup["data"], tmp_path / "o", "--shuffle_audio", "--num_gifs", "0"))
+    assert r["audio_shuffled"]["by_construction"] is True
+    assert r["audio_shuffled"]["drop"]["paper"] == {"ssim": 0.0, "psnr": 0.0}
+    # and it really ignores its audio: swapped audio gives bit-identical samples
+    from models.sound2sight import load_model
+
+    model, _ = load_model(tmp_path / "na" / "checkpoints" / "best.pt")
+    frames = torch.rand(4, 2, 1, 48, 48)
+    eps = torch.randn(3, 4, model.cfg.z_dim)
+    a = model.sample(frames[:2], torch.rand(4, 2, 1, 23, 21), 2, 2, eps=eps)
+    assert torch.equal(a, model.sample(frames[:2], torch.rand(4, 2, 1, 23, 21), 2, 2, eps=eps))
+
+
+def test_the_release_evaluation_command_form(setup, tmp_path):
+    """--model_path FILE --model_epoch N --log_path DIR, as the release's README wrote it."""
+    logs = tmp_path / "log_directory"
+    logs.mkdir()
+    ckpt = setup["tmp"] / "run" / "checkpoints" / "best.pt"
+    r = gen.main(["--model_path", str(ckpt), "--model_epoch", "1000", "--log_path", str(logs),
+                  "--data_root", str(setup["data"]), "--log_dir", str(tmp_path / "out"), "--n_past", str(N_PAST),
+                  "--n_future", str(N_FUTURE), "--nsample", "2", "--device", "cpu", "--num_gifs", "0"])
+    saved = json.loads((logs / "results_epoch_1000.json").read_text())
+    assert saved["paper"] == r["paper"] and saved["checkpoint"] == str(ckpt)
+    assert "paper: SSIM" in (logs / "results_epoch_1000.txt").read_text()
+    # a file path still gets one line appended
+    gen.main(["--model_path", str(ckpt), "--log_path", str(tmp_path / "lines.txt"), "--data_root", str(setup["data"]),
+              "--log_dir", str(tmp_path / "out2"), "--n_past", str(N_PAST), "--n_future", str(N_FUTURE),
+              "--nsample", "2", "--device", "cpu", "--num_gifs", "0"])
+    assert len((tmp_path / "lines.txt").read_text().splitlines()) == 1
+    # an impossible --log_path is refused before any work
+    with pytest.raises(InputError, match="--log_path .* does not exist"):
+        gen.main(["--model_path", str(ckpt), "--log_path", str(tmp_path / "nowhere" / "x.txt"),
+                  "--data_root", str(setup["data"]), "--log_dir", str(tmp_path / "out3"), "--nsample", "2",
+                  "--n_past", str(N_PAST), "--n_future", str(N_FUTURE), "--device", "cpu"])
+    assert not (tmp_path / "out3" / "metrics.json").exists()

@@ -40,21 +40,16 @@ def model_of(cfg: Sound2SightConfig, seed: int = 0) -> Sound2Sight:
 
 
 def calibrated(cfg: Sound2SightConfig, frames, audio, seed: int = 0) -> Sound2Sight:
-    """A model in eval mode whose BatchNorm running statistics are those of one train-mode pass.
+    """A model in eval mode whose BatchNorm running statistics are those of one train-mode pass
+    (:func:`training.recalibrate_batchnorm`, the library's own re-estimation).
 
     Fresh running statistics (mean 0, var 1) do not normalise the N(0, 0.02)-initialised
     activations, which then shrink layer by layer until every output is ~0.5 and any
     comparison is trivially met; calibrated, the outputs (and the effect of z) are O(1)."""
+    import training
+
     model = model_of(cfg, seed)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: one pass gives that pass's statistics
-    model.train()
-    with torch.no_grad():
-        model(frames, audio, adv_weight=1.0 if cfg.use_disc else 0.0)
-    for m in norms:
-        m.momentum = 0.1
+    training.recalibrate_batchnorm(model, [(frames, audio)])
     return model.eval()
 
 
@@ -207,17 +202,60 @@ def test_sample_noise_is_injectable_and_per_sample():
     cfg = tiny(n_past=2)
     frames, audio = batch(cfg, steps=5, size=2)
     model = calibrated(cfg, frames, audio)
-    eps_q = torch.randn(1, 4, cfg.z_dim)
-    eps_p = torch.randn(4, 4, cfg.z_dim)
-    a = model.sample(frames[:2], audio, 2, 3, eps_posterior=eps_q, eps_prior=eps_p)
-    b = model.sample(frames[:2], audio, 2, 3, eps_posterior=eps_q, eps_prior=eps_p)
+    eps = torch.randn(4, 4, cfg.z_dim)
+    a = model.sample(frames[:2], audio, 2, 3, eps=eps)
+    b = model.sample(frames[:2], audio, 2, 3, eps=eps)
     assert torch.equal(a, b)
     # folded index b * nsample + s: giving sample 1 of clip 0 the noise of its sample 0 makes them equal
-    eps_q2, eps_p2 = eps_q.clone(), eps_p.clone()
-    eps_q2[:, 1], eps_p2[:, 1] = eps_q2[:, 0], eps_p2[:, 0]
-    c = model.sample(frames[:2], audio, 2, 3, eps_posterior=eps_q2, eps_prior=eps_p2)
+    eps2 = eps.clone()
+    eps2[:, 1] = eps2[:, 0]
+    c = model.sample(frames[:2], audio, 2, 3, eps=eps2)
     assert torch.allclose(c[:, 0, 0], c[:, 0, 1], atol=1e-6)
     assert not torch.allclose(c[2:, 1, 0], c[2:, 1, 1], atol=1e-4)
+    with pytest.raises(ValueError, match="eps must be"):
+        model.sample(frames[:2], audio, 2, 3, eps=eps[:3])
+
+
+def test_sampling_uses_the_prior_in_the_context_steps():
+    """As released: the context steps' z comes from the prior, so the posterior has no
+    effect on samples, while the context-step noise does (it moves the predictor's state)."""
+    cfg = tiny(n_past=3)
+    frames, audio = batch(cfg, steps=6, size=2)
+    model = calibrated(cfg, frames, audio)
+    eps = torch.randn(5, 4, cfg.z_dim)
+    base = model.sample(frames[:3], audio, 2, 3, eps=eps)
+    with torch.no_grad():
+        for p in model.posterior.parameters():
+            p.add_(torch.randn_like(p))
+        for p in model.posterior_transformer.parameters():
+            p.add_(torch.randn_like(p))
+    assert torch.equal(model.sample(frames[:3], audio, 2, 3, eps=eps), base)
+    assert torch.allclose(stepwise.sample(model, frames[:3], audio, 2, 3, eps=eps), base, atol=TOL)
+    eps_ctx = eps.clone()
+    eps_ctx[:2] = torch.randn(2, 4, cfg.z_dim)  # steps 1, 2: context steps whose output is discarded
+    moved = model.sample(frames[:3], audio, 2, 3, eps=eps_ctx)
+    assert torch.equal(moved[:3], base[:3])
+    assert (moved[3:] - base[3:]).abs().max() > 1e-4
+
+
+def test_transformer_dropouts_are_the_released_two_rates():
+    model = model_of(tiny())
+    tf = model.prior_transformer
+    assert tf.pos_dropout.p == 0.2
+    layer = tf.encoder.layers[0]
+    assert layer.dropout.p == layer.dropout1.p == layer.dropout2.p == 0.1
+    other = model_of(tiny(pos_dropout=0.3, layer_dropout=0.0)).audio_transformer
+    assert other.pos_dropout.p == 0.3 and other.encoder.layers[0].dropout1.p == 0.0
+
+
+def test_checkpoint_with_one_dropout_rate_loads_with_it_for_both(tmp_path):
+    ckpt = model_of(tiny(n_past=2)).checkpoint()
+    cfg = ckpt["model_config"]
+    del cfg["pos_dropout"], cfg["layer_dropout"]
+    cfg["dropout"] = 0.2
+    torch.save(ckpt, tmp_path / "old.pt")
+    loaded, _ = load_model(tmp_path / "old.pt")
+    assert loaded.cfg.pos_dropout == 0.2 and loaded.cfg.layer_dropout == 0.2
 
 
 # ----------------------------------------------------------------------------- gradients

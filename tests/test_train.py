@@ -188,3 +188,33 @@ def test_compiled_step_equals_eager_step(tmp_path, tiny_data):
     log = run(tmp_path / "c", tiny_data, "--niter", "1", "--epoch_size", "1", "--nf", "8",
               "--compile", "--compile_backend", "eager")
     assert json.loads((log / "config.json").read_text())["args"]["compile"] is True
+
+
+def test_recalibrate_batchnorm_averages_batch_statistics_and_touches_nothing_else():
+    from models.sound2sight import Sound2Sight, Sound2SightConfig
+
+    torch.manual_seed(0)
+    model = Sound2Sight(Sound2SightConfig(g_dim=16, rnn_size=32, z_dim=4, disc_rnn_size=16, dim_ff=32, n_past=2))
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.rand(4, 3, 1, 48, 48, generator=g), torch.rand(4, 3, 1, 23, 21, generator=g)) for _ in range(2)]
+    bn = model.encoder.stages[0][1] if hasattr(model.encoder, "stages") else training.batchnorm_layers(model.encoder)[0]
+    # the reference: each batch's own statistics (momentum 1 keeps only the newest), then their mean
+    per_batch = []
+    for frames, audio in batches:
+        bn.momentum = 1.0
+        with torch.no_grad():
+            model.train()(frames, audio, 0.0)
+        per_batch.append((bn.running_mean.clone(), bn.running_var.clone()))
+    bn.momentum = 0.1
+    params = {n: p.clone() for n, p in model.named_parameters()}
+    model.eval()
+    rng = torch.get_rng_state()
+    training.recalibrate_batchnorm(model, batches)
+    assert torch.equal(torch.get_rng_state(), rng)  # training's RNG stream is untouched
+    assert not model.training and bn.momentum == 0.1
+    assert all(torch.equal(p, params[n]) for n, p in model.named_parameters())
+    torch.testing.assert_close(bn.running_mean, (per_batch[0][0] + per_batch[1][0]) / 2)
+    torch.testing.assert_close(bn.running_var, (per_batch[0][1] + per_batch[1][1]) / 2)
+    stale = bn.running_mean.clone()
+    training.recalibrate_batchnorm(model, [])  # nothing to average over: nothing changes
+    assert torch.equal(bn.running_mean, stale)

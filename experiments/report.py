@@ -1,0 +1,190 @@
+"""The study's report: per-run figures gathered into tables (mean and spread over seeds) and plots.
+
+``write_report`` reads every finished run's ``metrics.json`` (written by
+``generate_sound2sight.py``) and writes into the results folder:
+
+* ``results.json``: every run's headline figures, the aggregates, the commands, hardware and wall times;
+* ``tables.md``: one table per dataset, configurations as rows, ``mean ± sd (n seeds)``;
+* ``curves_<dataset>.png``: per-frame SSIM / PSNR (paper protocol), mean over seeds, with copy-last-frame;
+* ``events_<dataset>.png``: event-aligned SSIM / PSNR per configuration;
+* ``gifs/<dataset>_<config>.gif``: the first test clip of each configuration's first seed.
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+#: (column, path into metrics.json, higher is better) of each reported figure.
+FIGURES = [
+    ("paper SSIM", ("paper", "ssim")),
+    ("paper PSNR", ("paper", "psnr")),
+    ("best-sample SSIM", ("best", "ssim")),
+    ("best-sample PSNR", ("best", "psnr")),
+    ("SSIM after block bounce", ("events", "model", "paper", "after_block_bounce", "ssim")),
+    ("PSNR after block bounce", ("events", "model", "paper", "after_block_bounce", "psnr")),
+    ("SSIM after wall bounce", ("events", "model", "paper", "after_wall_bounce", "ssim")),
+    ("shuffled-audio SSIM drop", ("audio_shuffled", "drop", "paper", "ssim")),
+    ("shuffled-audio PSNR drop", ("audio_shuffled", "drop", "paper", "psnr")),
+    ("diversity", ("diversity",)),
+]
+#: copy-last-frame's figures where it has them (same clips, deterministic).
+COPY_FIGURES = {
+    "paper SSIM": ("copy_last_frame", "paper", "ssim"),
+    "paper PSNR": ("copy_last_frame", "paper", "psnr"),
+    "best-sample SSIM": ("copy_last_frame", "best", "ssim"),
+    "best-sample PSNR": ("copy_last_frame", "best", "psnr"),
+    "SSIM after block bounce": ("events", "copy_last_frame", "after_block_bounce", "ssim"),
+    "PSNR after block bounce": ("events", "copy_last_frame", "after_block_bounce", "psnr"),
+    "SSIM after wall bounce": ("events", "copy_last_frame", "after_wall_bounce", "ssim"),
+}
+
+
+def dig(obj: Any, path: tuple[str, ...]) -> float | None:
+    """``obj[path[0]][path[1]]...`` or None where a key is missing or the value is not a number."""
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return float(obj) if isinstance(obj, (int, float)) and not isinstance(obj, bool) else None
+
+
+def aggregate(values: list[float | None]) -> dict[str, Any]:
+    """Mean, sample standard deviation (None for one value) and count of the non-None values."""
+    v = np.array([x for x in values if x is not None], dtype=np.float64)
+    if not len(v):
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else None, "n": int(len(v))}
+
+
+def _fmt(a: dict[str, Any], digits: int) -> str:
+    if a["mean"] is None:
+        return "-"
+    s = f"{a['mean']:.{digits}f}"
+    if a["sd"] is not None:
+        s += f" ± {a['sd']:.{digits}f}"
+    return s + (f" ({a['n']})" if a["n"] > 1 else "")
+
+
+def _group(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """``{"ds/cfg_seedN": m}`` -> ``{ds: {cfg: [run names]}}`` in first-seen order."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for name in runs:
+        ds, rest = name.split("/")
+        cfg = rest.rsplit("_seed", 1)[0]
+        out.setdefault(ds, {}).setdefault(cfg, []).append(name)
+    return out
+
+
+def tables(runs: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """Markdown tables and the aggregates behind them."""
+    agg: dict[str, Any] = {}
+    lines: list[str] = []
+    for ds, cfgs in _group(runs).items():
+        agg[ds] = {}
+        lines += [f"### {ds}", "", "| configuration | " + " | ".join(c for c, _ in FIGURES) + " |",
+                  "|---" * (len(FIGURES) + 1) + "|"]
+        for cfg, names in cfgs.items():
+            agg[ds][cfg] = {col: aggregate([dig(runs[n], path) for n in names]) for col, path in FIGURES}
+            digits = {"diversity": 5}
+            lines.append(f"| {cfg} | " + " | ".join(_fmt(agg[ds][cfg][c], digits.get(c, 2 if "PSNR" in c else 4))
+                                                    for c, _ in FIGURES) + " |")
+        first = runs[next(iter(cfgs.values()))[0]]
+        agg[ds]["copy_last_frame"] = {col: aggregate([dig(first, COPY_FIGURES[col])]) if col in COPY_FIGURES
+                                      else aggregate([]) for col, _ in FIGURES}
+        lines.append("| copy last frame | " + " | ".join(
+            _fmt(agg[ds]["copy_last_frame"][c], 2 if "PSNR" in c else 4) for c, _ in FIGURES) + " |")
+        lines.append("")
+    return "\n".join(lines), agg
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_curves(path: Path, ds: str, cfgs: dict[str, list[str]], runs: dict[str, dict[str, Any]]) -> None:
+    """Per-frame SSIM and PSNR (paper protocol), mean over seeds, each configuration and copy-last-frame."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, metric in zip(axes, ("ssim", "psnr")):
+        any_run = None
+        for cfg, names in cfgs.items():
+            curves = np.array([runs[n]["paper"][f"{metric}_per_frame"] for n in names])
+            any_run = runs[names[0]]
+            steps = np.arange(any_run["n_past"], any_run["n_past"] + curves.shape[1])
+            ax.plot(steps, curves.mean(0), "o-", ms=3, label=f"{cfg} ({len(names)} seed{'s' * (len(names) > 1)})")
+            if len(names) > 1:
+                ax.fill_between(steps, curves.min(0), curves.max(0), alpha=0.2)
+        copy = any_run["copy_last_frame"]["paper"][f"{metric}_per_frame"]
+        ax.plot(steps, copy, "s--", ms=3, color="k", label="copy last frame")
+        ax.set_title(f"{ds}: {metric.upper()} per future frame (paper protocol)")
+        ax.set_xlabel("frame index")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_events(path: Path, ds: str, agg: dict[str, Any]) -> None:
+    """Bars: SSIM / PSNR after wall and block bounces, per configuration and copy-last-frame (mean ± sd)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [("after wall bounce", "SSIM after wall bounce", None),
+              ("after block bounce", "SSIM after block bounce", "PSNR after block bounce")]
+    cfgs = list(agg)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, (title, col) in zip(axes, [("SSIM", [g[1] for g in groups]), ("PSNR", ["PSNR after block bounce"])]):
+        width = 0.8 / len(cfgs)
+        for i, cfg in enumerate(cfgs):
+            means = [agg[cfg][c]["mean"] or 0.0 for c in col]
+            sds = [agg[cfg][c]["sd"] or 0.0 for c in col]
+            ax.bar(np.arange(len(col)) + i * width, means, width, yerr=sds, label=cfg, capsize=2)
+        ax.set_xticks(np.arange(len(col)) + width * (len(cfgs) - 1) / 2)
+        ax.set_xticklabels([c.replace(title + " ", "") for c in col], fontsize=8)
+        ax.set_title(f"{ds}: {title} by event (paper protocol)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_report(results: Path, metrics_paths: dict[str, Path], meta: dict[str, Any],
+                 train_commands: dict[str, str], eval_commands: dict[str, str]) -> Path:
+    """Write the report of the finished runs into ``results``; returns ``tables.md``'s path."""
+    runs = {name: json.loads(Path(p).read_text()) for name, p in metrics_paths.items()}
+    text, agg = tables(runs)
+    results.mkdir(parents=True, exist_ok=True)
+    for ds, cfgs in _group(runs).items():
+        plot_curves(results / f"curves_{ds}.png", ds, cfgs, runs)
+        if "events" in runs[next(iter(cfgs.values()))[0]]:
+            plot_events(results / f"events_{ds}.png", ds, agg[ds])
+        for cfg, names in cfgs.items():
+            gifs = sorted((Path(metrics_paths[names[0]]).parent / "gifs").glob("*.gif"))
+            if gifs:
+                (results / "gifs").mkdir(exist_ok=True)
+                shutil.copyfile(gifs[0], results / "gifs" / f"{ds}_{cfg}.gif")
+    per_run = {name: {col: dig(m, path) for col, path in FIGURES} for name, m in runs.items()}
+    atomic_write_json(results / "results.json", {"meta": meta, "aggregates": agg, "runs": per_run,
+                                                 "train_commands": train_commands, "eval_commands": eval_commands})
+    header = (f"Scale `{meta['scale']}`, {meta['cpu']}, {meta['cores']} cores. Values: mean ± sample sd (number of "
+              f"seeds) over the final checkpoints; copy-last-frame is deterministic. {len(runs)} runs evaluated.\n\n")
+    atomic_write_text(results / "tables.md", header + text)
+    return results / "tables.md"

@@ -1,0 +1,221 @@
+"""The CPU-scale study: does Sound2Sight beat copy-last-frame, and does the sound help?
+
+One command runs everything, on 2 CPU cores, and can be killed at any point and started
+again (it continues where it stopped):
+
+    python experiments/study.py                  # the whole study (a few hours on 2 cores)
+    python experiments/study.py --plan           # print the steps and which are done
+    python experiments/study.py --scale tiny     # the same pipeline at toy size (the tests use it)
+
+Steps, each skipped once done:
+
+1. data: M3SO-NB and M3SO from ``M3SO_Gen_Code/generate_m3so.py`` (seeded, same bytes every time);
+2. training of every configuration (``train_sound2sight.py --resume``, a checkpoint per
+   epoch, so a killed training resumes exactly): Sound2Sight, the no-audio ablation
+   (SVG-LP with the same backbone), the no-discriminator ablation, each with the same
+   budget; several seeds where the question needs a spread;
+3. evaluation of each run's FINAL checkpoint (``last.pt``: ``best.pt`` is chosen on test
+   clips) with ``generate_sound2sight.py``: paper and best-sample protocols, event-aligned
+   metrics, the audio-shuffle test; copy-last-frame comes with every evaluation;
+4. the report: ``results.json``, ``tables.md`` and figures in ``--results``.
+
+Runs and data go to ``--out`` (large, not committed); the report to ``--results``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from experiments.report import write_report  # noqa: E402
+from utils import InputError, atomic_write_json, cpu_name, run_cli  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Everything that sets the study's size."""
+
+    num_train: int
+    num_test: int
+    train_flags: tuple[str, ...]   # passed to train_sound2sight.py (besides data, log dir, seed, ablation)
+    eval_flags: tuple[str, ...]    # passed to generate_sound2sight.py
+    seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per "<dataset>/<config>"
+
+
+# The demo's recipe (measured in bench/learning.py; see README "Time to quality"), at the
+# paper's training horizon of 5 + 15 frames.
+COMMON_TRAIN = ("--n_past", "5", "--n_future", "15", "--n_eval", "20", "--batch_size", "16", "--nf", "16",
+                "--output_bias", "-6", "--data_threads", "0", "--save_every", "0", "--val_nsample", "5",
+                "--val_clips", "64")
+SCALES = {
+    # The study's CPU scale: width 16, 5 + 15 frames, batch 16, 1,600 iterations per configuration.
+    "cpu": Scale(num_train=4000, num_test=256,
+                 train_flags=COMMON_TRAIN + ("--niter", "32", "--epoch_size", "50"),
+                 eval_flags=("--n_past", "5", "--n_future", "15", "--nsample", "20", "--N", "256",
+                             "--batch_size", "32", "--num_gifs", "4"),
+                 seeds={"m3so/sound2sight": (1, 2), "m3so/no_audio": (1, 2)}),
+    # Toy size for the tests: seconds, not hours.
+    "tiny": Scale(num_train=16, num_test=6,
+                  train_flags=("--n_past", "3", "--n_future", "3", "--n_eval", "6", "--batch_size", "4",
+                               "--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32",
+                               "--disc_rnn_size", "16", "--nhead", "2", "--nf", "8", "--data_threads", "0",
+                               "--save_every", "0", "--val_nsample", "2", "--niter", "2", "--epoch_size", "2",
+                               "--bn_recalibrate", "1"),
+                  eval_flags=("--n_past", "3", "--n_future", "3", "--nsample", "3", "--N", "6", "--batch_size", "3",
+                              "--num_gifs", "1"),
+                  seeds={"m3so/sound2sight": (1, 2)}),
+}
+DATASETS = {"m3so_nb": ("--no_block",), "m3so": ()}
+CONFIGS = {"sound2sight": (), "no_audio": ("--no_audio",), "no_disc": ("--no_disc",)}
+
+
+def runs(scale: Scale, datasets: tuple[str, ...] = tuple(DATASETS)) -> list[tuple[str, str, int]]:
+    """Every (dataset, config, seed) of the study on ``datasets``."""
+    return [(ds, cfg, seed) for ds in datasets for cfg in CONFIGS for seed in scale.seeds.get(f"{ds}/{cfg}", (1,))]
+
+
+def run_name(ds: str, cfg: str, seed: int) -> str:
+    return f"{ds}/{cfg}_seed{seed}"
+
+
+class Study:
+    """The steps of the study over ``out`` (runs, data, logs) and ``results`` (the report)."""
+
+    def __init__(self, out: Path, results: Path, scale_name: str, datasets: tuple[str, ...] = tuple(DATASETS),
+                 python: str = sys.executable):
+        unknown = sorted(set(datasets) - set(DATASETS))
+        if unknown:
+            raise InputError(f"--datasets {unknown} unknown; choose from {list(DATASETS)}")
+        self.out, self.results, self.scale_name, self.datasets = out, results, scale_name, tuple(datasets)
+        self.scale = SCALES[scale_name]
+        self.python = python
+        self.timings_path = out / "timings.json"
+        self.timings: dict[str, float] = (json.loads(self.timings_path.read_text())
+                                          if self.timings_path.is_file() else {})
+
+    # ------------------------------------------------------------------ paths
+    def data_dir(self, ds: str) -> Path:
+        return self.out / "data" / ds
+
+    def run_dir(self, ds: str, cfg: str, seed: int) -> Path:
+        return self.out / "runs" / run_name(ds, cfg, seed)
+
+    # ------------------------------------------------------------------ steps
+    def steps(self) -> list[tuple[str, bool]]:
+        """(name, done) of every step, in order."""
+        out = [(f"data {ds}", (self.data_dir(ds) / "dataset.json").is_file()) for ds in self.datasets]
+        for ds, cfg, seed in runs(self.scale, self.datasets):
+            d = self.run_dir(ds, cfg, seed)
+            out.append((f"train {run_name(ds, cfg, seed)}", (d / "TRAINED").is_file()))
+            out.append((f"evaluate {run_name(ds, cfg, seed)}", (d / "eval" / "metrics.json").is_file()))
+        return out
+
+    def train_command(self, ds: str, cfg: str, seed: int) -> list[str]:
+        return [self.python, str(ROOT / "train_sound2sight.py"), "--data_root", str(self.data_dir(ds)),
+                "--log_dir", str(self.run_dir(ds, cfg, seed)), "--seed", str(seed), "--resume",
+                *self.scale.train_flags, *CONFIGS[cfg]]
+
+    def eval_command(self, ds: str, cfg: str, seed: int) -> list[str]:
+        d = self.run_dir(ds, cfg, seed)
+        return [self.python, str(ROOT / "generate_sound2sight.py"), "--model_path", str(d / "checkpoints" / "last.pt"),
+                "--data_root", str(self.data_dir(ds)), "--log_dir", str(d / "eval"), "--seed", "1",
+                "--shuffle_audio", *self.scale.eval_flags]
+
+    def _timed(self, key: str, cmd: list[str], log: Path) -> None:
+        """Run ``cmd`` (output to ``log``), adding its wall time to timings.json even when it fails."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"\n$ {' '.join(cmd)}\n")
+            f.flush()
+            proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        self.timings[key] = round(self.timings.get(key, 0.0) + time.perf_counter() - t0, 1)
+        atomic_write_json(self.timings_path, self.timings)
+        if proc.returncode != 0:
+            tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+            raise InputError(f"step '{key}' failed (exit {proc.returncode}); see {log}: " + " | ".join(tail))
+
+    def run(self) -> None:
+        from M3SO_Gen_Code.generate_m3so import generate
+
+        todo = [name for name, done in self.steps() if not done]
+        total = len(self.steps())
+        print(f"study ({self.scale_name} scale) in {self.out}: {total - len(todo)}/{total} steps done")
+        done_count = total - len(todo)
+        for ds in self.datasets:
+            extra = DATASETS[ds]
+            if not (self.data_dir(ds) / "dataset.json").is_file():
+                done_count += 1
+                print(f"[{done_count}/{total}] data {ds}", flush=True)
+                t0 = time.perf_counter()
+                generate(self.data_dir(ds), num_train=self.scale.num_train, num_test=self.scale.num_test, seed=0,
+                         no_block="--no_block" in extra, overwrite=True, progress=False)
+                self.timings[f"data {ds}"] = round(time.perf_counter() - t0, 1)
+                atomic_write_json(self.timings_path, self.timings)
+        for ds, cfg, seed in runs(self.scale, self.datasets):
+            d, name = self.run_dir(ds, cfg, seed), run_name(ds, cfg, seed)
+            if not (d / "TRAINED").is_file():
+                done_count += 1
+                print(f"[{done_count}/{total}] train {name} (log: {d / 'train.log'})", flush=True)
+                self._timed(f"train {name}", self.train_command(ds, cfg, seed), d / "train.log")
+                (d / "TRAINED").write_text("ok\n")
+            if not (d / "eval" / "metrics.json").is_file():
+                done_count += 1
+                print(f"[{done_count}/{total}] evaluate {name}", flush=True)
+                self._timed(f"evaluate {name}", self.eval_command(ds, cfg, seed), d / "eval.log")
+        self.report()
+
+    def report(self) -> Path:
+        meta = {"scale": self.scale_name, "scale_config": asdict(self.scale), "cpu": cpu_name(),
+                "cores": os.cpu_count(), "python": platform.python_version(), "timings_s": self.timings,
+                "command": f"python experiments/study.py --scale {self.scale_name}"}
+        evaluated = {run_name(ds, cfg, seed): self.run_dir(ds, cfg, seed) / "eval" / "metrics.json"
+                     for ds, cfg, seed in runs(self.scale, self.datasets)}
+        path = write_report(self.results, {k: v for k, v in evaluated.items() if v.is_file()}, meta,
+                            {k: " ".join(self.train_command(*_split(k))[1:]) for k in evaluated},
+                            {k: " ".join(self.eval_command(*_split(k))[1:]) for k in evaluated})
+        print(f"report: {path}")
+        return path
+
+
+def _split(name: str) -> tuple[str, str, int]:
+    ds, rest = name.split("/")
+    cfg, seed = rest.rsplit("_seed", 1)
+    return ds, cfg, int(seed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", default="cpu", choices=sorted(SCALES))
+    p.add_argument("--out", default="", help="runs and data (default experiments/out/<scale>)")
+    p.add_argument("--results", default="", help="the report (default experiments/results/<scale>)")
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), help="a subset of the datasets")
+    p.add_argument("--plan", action="store_true", help="print the steps and whether each is done, run nothing")
+    p.add_argument("--report_only", action="store_true", help="write the report from the finished evaluations")
+    args = p.parse_args(argv)
+    out = Path(args.out or ROOT / "experiments" / "out" / args.scale)
+    results = Path(args.results or ROOT / "experiments" / "results" / args.scale)
+    study = Study(out, results, args.scale, tuple(args.datasets))
+    if args.plan:
+        for name, done in study.steps():
+            print(f"{'done' if done else 'todo'}  {name}")
+        return
+    if args.report_only:
+        study.report()
+        return
+    study.run()
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,77 @@
+"""experiments/study.py and experiments/report.py on the toy scale: every step, the report, resuming."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import report, study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_aggregate_and_dig():
+    assert report.aggregate([1.0, 3.0, None]) == {"mean": 2.0, "sd": pytest.approx(2 ** 0.5), "n": 2}
+    assert report.aggregate([0.5]) == {"mean": 0.5, "sd": None, "n": 1}
+    assert report.aggregate([None]) == {"mean": None, "sd": None, "n": 0}
+    assert report.dig({"a": {"b": 2}}, ("a", "b")) == 2.0
+    assert report.dig({"a": {"b": None}}, ("a", "b")) is None and report.dig({}, ("a",)) is None
+
+
+def test_runs_cover_the_required_configurations():
+    names = {study.run_name(*r) for r in study.runs(study.SCALES["cpu"])}
+    for ds in ("m3so", "m3so_nb"):
+        for cfg in ("sound2sight", "no_audio", "no_disc"):
+            assert f"{ds}/{cfg}_seed1" in names
+    assert {"m3so/sound2sight_seed2", "m3so/no_audio_seed2"} <= names  # spreads where the claim needs them
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study")
+    cmd = [sys.executable, str(ROOT / "experiments" / "study.py"), "--scale", "tiny", "--datasets", "m3so",
+           "--out", str(tmp / "out"), "--results", str(tmp / "res")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return {"tmp": tmp, "cmd": cmd, "stdout": proc.stdout}
+
+
+def test_tiny_study_runs_every_step_and_reports(tiny_study):
+    tmp = tiny_study["tmp"]
+    assert "[9/9] evaluate m3so/no_disc_seed1" in tiny_study["stdout"]
+    res = json.loads((tmp / "res" / "results.json").read_text())
+    assert set(res["runs"]) == {"m3so/sound2sight_seed1", "m3so/sound2sight_seed2", "m3so/no_audio_seed1",
+                                "m3so/no_disc_seed1"}
+    agg = res["aggregates"]["m3so"]
+    s2s = agg["sound2sight"]["paper SSIM"]
+    seeds = [res["runs"][f"m3so/sound2sight_seed{i}"]["paper SSIM"] for i in (1, 2)]
+    assert s2s["n"] == 2 and s2s["mean"] == pytest.approx(sum(seeds) / 2)
+    assert agg["no_audio"]["shuffled-audio SSIM drop"]["mean"] == 0.0  # no audio: zero by construction
+    assert agg["copy_last_frame"]["paper SSIM"]["mean"] is not None
+    table = (tmp / "res" / "tables.md").read_text()
+    assert "| sound2sight | " in table and "| copy last frame | " in table
+    for f in ("curves_m3so.png", "events_m3so.png", "gifs/m3so_sound2sight.gif"):
+        assert (tmp / "res" / f).is_file(), f
+    assert "train m3so/no_audio_seed1" in res["meta"]["timings_s"]
+    assert "--no_audio" in res["train_commands"]["m3so/no_audio_seed1"]
+
+
+def test_tiny_study_continues_where_it_stopped(tiny_study):
+    """A step undone (as if killed before it finished) is the only one that runs again."""
+    tmp = tiny_study["tmp"]
+    run = tmp / "out" / "runs" / "m3so" / "no_disc_seed1"
+    (run / "eval" / "metrics.json").unlink()
+    before = json.loads((tmp / "out" / "timings.json").read_text())
+    plan = subprocess.run(tiny_study["cmd"] + ["--plan"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    todo = [line for line in plan.stdout.splitlines() if line.startswith("todo")]
+    assert todo == ["todo  evaluate m3so/no_disc_seed1"]
+    proc = subprocess.run(tiny_study["cmd"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "8/9 steps done" in proc.stdout and "[9/9] evaluate m3so/no_disc_seed1" in proc.stdout
+    after = json.loads((tmp / "out" / "timings.json").read_text())
+    assert after["train m3so/sound2sight_seed1"] == before["train m3so/sound2sight_seed1"]  # not re-run
+    assert after["evaluate m3so/no_disc_seed1"] > before["evaluate m3so/no_disc_seed1"]
+    assert (run / "eval" / "metrics.json").is_file()
