@@ -1,6 +1,6 @@
 """Evaluate a Sound2Sight checkpoint: sample futures, score them, write numbers, curves and GIFs.
 
-Protocol (SPEC section 6): for every test clip, ``--nsample`` futures are sampled from the
+Protocol (as released, docs/DESIGN.md): for every test clip, ``--nsample`` futures are sampled from the
 learned prior given ``--n_past`` ground-truth frames and the whole clip's audio; every
 future frame of every sample is scored against the ground truth with SSIM and PSNR
 (:mod:`metrics`, equal to scikit-image as the release called it). Reported:

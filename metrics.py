@@ -1,7 +1,7 @@
 """Exact, batched SSIM / PSNR and the two evaluation protocols.
 
 The numbers reproduce what the original release reported with scikit-image 0.15
-(``compare_ssim`` / ``compare_psnr`` on float frames, no ``data_range``; see SPEC §7), i.e.
+(``compare_ssim`` / ``compare_psnr`` on float frames, no ``data_range``; see docs/DESIGN.md), i.e.
 today's ``skimage.metrics.structural_similarity(gt, pred, data_range=2.0)`` and
 ``skimage.metrics.peak_signal_noise_ratio(gt, pred, data_range=1.0)``, one channel at a
 time and averaged over channels -- but for a whole batch in one call instead of one

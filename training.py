@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import math
 import os
 import random
 from dataclasses import asdict
@@ -25,7 +26,7 @@ from utils import atomic_torch_save, atomic_write_text, framed_row, gif_colours
 
 # ------------------------------------------------------------------ loss schedule
 def adv_weight(epoch: int, beta_gen_loss: float) -> float:
-    """Weight of the generator's adversarial terms at ``epoch`` (0-based), SPEC section 5.
+    """Weight of the generator's adversarial terms at ``epoch`` (0-based), as released.
 
     Off during the first epoch, then ``beta_gen_loss`` x1 through epoch 300, x5 through
     600, x10 through 900 and x100 after (boundaries inclusive, as the released script).
@@ -41,6 +42,21 @@ def adv_weight(epoch: int, beta_gen_loss: float) -> float:
     else:
         scale = 100.0
     return beta_gen_loss * scale
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_scale(epoch: int, epochs: int, schedule: str) -> float:
+    """Factor on the learning rates during ``epoch`` (0-based) of ``epochs``: 1 for
+    ``constant``; ``0.5 * (1 + cos(pi * epoch / epochs))`` for ``cosine`` (1 at epoch 0, on
+    its way to 0 after the last epoch). A function of the epoch only, so a resumed run
+    gets the same rates."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of {list(LR_SCHEDULES)}")
 
 
 # --------------------------------------------------------------------- one step
@@ -177,6 +193,40 @@ def recalibrate_batchnorm(model: torch.nn.Module, batches: list[tuple[torch.Tens
         for m, mom in zip(norms, momenta):
             m.momentum = mom
         model.train(was_training)
+
+
+def migrate_optimizer_state(opt_state: dict[str, Any], saved_model: dict[str, torch.Tensor],
+                            model: torch.nn.Module) -> dict[str, Any]:
+    """Re-index an optimiser state saved with a model whose parameters had other names/order.
+
+    ``saved_model``: the checkpoint's model state dict as saved (its key order is the saved
+    parameter order); ``model``: today's model, whose ``configure_optimizer`` groups are
+    generator parameters then trainable discriminator parameters. Adam/RMSprop/SGD state is
+    per parameter, so moving each parameter's state to its new index restores it exactly.
+    A state saved with today's names is returned unchanged."""
+    from models.latent import migrate_state_dict
+
+    renamed = list(migrate_state_dict(dict(saved_model)))
+    if renamed == list(saved_model):
+        return opt_state
+    params = dict(model.named_parameters())
+    new_groups = [[n for n in params if not n.startswith("disc.")],
+                  [n for n in params if n.startswith("disc.") and params[n].requires_grad]]
+    old_groups = [[n for n in renamed if n in params and not n.startswith("disc.")],
+                  [n for n in renamed if n in params and n.startswith("disc.") and params[n].requires_grad]]
+    new_index = {n: i for i, n in enumerate(new_groups[0] + new_groups[1])}
+    groups = opt_state["param_groups"]
+    old_of_index: dict[int, str] = {}
+    for group, names in zip(groups, old_groups):
+        if len(group["params"]) != len(names):
+            raise ValueError(f"optimiser group {group.get('name', '?')} has {len(group['params'])} parameters, "
+                             f"the saved model {len(names)}")
+        old_of_index.update(zip(group["params"], names))
+    state = {new_index[old_of_index[i]]: v for i, v in opt_state["state"].items()}
+    new_param_groups = [{**g, "params": [new_index[old_of_index[i]] for i in g["params"]]} for g in groups]
+    for g in new_param_groups:  # keep each group's indices in today's parameter order
+        g["params"] = sorted(g["params"])
+    return {"state": state, "param_groups": new_param_groups}
 
 
 # --------------------------------------------------------------------- validation

@@ -10,7 +10,7 @@ dataset contract): ``dataset.json`` and ``{train,test}/{frames,audio,stft,labels
 positions,bounces,blocks}.npy`` (+ optional ``previews/``), built in a temporary sibling
 folder and renamed into place only when complete.
 
-Design choices, and the original generator's defects they fix (SPEC section 2):
+Design choices, and the original generator's defects they fix (docs/DESIGN.md, "Facts of the released system"):
 
 * **Determinism.** The output is a pure function of the flags. Clips are made in fixed
   chunks of ``CHUNK_CLIPS`` (256); chunk ``c`` of split ``s`` draws everything from
@@ -37,7 +37,7 @@ Design choices, and the original generator's defects they fix (SPEC section 2):
   Event codes: 1 wall, 2 block; block wins when both happen in one step. Flags are per
   digit (the original shared one flag between all digits of a clip).
 * **Block (M3SO).** The original's 32 px block in a 48 px canvas could not avoid a 28 px
-  digit (SPEC: it overlapped the digit 200/200 times). Here: a solid square (value 255)
+  digit (re-running its placement: it overlapped the digit 200/200 times). Here: a solid square (value 255)
   of side ``--block_size`` (default 8 px), top-left uniform over the integer spots of the
   inner region ``[frame_size//4, frame_size - frame_size//4 - block_size]`` (the block
   lies inside the centre half of the canvas) that do not overlap any digit's INK (the

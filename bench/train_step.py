@@ -5,7 +5,7 @@ forward + backward + optimiser step, on random data of the training shape (batch
 n_past 5, n_future 15, 48x48, default dimensions). Three variants are timed side by side,
 interleaved iteration by iteration so that load from other processes hits them alike:
 
-- ``original``: ``models.stepwise.train_step`` (per-step encoder calls, a transformer
+- ``original``: ``tests/stepwise.py``'s ``train_step`` (per-step encoder calls, a transformer
   re-run over every prefix, per-step LSTM cells, the discriminator window by window, two
   backward passes) with NCHW weights as the original had;
 - ``fp32``: ``Sound2Sight.forward`` + one ``loss.backward()``;
@@ -33,11 +33,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the step-by-step reference lives there
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from models import stepwise  # noqa: E402
+import stepwise  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
 from utils import cpu_name, get_device, native_bf16, run_cli, seed_everything  # noqa: E402
 

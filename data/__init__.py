@@ -21,7 +21,7 @@ from .m3so import GEN_HINT, check_split
 __all__ = ["detect_layout", "dataset_info", "open_dataset", "DATASETS", "PRESETS"]
 
 #: ``--dataset`` choices of both scripts. smmnist/m3so/m3so_nb: a generated or legacy M3SO
-#: folder; drums/painting: the paper's 64x64 colour sets (SPEC section 3); av: any folder
+#: folder; drums/painting: the paper's 64x64 colour sets; av: any folder
 #: made by ``python -m data.prepare_av``, shapes from its dataset.json.
 DATASETS = ["smmnist", "m3so", "m3so_nb", "drums", "painting", "av"]
 #: Frame shape of the fixed-shape presets (their audio features are [45, 17] or [48, 17]).

@@ -1,6 +1,6 @@
 """Per-frame audio encoder: one video frame's feature map ``[1, F, S]`` -> ``[g]``.
 
-SPEC §4 gives the M3SO STFT stack (23x21): conv(4, stride 1, pad 0) 1 -> 64 (20x18), then
+The release's M3SO STFT stack (23x21): conv(4, stride 1, pad 0) 1 -> 64 (20x18), then
 three conv(4, 2, 1) stages 64 -> 128 -> 256 -> 512 (10x9, 5x4, 2x2), conv(2) -> g, BN,
 tanh. The other feature shapes keep that design and change only the first conv (so the
 map stays comparable) and the final kernel (= whatever map is left):

@@ -1,6 +1,6 @@
 """DCGAN frame encoder / decoder with skip connections, one family for 48/64/96/128 px.
 
-SPEC §4: 48 px has three stride-2 stages (48 -> 24 -> 12 -> 6) then conv(6) -> g; 64 and
+As released: 48 px has three stride-2 stages (48 -> 24 -> 12 -> 6) then conv(6) -> g; 64 and
 96 px one more stage (final map 4 / 6, final kernel 4 / 6); 128 px two more stages than 48
 (128 -> 4, final kernel 4). Stage ``i`` has ``min(nf * 2**i, 8 * nf)`` channels (the
 original: nf = 64, so 64, 128, 256, 512). The decoder

@@ -1,4 +1,4 @@
-"""Multimodal discriminator (SPEC §5) and its losses, all windows of a clip in one call.
+"""Multimodal discriminator (as released) and its losses, all windows of a clip in one call.
 
 Windows: at every predicted step ``t`` whose window of ``disc_buffer = k`` steps lies
 inside ``1..T-1`` (as the original, which filled a buffer from step 1 on), the LSTM reads
@@ -29,6 +29,10 @@ from .lstm import LSTMPredictor, State
 class Discriminator(nn.Module):
     """Own frame and audio encoders, a window LSTM (2g -> 2 classes) and a per-frame head (g -> 2)."""
 
+    #: the discriminator loss: ``REAL_WEIGHT * real + FAKE_WEIGHT * (synthetic + mismatched)``, as released
+    REAL_WEIGHT = 1 / 2
+    FAKE_WEIGHT = 1 / 8
+
     def __init__(self, frame_encoder: nn.Module, audio_encoder: nn.Module, g_dim: int, hidden: int = 256,
                  layers: int = 1, buffer: int = 3, train_encoders: bool = False):
         super().__init__()
@@ -43,6 +47,78 @@ class Discriminator(nn.Module):
         if not train_encoders:  # the released maths: fixed random encoders (BatchNorm still in train mode)
             frame_encoder.requires_grad_(False)
             audio_encoder.requires_grad_(False)
+
+    def forward(self, real: torch.Tensor, gen: torch.Tensor, audio: torch.Tensor,
+                with_generator: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Discriminator loss and (optionally) the generator's adversarial term.
+
+        real, gen: ``[S, B, C, H, W]`` real and generated frames of the predicted steps 1..T-1
+        (``gen`` may carry gradient: the discriminator loss sees it detached, the generator
+        term sees it through a parameter-detached copy of the discriminator).
+        audio: ``[S, B, 1, F, S']`` features of the same steps.
+        Returns ``(d_loss, g_adv)``; ``g_adv`` is None unless ``with_generator``; both are 0
+        when the clip is shorter than one window.
+        """
+        disc = self
+        k = disc.buffer
+        steps, batch = real.shape[:2]
+        n_win = steps - k + 1
+        if n_win <= 0:
+            zero = real.new_zeros(())
+            return zero, (zero if with_generator else None)
+        gen_last = fold(gen[k - 1:])                                             # [W*B, C, H, W] last frames
+        e_gen_g = None  # generated encodings with a graph to the generated frames (generator term)
+        if disc.train_encoders:
+            e_real = unfold(disc.frame_encoder(fold(real))[0], steps)           # [S, B, g]
+            a = unfold(disc.audio_encoder(fold(audio)), steps)                   # [S, B, g]
+            e_gen = disc.frame_encoder(gen_last.detach())[0]                     # [W*B, g]
+        else:
+            # Frozen encoders: no graph for the real frames and the audio, and ONE pass over the
+            # generated frames serves both players (detached for the discriminator loss).
+            with torch.no_grad():
+                e_real = unfold(disc.frame_encoder(fold(real))[0], steps)
+                a = unfold(disc.audio_encoder(fold(audio)), steps)
+            e_gen = disc.frame_encoder(gen_last if with_generator else gen_last.detach())[0]
+            if with_generator:
+                e_gen_g, e_gen = e_gen, e_gen.detach()
+        a_mis = a.roll(-1, dims=1)                                               # audio of the next clip
+        er_w, a_w, am_w = windows(e_real, k), windows(a, k), windows(a_mis, k)   # [k, W*B, g]
+        wb = n_win * batch
+
+        # shared prefix (k-1 real steps), matched and mismatched audio in one batch
+        if k > 1:
+            prefix = torch.cat([torch.cat([er_w[:-1], a_w[:-1]], -1), torch.cat([er_w[:-1], am_w[:-1]], -1)], 1)
+            _, state = disc.lstm.forward_seq(prefix)                             # per layer [2*W*B, r]
+            s_match, s_mis = _split_state(state, 2)
+        else:
+            s_match = s_mis = None
+        last = torch.cat([torch.cat([er_w[-1], a_w[-1]], -1), torch.cat([e_gen, a_w[-1]], -1),
+                          torch.cat([er_w[-1], am_w[-1]], -1), torch.cat([e_gen, am_w[-1]], -1)])
+        state_last = None if s_match is None else _cat_state([s_match, s_match, s_mis, s_mis])
+        real_m, gen_m, real_mm, gen_mm = disc.lstm(last, state_last)[0].chunk(4)  # each [W*B, 2]
+        head_real, head_gen = disc.frame_head(er_w[-1]), disc.frame_head(e_gen)
+        ones = torch.ones(wb, dtype=torch.long, device=real.device)
+        zeros = torch.zeros_like(ones)
+        ce = F.cross_entropy
+        real_loss = n_win * (ce(real_m, ones) + ce(head_real, ones))
+        syn_loss = n_win * (ce(gen_m, zeros) + ce(head_gen, zeros))
+        mis_loss = n_win * (ce(real_mm, zeros) + ce(gen_mm, zeros))
+        d_loss = self.REAL_WEIGHT * real_loss + self.FAKE_WEIGHT * (syn_loss + mis_loss)
+        if not with_generator:
+            return d_loss, None
+
+        # generator term: gradient to the generated frames only. Trained encoders need a second
+        # encoder pass with detached weights (sharing the forward would need a nested backward,
+        # which breaks autograd hooks such as FlopCounterMode's).
+        if e_gen_g is None:
+            e_gen_g = functional_call(disc.frame_encoder, frozen_params(disc.frame_encoder), (gen_last,))[0]
+        a_last, am_last = a_w[-1].detach(), am_w[-1].detach()
+        x = torch.cat([torch.cat([e_gen_g, a_last], -1), torch.cat([e_gen_g, am_last], -1)])
+        st = None if s_match is None else _cat_state([[(h.detach(), c.detach()) for h, c in s] for s in (s_match, s_mis)])
+        g_m, g_mm = functional_call(disc.lstm, frozen_params(disc.lstm), (x, st))[0].chunk(2)
+        head = F.linear(e_gen_g, disc.frame_head.weight.detach(), disc.frame_head.bias.detach())
+        g_adv = n_win * (ce(g_m, ones) + ce(head, ones) + ce(g_mm, ones)) / 3
+        return d_loss, g_adv
 
 
 def windows(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -69,75 +145,3 @@ def _cat_state(parts: list[State]) -> State:
 def _split_state(state: State, n: int) -> list[State]:
     chunks = [(h.chunk(n), c.chunk(n)) for h, c in state]
     return [[(h[i], c[i]) for h, c in chunks] for i in range(n)]
-
-
-def adversarial_losses(disc: Discriminator, real: torch.Tensor, gen: torch.Tensor, audio: torch.Tensor,
-                       with_generator: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Discriminator loss and (optionally) the generator's adversarial term.
-
-    real, gen: ``[S, B, C, H, W]`` real and generated frames of the predicted steps 1..T-1
-    (``gen`` may carry gradient: the discriminator loss sees it detached, the generator
-    term sees it through a parameter-detached copy of the discriminator).
-    audio: ``[S, B, 1, F, S']`` features of the same steps.
-    Returns ``(d_loss, g_adv)``; ``g_adv`` is None unless ``with_generator``; both are 0
-    when the clip is shorter than one window.
-    """
-    k = disc.buffer
-    steps, batch = real.shape[:2]
-    n_win = steps - k + 1
-    if n_win <= 0:
-        zero = real.new_zeros(())
-        return zero, (zero if with_generator else None)
-    gen_last = fold(gen[k - 1:])                                             # [W*B, C, H, W] last frames
-    e_gen_g = None  # generated encodings with a graph to the generated frames (generator term)
-    if disc.train_encoders:
-        e_real = unfold(disc.frame_encoder(fold(real))[0], steps)           # [S, B, g]
-        a = unfold(disc.audio_encoder(fold(audio)), steps)                   # [S, B, g]
-        e_gen = disc.frame_encoder(gen_last.detach())[0]                     # [W*B, g]
-    else:
-        # Frozen encoders: no graph for the real frames and the audio, and ONE pass over the
-        # generated frames serves both players (detached for the discriminator loss).
-        with torch.no_grad():
-            e_real = unfold(disc.frame_encoder(fold(real))[0], steps)
-            a = unfold(disc.audio_encoder(fold(audio)), steps)
-        e_gen = disc.frame_encoder(gen_last if with_generator else gen_last.detach())[0]
-        if with_generator:
-            e_gen_g, e_gen = e_gen, e_gen.detach()
-    a_mis = a.roll(-1, dims=1)                                               # audio of the next clip
-    er_w, a_w, am_w = windows(e_real, k), windows(a, k), windows(a_mis, k)   # [k, W*B, g]
-    wb = n_win * batch
-
-    # shared prefix (k-1 real steps), matched and mismatched audio in one batch
-    if k > 1:
-        prefix = torch.cat([torch.cat([er_w[:-1], a_w[:-1]], -1), torch.cat([er_w[:-1], am_w[:-1]], -1)], 1)
-        _, state = disc.lstm.forward_seq(prefix)                             # per layer [2*W*B, r]
-        s_match, s_mis = _split_state(state, 2)
-    else:
-        s_match = s_mis = None
-    last = torch.cat([torch.cat([er_w[-1], a_w[-1]], -1), torch.cat([e_gen, a_w[-1]], -1),
-                      torch.cat([er_w[-1], am_w[-1]], -1), torch.cat([e_gen, am_w[-1]], -1)])
-    state_last = None if s_match is None else _cat_state([s_match, s_match, s_mis, s_mis])
-    real_m, gen_m, real_mm, gen_mm = disc.lstm(last, state_last)[0].chunk(4)  # each [W*B, 2]
-    head_real, head_gen = disc.frame_head(er_w[-1]), disc.frame_head(e_gen)
-    ones = torch.ones(wb, dtype=torch.long, device=real.device)
-    zeros = torch.zeros_like(ones)
-    ce = F.cross_entropy
-    real_loss = n_win * (ce(real_m, ones) + ce(head_real, ones))
-    syn_loss = n_win * (ce(gen_m, zeros) + ce(head_gen, zeros))
-    mis_loss = n_win * (ce(real_mm, zeros) + ce(gen_mm, zeros))
-    d_loss = real_loss / 2 + (syn_loss + mis_loss) / 8
-    if not with_generator:
-        return d_loss, None
-
-    # generator term: gradient to the generated frames only. Trained encoders need a second
-    # encoder pass with detached weights (sharing the forward would need a nested backward,
-    # which breaks autograd hooks such as FlopCounterMode's).
-    if e_gen_g is None:
-        e_gen_g = functional_call(disc.frame_encoder, frozen_params(disc.frame_encoder), (gen_last,))[0]
-    a_last, am_last = a_w[-1].detach(), am_w[-1].detach()
-    x = torch.cat([torch.cat([e_gen_g, a_last], -1), torch.cat([e_gen_g, am_last], -1)])
-    st = None if s_match is None else _cat_state([[(h.detach(), c.detach()) for h, c in s] for s in (s_match, s_mis)])
-    g_m, g_mm = functional_call(disc.lstm, frozen_params(disc.lstm), (x, st))[0].chunk(2)
-    head = F.linear(e_gen_g, disc.frame_head.weight.detach(), disc.frame_head.bias.detach())
-    g_adv = n_win * (ce(g_m, ones) + ce(head, ones) + ce(g_mm, ones)) / 3
-    return d_loss, g_adv

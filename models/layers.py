@@ -21,7 +21,7 @@ def upconv_block(c_in: int, c_out: int, kernel=4, stride=2, padding=1) -> nn.Seq
 
 
 def init_weights(module: nn.Module) -> None:
-    """SPEC §5 initialisation, for ``module.apply``: conv/linear weights N(0, 0.02) with zero
+    """The release's initialisation, for ``module.apply``: conv/linear weights N(0, 0.02) with zero
     bias, BatchNorm weight N(1, 0.02) with zero bias. LSTM cells and attention projections
     that are not ``nn.Linear`` keep PyTorch's defaults (as the original did)."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):

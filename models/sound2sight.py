@@ -1,6 +1,6 @@
 """Sound2Sight: audio-conditioned stochastic video prediction (ECCV 2020), vectorised.
 
-Maths of one training iteration (SPEC §5, the released "sample_prior" variant), for a clip
+Maths of one training iteration (the released "sample_prior" variant, docs/DESIGN.md), for a clip
 of ``T`` frames ``x_0..x_{T-1}`` and per-frame audio features ``a_0..a_{T-1}``:
 
 - ``h_t = enc(x_t)``; audio context ``c_t = AT(aenc(a_1..a_t))[-1]`` (the original's audio
@@ -21,7 +21,7 @@ distinct skip frame (all steps after the context reuse the last context frame's 
 the discriminator's windows are folded into the batch (see ``discriminator.py``); the
 LSTMs run as ATen's fused LSTM over the known inputs (only sampling steps them one by one).
 Weights are kept channels-last (NHWC), which oneDNN's CPU convolutions run faster.
-``models/stepwise.py`` keeps the original loop structure and the tests prove both equal.
+``tests/stepwise.py`` keeps the original loop structure and the tests prove both equal.
 
 Deviation: BatchNorm in train mode normalises over all ``T*B`` frames of a call instead
 of the ``B`` frames of one step (the statistics differ slightly; eval mode is identical).
@@ -60,9 +60,10 @@ from utils import InputError
 
 from .audio import AudioEncoder, check_audio_shape
 from .dcgan import DCGAN_PLANS, DCGANDecoder, DCGANEncoder
-from .discriminator import Discriminator, adversarial_losses
+from .discriminator import Discriminator
+from .latent import LatentNetwork, migrate_state_dict
 from .layers import fold, init_weights, sample_add, skip_add, unfold
-from .lstm import GaussianLSTM, LSTMPredictor, gaussian_kl, reparameterize
+from .lstm import LSTMPredictor, gaussian_kl, reparameterize
 from .transformer import CausalTransformer
 from .vgg import VGG_STAGES, VGGDecoder, VGGEncoder
 
@@ -144,11 +145,8 @@ class Sound2Sight(nn.Module):
         if cfg.use_audio:
             self.audio_encoder = AudioEncoder(g, cfg.audio_shape, cfg.nf)
             self.audio_transformer = CausalTransformer(g, r, cfg.audio_rnn_layers, **tf)
-        self.posterior_transformer = CausalTransformer(g, r, cfg.video_rnn_layers, **tf)
-        self.prior_transformer = CausalTransformer(g, r, cfg.video_rnn_layers, **tf)
-        cond = 2 * g if cfg.use_audio else g
-        self.posterior = GaussianLSTM(cond, z, r, cfg.posterior_rnn_layers)
-        self.prior = GaussianLSTM(cond, z, r, cfg.prior_rnn_layers)
+        self.posterior = LatentNetwork(g, z, r, cfg.video_rnn_layers, cfg.posterior_rnn_layers, cfg.use_audio, **tf)
+        self.prior = LatentNetwork(g, z, r, cfg.video_rnn_layers, cfg.prior_rnn_layers, cfg.use_audio, **tf)
         self.predictor = LSTMPredictor(g + z, g, r, cfg.predictor_rnn_layers)
         if cfg.use_disc:
             self.disc = Discriminator(enc_cls(g, cfg.channels, cfg.image_width, cfg.nf),
@@ -211,11 +209,6 @@ class Sound2Sight(nn.Module):
         steps = audio.shape[0] - 1
         return self.audio_transformer(unfold(self.audio_encoder(fold(audio[1:])), steps))
 
-    @staticmethod
-    def condition(video: torch.Tensor, audio_ctx: torch.Tensor | None) -> torch.Tensor:
-        """Prior / posterior input: ``[video transformer output, audio context]`` (video only without audio)."""
-        return video if audio_ctx is None else torch.cat([video, audio_ctx], -1)
-
     def skip_index(self, steps: int, n_past: int) -> list[int]:
         """Frame whose skips decode step ``t`` (1..steps): ``t-1`` up to ``n_past``, then ``n_past-1``."""
         if self.cfg.last_frame_skip:
@@ -250,6 +243,33 @@ class Sound2Sight(nn.Module):
                 got = None if audio is None else list(audio.shape)
                 raise ValueError(f"audio must be [T, B, 1, {self.cfg.audio_shape[0]}, {self.cfg.audio_shape[1]}], got {got}")
 
+    # ------------------------------------------------------------------ teacher forcing
+    def teacher_forced(self, frames: torch.Tensor, audio: torch.Tensor | None, eps: torch.Tensor,
+                       latent: str = "prior") -> dict[str, torch.Tensor]:
+        """The teacher-forced pass shared by training and reconstruction.
+
+        frames ``[T, B, C, H, W]``; audio ``[T, B, 1, F, S]`` or None; eps ``[T-1, B, z]``.
+        Step ``t`` (1..T-1) reads frame ``t-1``; the posterior sees frame ``t``. The predictor's
+        z comes from ``latent``: ``"prior"`` (training, the released "sample_prior" variant)
+        or ``"posterior"`` (reconstruction; the prior is then not computed).
+        Returns ``pred [T-1, B, C, H, W]``, ``mu_q``/``logvar_q`` and, for the prior, ``mu_p``/``logvar_p``
+        (each ``[T-1, B, z]``).
+        """
+        if latent not in ("prior", "posterior"):
+            raise ValueError(f"latent must be 'prior' or 'posterior', got {latent!r}")
+        steps = frames.shape[0] - 1
+        h, skips = self.encode_frames(frames)                                  # [T, B, g]
+        a_ctx = self.audio_context(audio)                                      # [T-1, B, g]
+        out: dict[str, torch.Tensor] = {}
+        out["mu_q"], out["logvar_q"], _ = self.posterior.forward_seq(h[1:], a_ctx)
+        if latent == "prior":
+            out["mu_p"], out["logvar_p"], _ = self.prior.forward_seq(h[:-1], a_ctx)
+        mu, logvar = (out["mu_p"], out["logvar_p"]) if latent == "prior" else (out["mu_q"], out["logvar_q"])
+        z = reparameterize(mu, logvar, eps)                                    # [T-1, B, z]
+        g_pred, _ = self.predictor.forward_seq(torch.cat([h[:-1], z], -1))     # [T-1, B, g]
+        out["pred"] = self.decode_steps(g_pred, skips, self.skip_index(steps, self.cfg.n_past))
+        return out
+
     # ------------------------------------------------------------------ training
     def forward(self, frames: torch.Tensor, audio: torch.Tensor | None, adv_weight: float = 0.0,
                 eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -267,22 +287,17 @@ class Sound2Sight(nn.Module):
             raise ValueError("forward needs at least 2 frames")
         if eps is None:
             eps = self.draw_noise(steps, batch, frames)
-        h, skips = self.encode_frames(frames)                                  # [T, B, g]
-        a_ctx = self.audio_context(audio)                                      # [T-1, B, g]
-        mu_q, logvar_q, _ = self.posterior.forward_seq(self.condition(self.posterior_transformer(h[1:]), a_ctx))
-        mu_p, logvar_p, _ = self.prior.forward_seq(self.condition(self.prior_transformer(h[:-1]), a_ctx))
-        z = reparameterize(mu_p, logvar_p, eps)                                # [T-1, B, z]
-        g_pred, _ = self.predictor.forward_seq(torch.cat([h[:-1], z], -1))     # [T-1, B, g]
-        pred = self.decode_steps(g_pred, skips, self.skip_index(steps, self.cfg.n_past))
-        target = frames[1:]
+        tf = self.teacher_forced(frames, audio, eps, "prior")
+        pred, target = tf["pred"], frames[1:]
         mse = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(2).mean(-1).mean(-1).sum()
-        kld = gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float()).sum() / batch
+        kld = gaussian_kl(tf["mu_q"].float(), tf["logvar_q"].float(), tf["mu_p"].float(),
+                          tf["logvar_p"].float()).sum() / batch
         loss = mse + self.cfg.beta * kld
         zero = loss.new_zeros(())
         g_adv, d_loss = zero, zero
         if self.cfg.use_disc:
             with_gen = adv_weight > 0
-            d_loss, g = adversarial_losses(self.disc, target, pred, audio[1:], with_gen)
+            d_loss, g = self.disc(target, pred, audio[1:], with_gen)
             loss = loss + d_loss
             if with_gen:
                 g_adv = g
@@ -300,12 +315,7 @@ class Sound2Sight(nn.Module):
         steps, batch = frames.shape[0] - 1, frames.shape[1]
         if eps is None:
             eps = self.draw_noise(steps, batch, frames)
-        h, skips = self.encode_frames(frames)
-        a_ctx = self.audio_context(audio)
-        mu_q, logvar_q, _ = self.posterior.forward_seq(self.condition(self.posterior_transformer(h[1:]), a_ctx))
-        z = reparameterize(mu_q, logvar_q, eps)
-        g_pred, _ = self.predictor.forward_seq(torch.cat([h[:-1], z], -1))
-        pred = self.decode_steps(g_pred, skips, self.skip_index(steps, self.cfg.n_past))
+        pred = self.teacher_forced(frames, audio, eps, "posterior")["pred"]
         return torch.cat([frames[:1], pred.to(frames.dtype)])
 
     @torch.no_grad()
@@ -349,10 +359,9 @@ class Sound2Sight(nn.Module):
         a_ctx = rep(self.audio_context(audio)) if self.cfg.use_audio else None  # [T-1, BN, g]
         a_at = (lambda t: None) if a_ctx is None else (lambda t: a_ctx[t - 1])
         # steps 1..n_past: inputs are the known frames 0..n_past-1
-        prior_in = self.condition(rep(self.prior_transformer(h_ctx)), None if a_ctx is None else a_ctx[:n_past])
-        mu_p, logvar_p, prior_state = self.prior.forward_seq(prior_in)
-        z = reparameterize(mu_p, logvar_p, eps[:n_past])                      # [n_past, BN, z]
         hs = list(rep(h_ctx).unbind(0))                                       # encodings fed in so far
+        mu_p, logvar_p, prior_state = self.prior.forward_seq(torch.stack(hs), None if a_ctx is None else a_ctx[:n_past])
+        z = reparameterize(mu_p, logvar_p, eps[:n_past])                      # [n_past, BN, z]
         g_seq, pred_state = self.predictor.forward_seq(torch.cat([torch.stack(hs), z], -1))
         g_out = g_seq[-1]                                                     # step n_past's output
         if self.cfg.last_frame_skip:  # every step decodes with its own input frame's skips
@@ -374,8 +383,7 @@ class Sound2Sight(nn.Module):
             else:
                 h_new = self.encoder(x)[0]
             hs.append(h_new)                                                  # step t+1 reads frame t
-            v = self.prior_transformer(torch.stack(hs))[-1]
-            mu_p, logvar_p, prior_state = self.prior(self.condition(v, a_at(t + 1)), prior_state)
+            mu_p, logvar_p, prior_state = self.prior.step(torch.stack(hs), a_at(t + 1), prior_state)
             g_out, pred_state = self.predictor(torch.cat([h_new, reparameterize(mu_p, logvar_p, eps[t])], -1),
                                                pred_state)
         frames = torch.stack(out)                                              # [T, BN, C, H, W]
@@ -452,7 +460,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
         check_config(path, cfg, expect)
     model = Sound2Sight(cfg)
     try:
-        model.load_state_dict(ckpt["model"], strict=True)
+        model.load_state_dict(migrate_state_dict(ckpt["model"]), strict=True)
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]

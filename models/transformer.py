@@ -1,4 +1,4 @@
-"""Causal transformer encoder over per-frame vectors (SPEC §4).
+"""Causal transformer encoder over per-frame vectors, as released.
 
 Linear(g -> r), LeakyReLU(0.01), x sqrt(r), sinusoidal positions + dropout ``pos_dropout``
 (0.2 in the release), ``nn.TransformerEncoder`` with a causal mask whose layer's attention

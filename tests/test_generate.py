@@ -65,12 +65,12 @@ def make_checkpoint(path: Path, data_root: Path | None = None, **overrides) -> P
     torch.manual_seed(0)
     model = Sound2Sight(cfg)
     with torch.no_grad():
-        model.prior.logvar.bias.fill_(3.0)
+        model.prior.lstm.logvar.bias.fill_(3.0)
         model.predictor.embed.weight[:, cfg.g_dim:] *= 40.0
         if cfg.use_audio:
             model.audio_transformer.out.weight.mul_(50.0)
-            model.prior.embed.weight[:, cfg.g_dim:] *= 40.0
-            model.prior.mu.weight.mul_(40.0)
+            model.prior.lstm.embed.weight[:, cfg.g_dim:] *= 40.0
+            model.prior.lstm.mu.weight.mul_(40.0)
         for p in model.decoder.parameters():
             if p.dim() > 1:
                 p.mul_(25.0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -138,16 +139,23 @@ def test_two_process_gloo(tmp_path, tiny_data):
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
-def test_demo_with_overrides(tmp_path, monkeypatch):
+def test_demo_with_overrides(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(train_sound2sight.DEMO_DATA, "num_train", 24)
     monkeypatch.setitem(train_sound2sight.DEMO_DATA, "num_test", 8)
-    log = train_sound2sight.main(["--demo", "--log_dir", str(tmp_path / "demo"), "--niter", "1", "--epoch_size", "2",
+    log = train_sound2sight.main(["--demo", "--log_dir", str(tmp_path / "demo"), "--niter", "2", "--epoch_size", "2",
                                   "--g_dim", "16", "--rnn_size", "32", "--disc_rnn_size", "16", "--batch_size", "4",
                                   "--eval_nsample", "2", "--device", "cpu"])
     assert (log / "m3so_nb_data" / "dataset.json").is_file()
     m = json.loads((log / "eval" / "metrics.json").read_text())
     assert 0 < m["paper"]["ssim"] <= 1 and 0 < m["copy_last_frame"]["paper"]["ssim"] <= 1
-    assert json.loads((log / "config.json").read_text())["args"]["n_future"] == 10  # demo default kept
+    assert m["checkpoint"].endswith("last.pt") and m["num_clips"] == 8  # the final model, all test clips
+    args = json.loads((log / "config.json").read_text())["args"]
+    assert args["n_future"] == 10 and args["niter"] == 2  # demo default kept, explicit flag wins
+    assert (args["output_bias"], args["lr_schedule"], args["val_clips"]) == (-6.0, "cosine", 64)
+    out = capsys.readouterr().out
+    assert "Sound2Sight   copy last frame" in out and f"{m['paper']['ssim']:.4f}" in out
+    ckpt = torch.load(log / "checkpoints" / "last.pt", weights_only=True)
+    assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == pytest.approx([0.001, 0.00125])  # cosine
 
 
 def test_amp_bf16_autocast_on_cpu(tmp_path, tiny_data):
@@ -218,3 +226,67 @@ def test_recalibrate_batchnorm_averages_batch_statistics_and_touches_nothing_els
     stale = bn.running_mean.clone()
     training.recalibrate_batchnorm(model, [])  # nothing to average over: nothing changes
     assert torch.equal(bn.running_mean, stale)
+
+
+def test_optimizer_state_of_a_legacy_checkpoint_is_reindexed():
+    """Checkpoints from before the prior/posterior modules: parameters had other names and another
+    order; each parameter's Adam state must land on the same parameter."""
+    from models.sound2sight import Sound2Sight, Sound2SightConfig
+
+    torch.manual_seed(0)
+    model = Sound2Sight(Sound2SightConfig(g_dim=8, rnn_size=16, z_dim=2, disc_rnn_size=8, dim_ff=16, nhead=2,
+                                          n_past=2, nf=4))
+    opt = model.configure_optimizer(0.002, 0.0025, 0.9)
+    frames, audio = torch.rand(4, 2, 1, 48, 48), torch.rand(4, 2, 1, 23, 21)
+    training.train_step(model, opt, frames, audio, 0.5)
+    names = [n for n, _ in model.named_parameters()]
+    index = {p: i for i, p in enumerate(q for g in opt.param_groups for q in g["params"])}
+    state_by_name = {n: opt.state_dict()["state"][index[p]] for n, p in model.named_parameters() if p in index}
+
+    def legacy(name: str) -> str:
+        for new, old in (("posterior.transformer.", "posterior_transformer."), ("prior.transformer.", "prior_transformer."),
+                         ("posterior.lstm.", "posterior."), ("prior.lstm.", "prior.")):
+            if name.startswith(new):
+                return old + name[len(new):]
+        return name
+
+    order = ["encoder", "decoder", "audio_encoder", "audio_transformer", "posterior_transformer", "prior_transformer",
+             "posterior", "prior", "predictor", "disc"]
+    old_names = sorted((legacy(n) for n in model.state_dict()), key=lambda k: order.index(k.split(".")[0]))
+    old_params = [legacy(n) for n in names]
+    old_params = [n for n in old_names if n in old_params]
+    back = {legacy(n): n for n in names}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    gen = [n for n in old_params if not n.startswith("disc.")]
+    dis = [n for n in old_params if n.startswith("disc.") and back[n] in trainable]
+    saved_state = {i: state_by_name[back[n]] for i, n in enumerate(gen + dis)}
+    groups = opt.state_dict()["param_groups"]
+    saved = {"state": saved_state, "param_groups": [{**groups[0], "params": list(range(len(gen)))},
+                                                    {**groups[1], "params": list(range(len(gen), len(gen) + len(dis)))}]}
+    assert old_params != [legacy(n) for n in names]  # the order really differs
+    fresh = model.configure_optimizer(0.002, 0.0025, 0.9)
+    fresh.load_state_dict(training.migrate_optimizer_state(saved, dict.fromkeys(old_names), model))
+    for n, p in model.named_parameters():
+        if n in state_by_name:
+            for key, value in state_by_name[n].items():
+                assert torch.equal(torch.as_tensor(fresh.state[p][key]), torch.as_tensor(value)), (n, key)
+    same = opt.state_dict()
+    assert training.migrate_optimizer_state(same, model.state_dict(), model) is same  # today's names: unchanged
+
+
+def test_lr_schedules():
+    assert training.lr_scale(5, 10, "constant") == 1.0
+    assert training.lr_scale(0, 10, "cosine") == 1.0
+    assert training.lr_scale(5, 10, "cosine") == pytest.approx(0.5)
+    assert training.lr_scale(9, 10, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))
+    with pytest.raises(ValueError, match="cosine"):
+        training.lr_scale(0, 10, "step")
+
+
+def test_cosine_schedule_sets_both_groups_and_resumes(tmp_path, tiny_data):
+    log = run(tmp_path / "cos", tiny_data, "--niter", "2", "--epoch_size", "1", "--lr_schedule", "cosine",
+              "--output_bias", "-3")
+    rows = list(csv.DictReader(open(log / "metrics.csv")))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.002, 0.001])
+    opt = torch.load(log / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
+    assert [g["lr"] for g in opt["param_groups"]] == pytest.approx([0.001, 0.00125])  # epoch 1's rates

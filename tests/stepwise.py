@@ -1,6 +1,7 @@
 """Step-by-step reference of the Sound2Sight computation, with the original's loop structure.
 
-Uses the SAME module instances as :class:`models.sound2sight.Sound2Sight` but computes as
+Uses the SAME module instances (and their one-step methods, e.g. ``prior.step``) as
+:class:`models.sound2sight.Sound2Sight` but computes as
 the released training script did: per time step it encodes frame ``t-1`` (predictor input)
 and frame ``t`` (posterior target) separately, re-runs every causal transformer over the
 prefix ``0..t`` and keeps its last output, runs the discriminator window by window (six
@@ -20,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .lstm import gaussian_kl, reparameterize
-from .sound2sight import Sound2Sight
+from models.lstm import gaussian_kl, reparameterize
+from models.sound2sight import Sound2Sight
 
 
 def _ce(logits: torch.Tensor, label: int) -> torch.Tensor:
@@ -62,10 +63,8 @@ def forward(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | None
         if cfg.use_audio:
             a_list.append(model.audio_encoder(audio[t]))
             a_c = model.audio_transformer(torch.stack(a_list))[-1]
-        vp = model.posterior_transformer(torch.stack(tgt_list))[-1]
-        vq = model.prior_transformer(torch.stack(h_list))[-1]
-        mu_q, lv_q, post_state = model.posterior(model.condition(vp, a_c), post_state)
-        mu_p, lv_p, prior_state = model.prior(model.condition(vq, a_c), prior_state)
+        mu_q, lv_q, post_state = model.posterior.step(torch.stack(tgt_list), a_c, post_state)
+        mu_p, lv_p, prior_state = model.prior.step(torch.stack(h_list), a_c, prior_state)
         z = reparameterize(mu_p, lv_p, eps[t - 1])
         g_out, pred_state = model.predictor(torch.cat([h, z], 1), pred_state)
         x_pred = model.decoder((g_out, skip))
@@ -100,7 +99,7 @@ def forward(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | None
                     + _ce(disc.frame_head(gen_d_buf[-1]), 0))
         mis_loss = (_ce(_run_window(model, real_buf, mis_d), 0)
                     + _ce(_run_window(model, real_buf[:-1] + gen_d_buf[-1:], mis_d), 0))
-        d_loss = d_loss + real_loss / 2 + (syn_loss + mis_loss) / 8
+        d_loss = d_loss + disc.REAL_WEIGHT * real_loss + disc.FAKE_WEIGHT * (syn_loss + mis_loss)
         if with_gen:
             # real prefix detached; as released, the last step's audio encoding stays attached
             # (with frozen encoders: the weight gradients it leaves are discarded by
@@ -157,8 +156,7 @@ def reconstruct(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | 
         if cfg.use_audio:
             a_list.append(model.audio_encoder(audio[t]))
             a_c = model.audio_transformer(torch.stack(a_list))[-1]
-        vp = model.posterior_transformer(torch.stack(tgt_list))[-1]
-        mu_q, lv_q, post_state = model.posterior(model.condition(vp, a_c), post_state)
+        mu_q, lv_q, post_state = model.posterior.step(torch.stack(tgt_list), a_c, post_state)
         g_out, pred_state = model.predictor(torch.cat([h, reparameterize(mu_q, lv_q, eps[t - 1])], 1), pred_state)
         out.append(model.decoder((g_out, skip)))
     return torch.stack(out)
@@ -193,10 +191,8 @@ def sample(model: Sound2Sight, context: torch.Tensor, audio: torch.Tensor | None
             a_c = model.audio_transformer(torch.stack(a_list))[-1]
         if t < n_past:  # the release advances the posterior here; its z is never used
             tgt_list.append(model.encoder(ctx[t])[0])
-            vp = model.posterior_transformer(torch.stack(tgt_list))[-1]
-            _, _, post_state = model.posterior(model.condition(vp, a_c), post_state)
-        vq = model.prior_transformer(torch.stack(hs))[-1]
-        mu_p, lv_p, prior_state = model.prior(model.condition(vq, a_c), prior_state)
+            _, _, post_state = model.posterior.step(torch.stack(tgt_list), a_c, post_state)
+        mu_p, lv_p, prior_state = model.prior.step(torch.stack(hs), a_c, prior_state)
         z = reparameterize(mu_p, lv_p, eps[t - 1])
         g_out, pred_state = model.predictor(torch.cat([h, z], 1), pred_state)
         x_in = ctx[t] if t < n_past else model.decoder((g_out, skip))

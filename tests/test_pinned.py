@@ -1,0 +1,64 @@
+"""A small model's losses, samples and training steps, pinned before the model's restructure.
+
+``tests/data/pinned_tiny.pt`` was written by the code of commit b97e527 (module names
+``prior_transformer``, ``prior`` = the Gaussian LSTM, ...), with BatchNorm statistics
+re-estimated on the inputs below; the numbers are what that code computed. Loading the
+file exercises the state-dict migration of checkpoints written before the restructure, and
+every number must still come out the same (1e-5 relative), in eval and in train mode.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import training
+from models.sound2sight import load_model
+
+PINNED = Path(__file__).parent / "data" / "pinned_tiny.pt"
+EXPECT = {"loss": 4.564224720001221, "mse": 0.08401106297969818, "kld": 6.455183211073745e-06,
+          "g_adv": 2.0762085914611816, "d_loss": 3.106065034866333, "pred_sum": 11493.296875,
+          "pred_px": 0.4928131401538849, "sample_sum": 41405.5546875,
+          "sample_px": [0.5188209414482117, 0.4671900272369385], "sample_std": 0.019539879634976387,
+          "recon_sum": 13758.4912109375, "train_losses": [4.574588775634766, 4.556480407714844]}
+
+
+def approx(v):
+    return pytest.approx(v, rel=1e-5, abs=1e-9)
+
+
+def inputs():
+    g = torch.Generator().manual_seed(1)
+    frames = torch.rand(6, 2, 1, 48, 48, generator=g)
+    audio = torch.rand(6, 2, 1, 23, 21, generator=g)
+    return frames, audio, g
+
+
+def test_pinned_model_numbers_are_unchanged():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, _ = load_model(PINNED)
+        frames, audio, g = inputs()
+        g.manual_seed(1)
+        torch.rand(6, 2, 1, 48, 48, generator=g), torch.rand(6, 2, 1, 23, 21, generator=g)  # same stream position
+        eps = torch.randn(5, 2, 2, generator=g)
+        eps_s = torch.randn(5, 6, 2, generator=g)
+        out = model(frames, audio, adv_weight=0.5, eps=eps)
+        for k in ("loss", "mse", "kld", "g_adv", "d_loss"):
+            assert float(out[k].detach()) == approx(EXPECT[k]), k
+        assert float(out["pred"].sum()) == approx(EXPECT["pred_sum"])
+        assert float(out["pred"][2, 1, 0, 20, 30]) == approx(EXPECT["pred_px"])
+        s = model.sample(frames[:3], audio, 3, 3, eps=eps_s)
+        assert float(s.sum()) == approx(EXPECT["sample_sum"])
+        assert [float(s[4, 1, 2, 0, 24, 24]), float(s[5, 0, 1, 0, 10, 40])] == approx(EXPECT["sample_px"])
+        assert float(s[3:].std()) == approx(EXPECT["sample_std"])
+        assert float(model.reconstruct(frames, audio, eps=eps).sum()) == approx(EXPECT["recon_sum"])
+        model.train()
+        opt = model.configure_optimizer(0.002, 0.0025, 0.9)
+        torch.manual_seed(3)
+        losses = [training.train_step(model, opt, frames, audio, 0.5)["loss"] for _ in range(2)]
+        assert losses == approx(EXPECT["train_losses"])
+    finally:
+        torch.set_num_threads(threads)
