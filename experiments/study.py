@@ -56,12 +56,12 @@ class Scale:
 # The demo's recipe (measured in bench/learning.py; see README "Time to quality"), at the
 # paper's training horizon of 5 + 15 frames.
 COMMON_TRAIN = ("--n_past", "5", "--n_future", "15", "--n_eval", "20", "--batch_size", "16", "--nf", "16",
-                "--output_bias", "-6", "--data_threads", "0", "--save_every", "0", "--val_nsample", "5",
+                "--output_bias", "-6", "--lr_schedule", "cosine", "--data_threads", "0", "--save_every", "0", "--val_nsample", "5",
                 "--val_clips", "64")
 SCALES = {
-    # The study's CPU scale: width 16, 5 + 15 frames, batch 16, 1,600 iterations per configuration.
+    # The study's CPU scale: width 16, 5 + 15 frames, batch 16, 1,500 iterations per configuration.
     "cpu": Scale(num_train=4000, num_test=256,
-                 train_flags=COMMON_TRAIN + ("--niter", "32", "--epoch_size", "50"),
+                 train_flags=COMMON_TRAIN + ("--niter", "30", "--epoch_size", "50"),
                  eval_flags=("--n_past", "5", "--n_future", "15", "--nsample", "20", "--N", "256",
                              "--batch_size", "32", "--num_gifs", "4"),
                  seeds={"m3so/sound2sight": (1, 2), "m3so/no_audio": (1, 2)}),
