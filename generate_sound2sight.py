@@ -54,7 +54,7 @@ import metrics
 import training
 from data import DATASETS, PRESETS, dataset_info, open_dataset
 from models.sound2sight import load_model
-from utils import (InputError, atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text, framed_row,
+from utils import (InputError, RunLock, atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text, framed_row,
                    gif_colours, run_cli, save_gif)
 
 PROTOCOLS = ("paper", "best")
@@ -531,6 +531,14 @@ def _evaluate(args, protocols, ckpt_path, rank, world, device, parser):
         check_writable(log_dir)
         if args.log_path:
             check_log_path(Path(args.log_path))
+    # one evaluation per output folder (rank 0 writes it)
+    with RunLock(log_dir, "evaluation") if rank == 0 else contextlib.nullcontext():
+        return _evaluate_into(args, protocols, ckpt_path, rank, world, device, model, ckpt, data_root, seq_len,
+                              info, log_dir, t_start)
+
+
+def _evaluate_into(args, protocols, ckpt_path, rank, world, device, model, ckpt, data_root, seq_len, info, log_dir,
+                   t_start):
     dataset = open_dataset(data_root, "test", seq_len, image_width=model.cfg.image_width, channels=model.cfg.channels)
     num_clips = min(args.N, len(dataset))
     if rank == 0 and num_clips < args.N:

@@ -14,6 +14,7 @@ on CUDA); ``--batch_size`` stays the global batch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import platform
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 import training
 from data import DATASETS, PRESET_AUDIO_SHAPES, PRESETS, dataset_info, open_dataset
-from utils import InputError, atomic_write_json, native_bf16, run_cli, save_gif, seed_everything
+from utils import InputError, RunLock, StopSignals, atomic_write_json, native_bf16, run_cli, save_gif, seed_everything
 
 
 # The main job on a fresh 2-core machine: small enough to finish well inside 10 minutes, and
@@ -185,20 +186,29 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     rank, world, device = training.setup_distributed(args.device)
     try:
-        return train(args, argv, rank, world, device)
+        # one training per run folder: a second process pointed at it is refused by name
+        with RunLock(run_folder(args), "training") if rank == 0 else contextlib.nullcontext():
+            return train(args, argv, rank, world, device)
     finally:
         training.cleanup_distributed()
+
+
+def run_folder(args: argparse.Namespace) -> Path:
+    """The run's folder: ``--model_dir``, else ``--log_dir`` (``/--name``)."""
+    if args.model_dir:
+        return Path(args.model_dir)
+    return Path(args.log_dir) / args.name if args.name else Path(args.log_dir)
 
 
 def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Path:
     from models.latent import migrate_state_dict
     from models.sound2sight import Sound2Sight, check_config, read_checkpoint, saved_config
 
+    log_dir = run_folder(args)
     if args.model_dir:
         args.log_dir, args.name, args.resume = args.model_dir, "", True
     if args.demo:  # running the demo again continues (or just re-evaluates) the same run
         args.resume = True
-    log_dir = Path(args.log_dir) / args.name if args.name else Path(args.log_dir)
     if not args.resume and (log_dir / "checkpoints" / "last.pt").exists():
         raise InputError(f"{log_dir} already holds a training run; pass --resume to continue it, "
                          "or choose another --log_dir/--name")
@@ -247,6 +257,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
     scaler = torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda")
 
     start_epoch, best_val = 0, math.inf
+    resume_iteration, resume_sums, resume_seconds = 0, {}, 0.0
     ckpt_dir = log_dir / "checkpoints"
     metrics_log = training.MetricsLog(log_dir / "metrics.csv")
     if args.resume and (ckpt_dir / "last.pt").is_file():
@@ -259,8 +270,12 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
         start_epoch, best_val = int(ckpt["epoch"]), float(ckpt["best_val"])
         training.set_rng_state(ckpt["rng"])
         metrics_log.truncate(start_epoch)
+        partial = ckpt.get("partial_epoch") or {}  # written when a signal stopped a run mid-epoch
+        resume_iteration = int(partial.get("iteration", 0))
+        resume_sums, resume_seconds = dict(partial.get("sums", {})), float(partial.get("seconds", 0.0))
         if rank == 0:
-            print(f"resuming {ckpt_dir / 'last.pt'} after epoch {start_epoch}")
+            print(f"resuming {ckpt_dir / 'last.pt'} after epoch {start_epoch}"
+                  + (f" and {resume_iteration} iterations of epoch {start_epoch}" if resume_iteration else ""))
     else:
         if args.resume and rank == 0:
             print(f"--resume: no checkpoint in {ckpt_dir} yet, starting afresh")
@@ -307,59 +322,92 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
               f"{len(train_set)} clips, {iters} iterations/epoch, epochs {start_epoch}..{args.niter - 1}, "
               f"device {device}, {world} process(es); logs in {log_dir}")
 
-    for epoch in range(start_epoch, args.niter):
-        sampler.set_epoch(epoch)
-        loader.generator = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
-        model.train()
-        w = training.adv_weight(epoch, args.beta_gen_loss)
-        lr_scale = training.lr_scale(epoch, args.niter, args.lr_schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = (args.lr if group.get("name") == "generator" else args.disc_lr) * lr_scale
-        sums: dict[str, float] = {}
-        t0 = time.perf_counter()
-        bar = tqdm(total=iters, desc=f"epoch {epoch}", disable=rank != 0, leave=False, dynamic_ncols=True)
-        for i, batch in enumerate(loader):
-            if i >= iters:
-                break
-            frames, audio = training.to_time_major(batch, device)
-            terms = training.train_step(net, optimizer, frames, audio, w, scaler=scaler, amp=args.amp)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.update(1)
-            bar.set_postfix(mse=f"{terms.get('mse', float('nan')):.4f}", kld=f"{terms.get('kld', float('nan')):.3g}")
-        bar.close()
-        means = training.mean_across_ranks({k: v / iters for k, v in sums.items()}, device)
-        if rank == 0:
-            training.recalibrate_batchnorm(model, calib_batches)
-            val = training.validate(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
-                                    args.val_nsample, seed=args.seed)
-            row = {"epoch": epoch, "adv_weight": w, "lr": args.lr * lr_scale, **means, **val, "seconds": time.perf_counter() - t0}
-            metrics_log.append(row)
-            metrics_log.plot(log_dir / "losses.png")
-            grid = training.sample_grid(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
-                                        seed=args.seed)
-            save_gif(log_dir / "samples" / f"epoch_{epoch:04d}.gif", grid)
-            improved = val["val_min_mse"] < best_val
-            best_val = min(best_val, val["val_min_mse"])
-            state = dict(model=model, optimizer=optimizer, scaler=scaler, epoch=epoch + 1,
-                         best_val=best_val, args=vars(args))
-            training.save_checkpoint(ckpt_dir / "last.pt", **state)
-            if improved:
-                training.save_checkpoint(ckpt_dir / "best.pt", **state)
-            if args.save_every and (epoch + 1) % args.save_every == 0:
-                training.save_checkpoint(ckpt_dir / f"epoch_{epoch + 1}.pt", **state)
-            print(f"epoch {epoch}: mse {means.get('mse', float('nan')):.5f} kld {means.get('kld', float('nan')):.4g} "
-                  f"| val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
-                  f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | {row['seconds']:.1f}s"
-                  + (" *best*" if improved else ""))
-        if world > 1:
-            torch.distributed.barrier()
+    with StopSignals() as stop:
+        for epoch in range(start_epoch, args.niter):
+            sampler.set_epoch(epoch)
+            loader.generator = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
+            model.train()
+            w = training.adv_weight(epoch, args.beta_gen_loss)
+            lr_scale = training.lr_scale(epoch, args.niter, args.lr_schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = (args.lr if group.get("name") == "generator" else args.disc_lr) * lr_scale
+            skip = resume_iteration if epoch == start_epoch else 0
+            sums: dict[str, float] = dict(resume_sums) if skip else {}
+            t0 = time.perf_counter() - (resume_seconds if skip else 0.0)
+            bar = tqdm(total=iters, initial=skip, desc=f"epoch {epoch}", disable=rank != 0, leave=False,
+                       dynamic_ncols=True)
+            for i, batch in enumerate(loader):
+                if i >= iters:
+                    break
+                if i < skip:  # done before the run was stopped: the epoch's data order is its own
+                    continue
+                if training.stop_agreed(stop, device, world):
+                    bar.close()
+                    stop_run(stop, args, argv, rank, world, ckpt_dir, dict(
+                        model=model, optimizer=optimizer, scaler=scaler, epoch=epoch, best_val=best_val, args=vars(args),
+                        partial_epoch={"iteration": i, "sums": sums, "seconds": time.perf_counter() - t0}))
+                frames, audio = training.to_time_major(batch, device)
+                terms = training.train_step(net, optimizer, frames, audio, w, scaler=scaler, amp=args.amp)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.update(1)
+                bar.set_postfix(mse=f"{terms.get('mse', float('nan')):.4f}", kld=f"{terms.get('kld', float('nan')):.3g}")
+            bar.close()
+            means = training.mean_across_ranks({k: v / iters for k, v in sums.items()}, device)
+            if rank == 0:
+                training.recalibrate_batchnorm(model, calib_batches)
+                val = training.validate(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
+                                        args.val_nsample, seed=args.seed)
+                row = {"epoch": epoch, "adv_weight": w, "lr": args.lr * lr_scale, **means, **val, "seconds": time.perf_counter() - t0}
+                metrics_log.append(row)
+                metrics_log.plot(log_dir / "losses.png")
+                grid = training.sample_grid(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
+                                            seed=args.seed)
+                save_gif(log_dir / "samples" / f"epoch_{epoch:04d}.gif", grid)
+                improved = val["val_min_mse"] < best_val
+                best_val = min(best_val, val["val_min_mse"])
+                state = dict(model=model, optimizer=optimizer, scaler=scaler, epoch=epoch + 1,
+                             best_val=best_val, args=vars(args))
+                training.save_checkpoint(ckpt_dir / "last.pt", **state)
+                if improved:
+                    training.save_checkpoint(ckpt_dir / "best.pt", **state)
+                if args.save_every and (epoch + 1) % args.save_every == 0:
+                    training.save_checkpoint(ckpt_dir / f"epoch_{epoch + 1}.pt", **state)
+                print(f"epoch {epoch}: mse {means.get('mse', float('nan')):.5f} kld {means.get('kld', float('nan')):.4g} "
+                      f"| val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
+                      f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | {row['seconds']:.1f}s"
+                      + (" *best*" if improved else ""))
+            if world > 1:
+                torch.distributed.barrier()
+            if training.stop_agreed(stop, device, world):  # a signal during validation: last.pt is complete
+                stop_run(stop, args, argv, rank, world, ckpt_dir, None)
 
     if rank == 0:
         if args.demo:
             run_demo_eval(args, log_dir, n_eval)
         print(f"done. logs: {log_dir}  (config.json, metrics.csv, losses.png, samples/, checkpoints/)")
     return log_dir
+
+
+def stop_run(stop: StopSignals, args: argparse.Namespace, argv: list[str] | None, rank: int, world: int,
+             ckpt_dir: Path, state: dict | None) -> None:
+    """Stop after a SIGTERM/SIGINT: write ``last.pt`` (mid-epoch ``state``; single process only,
+    a torchrun job keeps the last epoch's), print the resume command, exit 128 + signal."""
+    import shlex
+
+    if rank == 0:
+        where = "at the end of the last epoch"
+        if state is not None and world == 1:
+            training.save_checkpoint(ckpt_dir / "last.pt", **state)
+            where = f"after {state['partial_epoch']['iteration']} iterations of epoch {state['epoch']}"
+        elif state is not None:
+            where += " (the partial epoch is dropped under torchrun)"
+        given = list(sys.argv[1:] if argv is None else argv)
+        if "--resume" not in given:
+            given.append("--resume")
+        print(f"stopped {where}; checkpoint {ckpt_dir / 'last.pt'}. Resume with:\n"
+              f"  python train_sound2sight.py {shlex.join(given)}", file=sys.stderr)
+    raise SystemExit(128 + stop.requested)
 
 
 def run_demo_eval(args: argparse.Namespace, log_dir: Path, n_eval: int) -> None:

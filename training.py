@@ -136,10 +136,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ checkpoints
 def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler | None, epoch: int, best_val: float,
-                    args: dict[str, Any]) -> None:
+                    args: dict[str, Any], partial_epoch: dict[str, Any] | None = None) -> None:
     """Write a resumable checkpoint atomically: state dicts plus config, never pickled modules.
 
     ``epoch`` is the number of completed epochs. ``model`` is the unwrapped module.
+    ``partial_epoch`` (a run stopped mid-epoch): ``{"iteration": steps done in epoch
+    ``epoch``, "sums": the epoch's running loss sums, "seconds": its time so far}``.
     """
     ckpt = {
         "model_config": asdict(model.cfg),
@@ -151,6 +153,8 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         "rng": rng_state(),
         "args": args,
     }
+    if partial_epoch is not None:
+        ckpt["partial_epoch"] = partial_epoch
     atomic_torch_save(ckpt, path)
 
 
@@ -383,6 +387,19 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
+
+
+def stop_agreed(stop: Any, device: torch.device, world: int) -> bool:
+    """Whether to stop now: a signal arrived (``stop.requested``) in any process. Under
+    torchrun every process must take the same decision at the same step, so the flag is
+    all-reduced (max); in one process it is read directly."""
+    if world <= 1:
+        return bool(stop.requested)
+    flag = torch.tensor([float(stop.requested)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and not stop.requested:
+        stop.requested = int(flag.item())
+    return bool(flag.item())
 
 
 def cleanup_distributed() -> None:

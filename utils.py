@@ -252,3 +252,116 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise InputError(f"{path}: not a readable WAV file ({err}); re-export it as 16-bit PCM") from None
     audio = data.reshape(-1, n_ch).mean(axis=1).astype(np.float32) / 32767.0
     return audio, sr
+
+
+# ------------------------------------------------------------------------- run lock
+class RunLock:
+    """One process per output folder: ``<folder>/.lock`` holds the owner's PID.
+
+    ``with RunLock(folder, "training"):`` creates the lock atomically (``O_EXCL``). A lock
+    whose process is alive refuses with :class:`InputError` naming its PID; a lock left by
+    a dead process (killed, machine rebooted) is taken over, saying so. The lock is removed
+    on exit. PIDs are per machine: a folder on a shared file system used from two machines
+    is not protected.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str):
+        self.path = Path(folder) / ".lock"
+        self.what = what
+        self.held = False
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by someone else
+            return True
+        return True
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pid = -1  # unreadable or half-written: treat as stale
+                if pid == os.getpid():
+                    self.held = True
+                    return
+                if pid > 0 and self._alive(pid):
+                    raise InputError(f"{self.path.parent} is in use by another {self.what} (process {pid}); wait for "
+                                     f"it, stop it, or choose another output folder") from None
+                print(f"taking over {self.path}, left by process {pid} that no longer runs", file=sys.stderr)
+                try:
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {self.what}\n")
+            self.held = True
+            return
+        raise InputError(f"could not take the lock {self.path}; another process keeps taking it")
+
+    def release(self) -> None:
+        if self.held:
+            try:
+                if self.path.read_text().split()[0] == str(os.getpid()):
+                    self.path.unlink()
+            except (OSError, IndexError):
+                pass
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+# ---------------------------------------------------------------------- preemption
+class StopSignals:
+    """Turn SIGTERM / SIGINT into a request to stop at the next safe point.
+
+    ``with StopSignals() as stop:`` then poll ``stop.requested`` (the signal number, or 0).
+    A second SIGINT while a stop is pending raises ``KeyboardInterrupt`` at once (the user
+    insists). The previous handlers come back on exit. Only the main thread can install
+    handlers; elsewhere this is a no-op that never requests a stop.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self) -> None:
+        self.requested = 0
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signum
+        print(f"\n{signal.Signals(signum).name} received: stopping at the next safe point", file=sys.stderr)
+
+    def __enter__(self) -> "StopSignals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name)
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

@@ -19,7 +19,9 @@ Steps, each skipped once done:
    metrics, the audio-shuffle test; copy-last-frame comes with every evaluation;
 4. the report: ``results.json``, ``tables.md`` and figures in ``--results``.
 
-Runs and data go to ``--out`` (large, not committed); the report to ``--results``.
+Runs and data go to ``--out`` (large, not committed); the report to ``--results``, with
+each finished run's small files (its evaluation, training curve, config, one GIF) under
+``--results/runs/``: a run kept there counts as done even on a fresh checkout without ``--out``.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from experiments.report import write_report  # noqa: E402
-from utils import InputError, atomic_write_json, cpu_name, run_cli  # noqa: E402
+from utils import InputError, atomic_write_bytes, atomic_write_json, cpu_name, run_cli  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class Study:
         self.out, self.results, self.scale_name, self.datasets = out, results, scale_name, tuple(datasets)
         self.scale = SCALES[scale_name]
         self.python = python
-        self.timings_path = out / "timings.json"
+        self.timings_path = results / "timings.json"  # beside the report: kept with it
         self.timings: dict[str, float] = (json.loads(self.timings_path.read_text())
                                           if self.timings_path.is_file() else {})
 
@@ -111,14 +113,35 @@ class Study:
     def run_dir(self, ds: str, cfg: str, seed: int) -> Path:
         return self.out / "runs" / run_name(ds, cfg, seed)
 
+    def kept_dir(self, ds: str, cfg: str, seed: int) -> Path:
+        """Where a finished run's small files are kept with the report (committed): its evaluation's
+        metrics.json, its training curve and config, one GIF. A run kept there is done, even
+        when ``--out`` (checkpoints, data) is gone."""
+        return self.results / "runs" / run_name(ds, cfg, seed)
+
+    def keep(self, ds: str, cfg: str, seed: int) -> None:
+        d, k = self.run_dir(ds, cfg, seed), self.kept_dir(ds, cfg, seed)
+        (k / "gifs").mkdir(parents=True, exist_ok=True)
+        for src, dst in ((d / "metrics.csv", k / "train_metrics.csv"), (d / "config.json", k / "train_config.json"),
+                         (d / "eval" / "metrics.csv", k / "metrics.csv")):
+            if src.is_file():
+                atomic_write_bytes(dst, src.read_bytes())
+        for gif in sorted((d / "eval" / "gifs").glob("*.gif"))[:1]:
+            atomic_write_bytes(k / "gifs" / gif.name, gif.read_bytes())
+        atomic_write_bytes(k / "metrics.json", (d / "eval" / "metrics.json").read_bytes())  # last: marks it done
+
+    def evaluated(self, ds: str, cfg: str, seed: int) -> bool:
+        return (self.kept_dir(ds, cfg, seed) / "metrics.json").is_file()
+
     # ------------------------------------------------------------------ steps
     def steps(self) -> list[tuple[str, bool]]:
         """(name, done) of every step, in order."""
-        out = [(f"data {ds}", (self.data_dir(ds) / "dataset.json").is_file()) for ds in self.datasets]
+        out = [(f"data {ds}", (self.data_dir(ds) / "dataset.json").is_file()
+                 or all(self.evaluated(*r) for r in runs(self.scale, (ds,)))) for ds in self.datasets]
         for ds, cfg, seed in runs(self.scale, self.datasets):
-            d = self.run_dir(ds, cfg, seed)
-            out.append((f"train {run_name(ds, cfg, seed)}", (d / "TRAINED").is_file()))
-            out.append((f"evaluate {run_name(ds, cfg, seed)}", (d / "eval" / "metrics.json").is_file()))
+            d, done = self.run_dir(ds, cfg, seed), self.evaluated(ds, cfg, seed)
+            out.append((f"train {run_name(ds, cfg, seed)}", done or (d / "TRAINED").is_file()))
+            out.append((f"evaluate {run_name(ds, cfg, seed)}", done))
         return out
 
     def train_command(self, ds: str, cfg: str, seed: int) -> list[str]:
@@ -155,7 +178,8 @@ class Study:
         done_count = total - len(todo)
         for ds in self.datasets:
             extra = DATASETS[ds]
-            if not (self.data_dir(ds) / "dataset.json").is_file():
+            needed = any(not self.evaluated(d, c, s) for d, c, s in runs(self.scale, (ds,)))
+            if needed and not (self.data_dir(ds) / "dataset.json").is_file():
                 done_count += 1
                 print(f"[{done_count}/{total}] data {ds}", flush=True)
                 t0 = time.perf_counter()
@@ -165,22 +189,24 @@ class Study:
                 atomic_write_json(self.timings_path, self.timings)
         for ds, cfg, seed in runs(self.scale, self.datasets):
             d, name = self.run_dir(ds, cfg, seed), run_name(ds, cfg, seed)
+            if self.evaluated(ds, cfg, seed):
+                continue
             if not (d / "TRAINED").is_file():
                 done_count += 1
                 print(f"[{done_count}/{total}] train {name} (log: {d / 'train.log'})", flush=True)
                 self._timed(f"train {name}", self.train_command(ds, cfg, seed), d / "train.log")
                 (d / "TRAINED").write_text("ok\n")
-            if not (d / "eval" / "metrics.json").is_file():
-                done_count += 1
-                print(f"[{done_count}/{total}] evaluate {name}", flush=True)
-                self._timed(f"evaluate {name}", self.eval_command(ds, cfg, seed), d / "eval.log")
+            done_count += 1
+            print(f"[{done_count}/{total}] evaluate {name}", flush=True)
+            self._timed(f"evaluate {name}", self.eval_command(ds, cfg, seed), d / "eval.log")
+            self.keep(ds, cfg, seed)
         self.report()
 
     def report(self) -> Path:
         meta = {"scale": self.scale_name, "scale_config": asdict(self.scale), "cpu": cpu_name(),
                 "cores": os.cpu_count(), "python": platform.python_version(), "timings_s": self.timings,
                 "command": f"python experiments/study.py --scale {self.scale_name}"}
-        evaluated = {run_name(ds, cfg, seed): self.run_dir(ds, cfg, seed) / "eval" / "metrics.json"
+        evaluated = {run_name(ds, cfg, seed): self.kept_dir(ds, cfg, seed) / "metrics.json"
                      for ds, cfg, seed in runs(self.scale, self.datasets)}
         path = write_report(self.results, {k: v for k, v in evaluated.items() if v.is_file()}, meta,
                             {k: " ".join(self.train_command(*_split(k))[1:]) for k in evaluated},

@@ -390,3 +390,17 @@ def test_the_release_evaluation_command_form(setup, tmp_path):
                   "--data_root", str(setup["data"]), "--log_dir", str(tmp_path / "out3"), "--nsample", "2",
                   "--n_past", str(N_PAST), "--n_future", str(N_FUTURE), "--device", "cpu"])
     assert not (tmp_path / "out3" / "metrics.json").exists()
+
+
+def test_a_second_evaluation_into_one_folder_is_refused(setup, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(f"{sleeper.pid} evaluation\n")
+        with pytest.raises(InputError, match=f"in use by another evaluation \\(process {sleeper.pid}\\)"):
+            gen.main(base_args(setup["tmp"] / "run", setup["data"], out, "--num_gifs", "0"))
+        assert not (out / "metrics.json").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -62,16 +62,31 @@ def test_tiny_study_runs_every_step_and_reports(tiny_study):
 def test_tiny_study_continues_where_it_stopped(tiny_study):
     """A step undone (as if killed before it finished) is the only one that runs again."""
     tmp = tiny_study["tmp"]
-    run = tmp / "out" / "runs" / "m3so" / "no_disc_seed1"
-    (run / "eval" / "metrics.json").unlink()
-    before = json.loads((tmp / "out" / "timings.json").read_text())
+    kept = tmp / "res" / "runs" / "m3so" / "no_disc_seed1"
+    assert {p.name for p in kept.iterdir()} >= {"metrics.json", "metrics.csv", "train_metrics.csv",
+                                                 "train_config.json", "gifs"}
+    (kept / "metrics.json").unlink()
+    before = json.loads((tmp / "res" / "timings.json").read_text())
     plan = subprocess.run(tiny_study["cmd"] + ["--plan"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     todo = [line for line in plan.stdout.splitlines() if line.startswith("todo")]
     assert todo == ["todo  evaluate m3so/no_disc_seed1"]
     proc = subprocess.run(tiny_study["cmd"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "8/9 steps done" in proc.stdout and "[9/9] evaluate m3so/no_disc_seed1" in proc.stdout
-    after = json.loads((tmp / "out" / "timings.json").read_text())
+    after = json.loads((tmp / "res" / "timings.json").read_text())
     assert after["train m3so/sound2sight_seed1"] == before["train m3so/sound2sight_seed1"]  # not re-run
     assert after["evaluate m3so/no_disc_seed1"] > before["evaluate m3so/no_disc_seed1"]
-    assert (run / "eval" / "metrics.json").is_file()
+    assert (kept / "metrics.json").is_file()
+
+
+def test_kept_runs_count_as_done_without_the_run_folders(tiny_study):
+    """A fresh checkout has the committed report but not --out: nothing is re-run."""
+    import shutil
+
+    tmp = tiny_study["tmp"]
+    shutil.rmtree(tmp / "out")
+    proc = subprocess.run(tiny_study["cmd"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "9/9 steps done" in proc.stdout and "[" not in proc.stdout.split("steps done", 1)[1].split("report")[0]
+    assert not (tmp / "out" / "data").exists()  # not even the data was re-made
+    assert "| sound2sight | " in (tmp / "res" / "tables.md").read_text()

@@ -290,3 +290,95 @@ def test_cosine_schedule_sets_both_groups_and_resumes(tmp_path, tiny_data):
     assert [float(r["lr"]) for r in rows] == pytest.approx([0.002, 0.001])
     opt = torch.load(log / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
     assert [g["lr"] for g in opt["param_groups"]] == pytest.approx([0.001, 0.00125])  # epoch 1's rates
+
+
+def _train_cmd(log: Path, data: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train_sound2sight.py"), "--data_root", str(data), "--log_dir", str(log),
+            *TINY, *extra]
+
+
+def test_sigterm_stops_cleanly_and_resume_equals_a_straight_run(tmp_path, tiny_data):
+    """A real SIGTERM to a real training process: exit 128+15, last.pt written, the printed resume
+    command continues exactly as if nothing had happened."""
+    import signal
+    import time
+
+    flags = ("--niter", "3", "--epoch_size", "4", "--batch_size", "2", "--bn_recalibrate", "1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run(_train_cmd(tmp_path / "a", tiny_data, *flags), env=env, capture_output=True,
+                              text=True, timeout=300, cwd=ROOT)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    log = tmp_path / "b"
+    proc = subprocess.Popen(_train_cmd(log, tiny_data, *flags), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 240
+    while not (log / "checkpoints" / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside epoch 1 (or its validation): either is a safe point
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "SIGTERM received" in err and "Resume with:" in err
+    resume_line = err.strip().splitlines()[-1].strip()
+    assert resume_line.startswith("python train_sound2sight.py") and resume_line.endswith("--resume")
+    assert "Traceback" not in err
+    stopped = torch.load(log / "checkpoints" / "last.pt", weights_only=True)
+    assert stopped["epoch"] < 3
+    resumed = subprocess.run(_train_cmd(log, tiny_data, *flags, "--resume"), env=env, capture_output=True,
+                             text=True, timeout=300, cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _state(tmp_path / "a"), _state(log)
+    assert a["epoch"] == b["epoch"] == 3 and "partial_epoch" not in b
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    rows_a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    rows_b = list(csv.DictReader(open(log / "metrics.csv")))
+    assert [r["mse"] for r in rows_a] == [r["mse"] for r in rows_b]  # the epoch means too
+    assert not (log / ".lock").exists()
+
+
+def test_partial_epoch_checkpoint_resumes_mid_epoch(tmp_path, tiny_data, monkeypatch):
+    """The mid-epoch path itself (the signal test may land on an epoch boundary): a stop requested
+    before iteration 2 of epoch 1 writes partial_epoch, and resuming from it matches a straight run."""
+    from utils import StopSignals
+
+    straight = run(tmp_path / "a", tiny_data, "--niter", "2", "--epoch_size", "4", "--batch_size", "2")
+    calls = {"n": 0}
+    real = training.stop_agreed
+
+    def stop_at_seventh(stop, device, world):
+        calls["n"] += 1
+        if calls["n"] == 7:  # epoch 0: 4 checks + 1 at its end; epoch 1: checks 6, 7 -> stop before iteration 1
+            stop.requested = 15
+        return real(stop, device, world)
+
+    monkeypatch.setattr(training, "stop_agreed", stop_at_seventh)
+    with pytest.raises(SystemExit) as code:
+        run(tmp_path / "b", tiny_data, "--niter", "2", "--epoch_size", "4", "--batch_size", "2")
+    assert code.value.code == 143
+    ckpt = _state(tmp_path / "b")
+    assert ckpt["epoch"] == 1 and ckpt["partial_epoch"]["iteration"] == 1
+    monkeypatch.setattr(training, "stop_agreed", real)
+    resumed = run(tmp_path / "b", tiny_data, "--niter", "2", "--epoch_size", "4", "--batch_size", "2", "--resume")
+    a, b = _state(straight), _state(resumed)
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert StopSignals().requested == 0
+
+
+def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path, tiny_data, capsys):
+    log = tmp_path / "run"
+    log.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (log / ".lock").write_text(f"{sleeper.pid} training\n")
+        with pytest.raises(InputError, match=f"in use by another training \\(process {sleeper.pid}\\)"):
+            run(log, tiny_data, "--niter", "1", "--epoch_size", "1")
+        assert not (log / "checkpoints").exists()  # nothing was written
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    (log / ".lock").write_text(f"{sleeper.pid} training\n")  # its process is gone now
+    run(log, tiny_data, "--niter", "1", "--epoch_size", "1")
+    assert f"left by process {sleeper.pid}" in capsys.readouterr().err
+    assert (log / "checkpoints" / "last.pt").is_file() and not (log / ".lock").exists()
