@@ -37,7 +37,11 @@ import argparse
 import contextlib
 import csv
 import io
+import json
 import os
+import shutil
+import signal
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -54,7 +58,7 @@ import metrics
 import training
 from data import DATASETS, PRESETS, dataset_info, open_dataset
 from models.sound2sight import load_model
-from utils import (InputError, RunLock, atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text, framed_row,
+from utils import (InputError, RunLock, StopSignals, atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text, framed_row,
                    gif_colours, run_cli, save_gif)
 
 PROTOCOLS = ("paper", "best")
@@ -337,20 +341,104 @@ class SwappedAudio(torch.utils.data.Dataset):
         return self.base[index][0], self.base[int(self.source[index])][1]
 
 
+class Stopped(Exception):
+    """A SIGTERM/SIGINT stopped the evaluation between two batches (finished batches are kept)."""
+
+
+class BatchStore:
+    """Finished batches of one evaluation, kept in ``<log_dir>/.partial/`` until it completes.
+
+    Every batch's per-clip results are written atomically as one ``.npz`` (numbers, GIF
+    frames; no pickles) when it finishes; the same command run again loads them instead of
+    recomputing. Every clip draws its noise from its own generator, so a resumed
+    evaluation gives the numbers of an uninterrupted one. ``fingerprint`` (checkpoint,
+    data, every setting that changes a number) must match, else the stale batches are
+    discarded, saying so.
+    """
+
+    def __init__(self, folder: Path, fingerprint: dict[str, Any], rank: int, world: int):
+        self.folder = folder
+        if rank == 0:
+            fp_path = folder / "fingerprint.json"
+            if folder.is_dir():
+                old = json.loads(fp_path.read_text()) if fp_path.is_file() else None
+                if old != fingerprint:
+                    print(f"{folder}: finished batches of a different evaluation; starting afresh")
+                    shutil.rmtree(folder)
+                else:
+                    done = len(list(folder.glob("*.npz")))
+                    if done:
+                        print(f"{folder}: continuing after {done} finished batches")
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(fp_path, fingerprint)
+        if world > 1:
+            torch.distributed.barrier()
+
+    def _path(self, tag: str, clips: list[int]) -> Path:
+        return self.folder / f"{tag}_{clips[0]:06d}_{clips[-1]:06d}.npz"
+
+    def load(self, tag: str, clips: list[int]) -> dict[str, Any] | None:
+        path = self._path(tag, clips)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError):  # written atomically, so only an outside hand breaks one
+            print(f"{path} is unreadable; scoring that batch again")
+            return None
+        gifs = {int(k[4:]): arrays.pop(k) for k in list(arrays) if k.startswith("gif_")}
+        return {**arrays, "gifs": gifs}
+
+    def save(self, tag: str, clips: list[int], result: dict[str, Any]) -> None:
+        arrays = {k: v for k, v in result.items() if k != "gifs"}
+        arrays.update({f"gif_{c}": g for c, g in result["gifs"].items()})
+        with atomic_file(self._path(tag, clips)) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+    def finish(self, rank: int) -> None:
+        if rank == 0:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def score_split(model, dataset, mine: list[list[int]], args: argparse.Namespace, timer: Timer, device: torch.device,
-                world: int, desc: str, rank: int) -> dict[str, Any]:
-    """Evaluate this process's batches of clip indices ``mine``; all processes' results merged, in clip order."""
-    loader = DataLoader(dataset, batch_sampler=mine, num_workers=args.num_threads)
-    parts = []
-    for clips, (frames, audio) in tqdm(zip(mine, loader), total=len(mine), desc=desc, unit="batch",
-                                       disable=rank != 0):
+                world: int, desc: str, rank: int, store: BatchStore | None = None, tag: str = "main",
+                stop: Any = None) -> dict[str, Any]:
+    """Evaluate this process's batches of clip indices ``mine``; all processes' results merged, in clip order.
+
+    With a ``store``, finished batches are loaded instead of recomputed and new ones saved;
+    a requested ``stop`` (``utils.StopSignals``, one process only) raises :class:`Stopped` between batches."""
+    done = {} if store is None else {i: store.load(tag, c) for i, c in enumerate(mine)}
+    parts = [p for p in done.values() if p is not None]
+    todo = [c for i, c in enumerate(mine) if done.get(i) is None]
+    loader = DataLoader(dataset, batch_sampler=todo, num_workers=args.num_threads) if todo else []
+    bar = tqdm(total=len(mine), initial=len(parts), desc=desc, unit="batch", disable=rank != 0)
+    for clips, (frames, audio) in zip(todo, loader):
+        if stop is not None and stop.requested:
+            bar.close()
+            raise Stopped
         frames, audio = training.to_time_major((frames, audio), device)
-        parts.append(evaluate_batch(model, frames, audio, clips, args, timer))
+        part = evaluate_batch(model, frames, audio, clips, args, timer)
+        if store is not None:
+            store.save(tag, clips, part)
+        parts.append(part)
+        bar.update(1)
+    bar.close()
     if world > 1:
         gathered: list[list[dict[str, Any]] | None] = [None] * world
         torch.distributed.all_gather_object(gathered, parts)
         parts = [p for rank_parts in gathered for p in rank_parts]
     return merge(parts)
+
+
+def fingerprint(args: argparse.Namespace, ckpt_path: Path, data_root: str) -> dict[str, Any]:
+    """What an evaluation's finished batches depend on: the checkpoint file, the data and every number-changing flag."""
+    st = ckpt_path.stat()
+    keep = ("n_past", "n_future", "nsample", "N", "batch_size", "seed", "data_range", "chunk_size", "num_gifs",
+            "save_samples", "shuffle_audio")
+    return {"checkpoint": str(ckpt_path.resolve()), "checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns,
+            "data_root": str(Path(data_root).resolve()), **{k: getattr(args, k) for k in keep}}
 
 
 def read_events(data_root: str, info: dict[str, Any], num_clips: int):
@@ -547,13 +635,23 @@ def _evaluate_into(args, protocols, ckpt_path, rank, world, device, model, ckpt,
     batches = [list(range(i, min(i + args.batch_size, num_clips))) for i in range(0, num_clips, args.batch_size)]
     mine = batches[rank::world]
     timer = Timer(device)
-    with timer("total"):
-        res = score_split(model, dataset, mine, args, timer, device, world, "evaluating", rank)
-        shuffled = None
-        if args.shuffle_audio and model.cfg.use_audio:
-            swapped = SwappedAudio(dataset, metrics.derangement(num_clips, args.seed))
-            plain = argparse.Namespace(**{**vars(args), "num_gifs": 0, "save_samples": False})
-            shuffled = score_split(model, swapped, mine, plain, timer, device, world, "shuffled audio", rank)
+    store = BatchStore(log_dir / ".partial", fingerprint(args, ckpt_path, data_root), rank, world)
+    # Under torchrun the processes would have to agree on a stop; there the signals keep their
+    # default action (finished batches are on disk either way).
+    with timer("total"), (StopSignals() if world == 1 else contextlib.nullcontext()) as stop:
+        try:
+            res = score_split(model, dataset, mine, args, timer, device, world, "evaluating", rank, store, "main", stop)
+            shuffled = None
+            if args.shuffle_audio and model.cfg.use_audio:
+                swapped = SwappedAudio(dataset, metrics.derangement(num_clips, args.seed))
+                plain = argparse.Namespace(**{**vars(args), "num_gifs": 0, "save_samples": False})
+                shuffled = score_split(model, swapped, mine, plain, timer, device, world, "shuffled audio", rank,
+                                       store, "shuffled", stop)
+        except Stopped:
+            if rank == 0:
+                print(f"stopped by {signal.Signals(stop.requested).name}; finished batches are kept in "
+                      f"{store.folder}. Run the same command again to continue.", file=sys.stderr)
+            raise SystemExit(128 + stop.requested) from None
     summary = summarise(res, protocols)
     events = read_events(data_root, info, len(dataset))
     if events is not None:
@@ -574,6 +672,8 @@ def _evaluate_into(args, protocols, ckpt_path, rank, world, device, model, ckpt,
     }
     if rank == 0:
         write_outputs(log_dir, result, res, protocols, args)
+    store.finish(rank)
+    if rank == 0:
         line = headline(result, protocols)
         print(line)
         print(f"wrote {log_dir}/ (metrics.json, metrics.csv, curves.png, gifs/"

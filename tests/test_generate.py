@@ -404,3 +404,60 @@ def test_a_second_evaluation_into_one_folder_is_refused(setup, tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def _slow_eval_cmd(setup, out: Path) -> list[str]:
+    # one clip per batch and many samples: several seconds, so a signal lands between batches
+    return [sys.executable, str(ROOT / "generate_sound2sight.py"),
+            *base_args(setup["tmp"] / "run", setup["data"], out, "--batch_size", "1", "--nsample", "40",
+                       "--chunk_size", "8", "--num_gifs", "2", "--shuffle_audio")]
+
+
+def _wait_for_batches(out: Path, proc, n: int) -> None:
+    import time
+
+    deadline = time.time() + 240
+    while len(list((out / ".partial").glob("*.npz"))) < n and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+
+
+def test_killed_evaluation_continues_and_matches_an_uninterrupted_one(setup, tmp_path):
+    import signal
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    straight = subprocess.run(_slow_eval_cmd(setup, tmp_path / "a"), env=env, capture_output=True, text=True,
+                              timeout=300, cwd=ROOT)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    out = tmp_path / "b"
+    proc = subprocess.Popen(_slow_eval_cmd(setup, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    _wait_for_batches(out, proc, 2)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up: what is on disk must be whole
+    proc.wait(timeout=60)
+    kept = len(list((out / ".partial").glob("*.npz")))
+    assert kept >= 2 and not (out / "metrics.json").exists()
+    again = subprocess.run(_slow_eval_cmd(setup, out), env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"continuing after {kept} finished batches" in again.stdout
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    for key in ("paper", "best", "copy_last_frame", "events", "audio_shuffled", "diversity"):
+        assert a[key] == b[key], key
+    assert not (out / ".partial").exists()
+    for gif in ("clip_00000.gif", "clip_00001.gif"):
+        np.testing.assert_array_equal(iio.imread(tmp_path / "a" / "gifs" / gif), iio.imread(out / "gifs" / gif))
+
+
+def test_sigterm_stops_an_evaluation_between_batches(setup, tmp_path):
+    import signal
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "t"
+    proc = subprocess.Popen(_slow_eval_cmd(setup, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    _wait_for_batches(out, proc, 1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Run the same command again to continue" in err and "Traceback" not in err
+    assert not (out / ".lock").exists() and (out / ".partial" / "fingerprint.json").is_file()
