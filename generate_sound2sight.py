@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SSIM data range. 2.0 (default) reproduces the published numbers: scikit-image 0.15 "
                         "assumed float images span [-1, 1]. 1.0 is the range frames really have; it gives "
                         "lower SSIM. PSNR always uses 1.0.")
+    p.add_argument("--no_tensorboard", action="store_true", help="do not write TensorBoard event files")
     p.add_argument("--event_window", type=int, default=3,
                    help="event-aligned metrics: frames counted after each wall/block bounce")
     p.add_argument("--shuffle_audio", action="store_true",
@@ -704,6 +705,21 @@ def write_log_path(log_path: Path, result: dict[str, Any], line: str, ckpt_path:
                          "folder or file") from None
 
 
+def write_tensorboard(folder: Path, result: dict[str, Any], protocols: list[str]) -> None:
+    """Headline numbers (step = the checkpoint's epoch) and per-frame curves (step = frame index)."""
+    step = int(result.get("model_epoch") or 0)
+    with training.tensorboard_writer(folder) as tb:
+        for proto in protocols:
+            for who, block in (("model", result[proto]), ("copy_last_frame", result["copy_last_frame"][proto])):
+                for m in ("ssim", "psnr"):
+                    tb.add_scalar(f"eval/{proto}/{who}_{m}", block[m], step)
+                    for i, v in enumerate(block[f"{m}_per_frame"]):
+                        tb.add_scalar(f"eval_per_frame/{proto}/{who}_{m}", v, result["n_past"] + i)
+        if "audio_shuffled" in result:
+            for m in ("ssim", "psnr"):
+                tb.add_scalar(f"eval/audio_shuffle_drop_{m}", result["audio_shuffled"]["drop"][protocols[0]][m], step)
+
+
 def write_outputs(log_dir: Path, result: dict[str, Any], res: dict[str, Any], protocols: list[str],
                   args: argparse.Namespace) -> None:
     atomic_write_json(log_dir / "metrics.json", result)
@@ -713,6 +729,8 @@ def write_outputs(log_dir: Path, result: dict[str, Any], res: dict[str, Any], pr
                 f"{result['nsample']} samples)")
     if "events" in result:
         plot_events(log_dir / "events.png", result, protocols[0])
+    if not args.no_tensorboard:
+        write_tensorboard(log_dir / "tensorboard", result, protocols)
     for clip, grid in sorted(res["gifs"].items()):
         save_gif(log_dir / "gifs" / f"clip_{clip:05d}.gif", grid)
     if args.save_samples:

@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_bias", type=float, default=0.0,
                    help="initial bias of the decoder's output convolution, before the sigmoid (0 as the original; "
                         "negative starts the frames dark, as M3SO's mostly black frames are)")
+    p.add_argument("--no_tensorboard", action="store_true",
+                   help="do not write TensorBoard event files (LOG_DIR/tensorboard/: losses per iteration, "
+                        "validation figures, the loss-schedule weights and sample clips per epoch)")
     p.add_argument("--pos_dropout", type=float, default=0.2, help="transformers' positional-encoding dropout")
     p.add_argument("--layer_dropout", type=float, default=0.1,
                    help="transformers' attention and feed-forward dropout (PyTorch's default, as released)")
@@ -322,7 +325,10 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
               f"{len(train_set)} clips, {iters} iterations/epoch, epochs {start_epoch}..{args.niter - 1}, "
               f"device {device}, {world} process(es); logs in {log_dir}")
 
-    with StopSignals() as stop:
+    tb = None
+    if rank == 0 and not args.no_tensorboard:
+        tb = training.tensorboard_writer(log_dir / "tensorboard", purge_step=start_epoch * iters + resume_iteration)
+    with StopSignals() as stop, (tb or contextlib.nullcontext()):
         for epoch in range(start_epoch, args.niter):
             sampler.set_epoch(epoch)
             loader.generator = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
@@ -350,6 +356,8 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                 terms = training.train_step(net, optimizer, frames, audio, w, scaler=scaler, amp=args.amp)
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
+                    if tb is not None:
+                        tb.add_scalar(f"train/{k}", v, epoch * iters + i)
                 bar.update(1)
                 bar.set_postfix(mse=f"{terms.get('mse', float('nan')):.4f}", kld=f"{terms.get('kld', float('nan')):.3g}")
             bar.close()
@@ -364,6 +372,15 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                 grid = training.sample_grid(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
                                             seed=args.seed)
                 save_gif(log_dir / "samples" / f"epoch_{epoch:04d}.gif", grid)
+                if tb is not None:
+                    step = (epoch + 1) * iters
+                    for k, v in val.items():
+                        tb.add_scalar(f"val/{k[4:]}", v, step)
+                    tb.add_scalar("schedule/adv_weight", w, step)
+                    tb.add_scalar("schedule/lr", args.lr * lr_scale, step)
+                    # every time step of the GIF grid (rows: clips; columns: truth | posterior | samples)
+                    tb.add_images("samples", grid, step, dataformats="NHWC")
+                    tb.flush()
                 improved = val["val_min_mse"] < best_val
                 best_val = min(best_val, val["val_min_mse"])
                 state = dict(model=model, optimizer=optimizer, scaler=scaler, epoch=epoch + 1,

@@ -302,6 +302,16 @@ def sample_grid(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tenso
     return np.concatenate(rows, axis=1)  # rows stacked vertically: [t, B*(H+4), K*(W+4), 3]
 
 
+# ------------------------------------------------------------------ TensorBoard
+def tensorboard_writer(folder: str | os.PathLike, purge_step: int | None = None):
+    """A ``torch.utils.tensorboard.SummaryWriter`` writing into ``folder`` (``tensorboard --logdir``
+    of any parent shows it). ``purge_step``: on resume, events logged at or after this step by
+    the interrupted run are hidden, so the curves continue without a duplicated stretch."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(folder), purge_step=purge_step)
+
+
 # ------------------------------------------------------------------ metrics log
 class MetricsLog:
     """``metrics.csv``: one row per epoch, rewritten atomically (it is small), resumable."""

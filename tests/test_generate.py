@@ -461,3 +461,15 @@ def test_sigterm_stops_an_evaluation_between_batches(setup, tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "Run the same command again to continue" in err and "Traceback" not in err
     assert not (out / ".lock").exists() and (out / ".partial" / "fingerprint.json").is_file()
+
+
+def test_evaluation_tensorboard(setup):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(setup["out"] / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    m = json.loads((setup["out"] / "metrics.json").read_text())
+    assert acc.Scalars("eval/paper/model_ssim")[0].value == pytest.approx(m["paper"]["ssim"], rel=1e-6)
+    curve = acc.Scalars("eval_per_frame/paper/copy_last_frame_psnr")
+    assert [e.step for e in curve] == list(range(N_PAST, N_PAST + N_FUTURE))
+    assert "eval/audio_shuffle_drop_ssim" in acc.Tags()["scalars"]

@@ -382,3 +382,18 @@ def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path, tiny_
     run(log, tiny_data, "--niter", "1", "--epoch_size", "1")
     assert f"left by process {sleeper.pid}" in capsys.readouterr().err
     assert (log / "checkpoints" / "last.pt").is_file() and not (log / ".lock").exists()
+
+
+def test_tensorboard_event_files(tmp_path, tiny_data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = run(tmp_path / "tb", tiny_data, "--niter", "2", "--epoch_size", "3")
+    acc = EventAccumulator(str(log / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert [e.step for e in acc.Scalars("train/mse")] == list(range(6))  # every iteration
+    assert [e.step for e in acc.Scalars("val/ssim")] == [3, 6]  # every epoch
+    assert [round(e.value, 6) for e in acc.Scalars("schedule/adv_weight")] == [0.0, 0.0001]
+    assert "samples" in tags["images"] and len(acc.Images("samples")) > 0
+    none = run(tmp_path / "none", tiny_data, "--niter", "1", "--epoch_size", "1", "--no_tensorboard")
+    assert not (none / "tensorboard").exists()
