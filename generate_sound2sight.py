@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--n_past", type=int, default=30, help="ground-truth context frames")
     p.add_argument("--n_future", type=int, default=60, help="frames generated and scored")
-    p.add_argument("--num_threads", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--num_workers", "--num_threads", dest="num_threads", type=int, default=0,
+                   help="DataLoader worker processes (the original's --num_threads; capped at the CPU cores)")
     p.add_argument("--nsample", type=int, default=100, help="prior samples per clip")
     p.add_argument("--N", type=int, default=1000, help="at most this many test clips (all if fewer)")
     p.add_argument("--model_epoch", type=int, default=None,
@@ -413,7 +414,8 @@ def score_split(model, dataset, mine: list[list[int]], args: argparse.Namespace,
     done = {} if store is None else {i: store.load(tag, c) for i, c in enumerate(mine)}
     parts = [p for p in done.values() if p is not None]
     todo = [c for i, c in enumerate(mine) if done.get(i) is None]
-    loader = DataLoader(dataset, batch_sampler=todo, num_workers=args.num_threads) if todo else []
+    workers = training.cap_workers(args.num_threads, world, say=False)
+    loader = DataLoader(dataset, batch_sampler=todo, num_workers=workers) if todo else []
     bar = tqdm(total=len(mine), initial=len(parts), desc=desc, unit="batch", disable=rank != 0)
     for clips, (frames, audio) in zip(todo, loader):
         if stop is not None and stop.requested:

@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta_gen_loss", type=float, default=0.0001, help="adversarial weight (x1 to epoch 300, x5 to 600, x10 to 900, x100 after; off in epoch 0)")
     p.add_argument("--model", default="dcgan", choices=["dcgan", "vgg"])
     p.add_argument("--disc_buffer", type=int, default=3, help="discriminator window (steps)")
-    p.add_argument("--data_threads", type=int, default=5, help="DataLoader worker processes")
+    p.add_argument("--num_workers", "--data_threads", dest="data_threads", type=int, default=5,
+                   help="DataLoader worker processes (the original's --data_threads; capped at the CPU cores "
+                        "this process may use)")
     p.add_argument("--num_digits", type=int, default=1, help="kept for the paper's command; the data decides")
     p.add_argument("--last_frame_skip", action="store_true",
                    help="decoder skips from each step's input frame instead of the last context frame")
@@ -316,9 +318,9 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                      for j in range(0, calib_n, per_rank)]
 
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
-    loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=args.data_threads,
-                        drop_last=True, pin_memory=device.type == "cuda",
-                        persistent_workers=args.data_threads > 0)
+    workers = training.cap_workers(args.data_threads, world, say=rank == 0)
+    loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=workers,
+                        drop_last=True, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     iters = len(loader) if args.epoch_size <= 0 else min(args.epoch_size, len(loader))
     if rank == 0:
         print(f"training {'Sound2Sight' if cfg.use_audio else 'SVG-LP (no audio)'} on {args.data_root}: "

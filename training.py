@@ -106,6 +106,22 @@ def to_time_major(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device
     return frames, audio
 
 
+def cap_workers(requested: int, world: int = 1, say: bool = True) -> int:
+    """DataLoader workers: ``requested``, at most the CPU cores this process may use divided
+    among the ``world`` processes (the release's default of 5 on a 2-core machine only adds
+    contention and a warning from PyTorch). Says so once when it lowers the number."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    cap = max(cores // max(world, 1), 1)
+    if requested > cap:
+        if say:
+            print(f"--num_workers {requested}: this machine gives this process {cores} CPU core(s); using {cap}")
+        return cap
+    return requested
+
+
 # ------------------------------------------------------------------- RNG states
 def rng_state() -> dict[str, Any]:
     """Every RNG a training run draws from, as tensors/plain types (loadable with weights_only)."""

@@ -397,3 +397,12 @@ def test_tensorboard_event_files(tmp_path, tiny_data):
     assert "samples" in tags["images"] and len(acc.Images("samples")) > 0
     none = run(tmp_path / "none", tiny_data, "--niter", "1", "--epoch_size", "1", "--no_tensorboard")
     assert not (none / "tensorboard").exists()
+
+
+def test_cap_workers(capsys):
+    cores = len(os.sched_getaffinity(0))
+    assert training.cap_workers(0) == 0 and training.cap_workers(1) == 1
+    assert training.cap_workers(cores + 3) == cores and "using" in capsys.readouterr().out
+    assert training.cap_workers(cores + 3, world=cores * 2, say=False) == 1
+    args = train_sound2sight.parse_args(["--num_workers", "1"])
+    assert args.data_threads == 1 and train_sound2sight.parse_args(["--data_threads", "2"]).data_threads == 2
