@@ -416,18 +416,16 @@ def score_split(model, dataset, mine: list[list[int]], args: argparse.Namespace,
     todo = [c for i, c in enumerate(mine) if done.get(i) is None]
     workers = training.cap_workers(args.num_threads, world, say=False)
     loader = DataLoader(dataset, batch_sampler=todo, num_workers=workers) if todo else []
-    bar = tqdm(total=len(mine), initial=len(parts), desc=desc, unit="batch", disable=rank != 0)
-    for clips, (frames, audio) in zip(todo, loader):
-        if stop is not None and stop.requested:
-            bar.close()
-            raise Stopped
-        frames, audio = training.to_time_major((frames, audio), device)
-        part = evaluate_batch(model, frames, audio, clips, args, timer)
-        if store is not None:
-            store.save(tag, clips, part)
-        parts.append(part)
-        bar.update(1)
-    bar.close()
+    with tqdm(total=len(mine), initial=len(parts), desc=desc, unit="batch", disable=rank != 0) as bar:
+        for clips, (frames, audio) in zip(todo, loader):  # the bar closes on an error too
+            if stop is not None and stop.requested:
+                raise Stopped
+            frames, audio = training.to_time_major((frames, audio), device)
+            part = evaluate_batch(model, frames, audio, clips, args, timer)
+            if store is not None:
+                store.save(tag, clips, part)
+            parts.append(part)
+            bar.update(1)
     if world > 1:
         gathered: list[list[dict[str, Any]] | None] = [None] * world
         torch.distributed.all_gather_object(gathered, parts)

@@ -344,25 +344,24 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
             t0 = time.perf_counter() - (resume_seconds if skip else 0.0)
             bar = tqdm(total=iters, initial=skip, desc=f"epoch {epoch}", disable=rank != 0, leave=False,
                        dynamic_ncols=True)
-            for i, batch in enumerate(loader):
-                if i >= iters:
-                    break
-                if i < skip:  # done before the run was stopped: the epoch's data order is its own
-                    continue
-                if training.stop_agreed(stop, device, world):
-                    bar.close()
-                    stop_run(stop, args, argv, rank, world, ckpt_dir, dict(
-                        model=model, optimizer=optimizer, scaler=scaler, epoch=epoch, best_val=best_val, args=vars(args),
-                        partial_epoch={"iteration": i, "sums": sums, "seconds": time.perf_counter() - t0}))
-                frames, audio = training.to_time_major(batch, device)
-                terms = training.train_step(net, optimizer, frames, audio, w, scaler=scaler, amp=args.amp)
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                    if tb is not None:
-                        tb.add_scalar(f"train/{k}", v, epoch * iters + i)
-                bar.update(1)
-                bar.set_postfix(mse=f"{terms.get('mse', float('nan')):.4f}", kld=f"{terms.get('kld', float('nan')):.3g}")
-            bar.close()
+            with bar:  # closed (and cleared) on an error too, so the error line stands alone
+                for i, batch in enumerate(loader):
+                    if i >= iters:
+                        break
+                    if i < skip:  # done before the run was stopped: the epoch's data order is its own
+                        continue
+                    if training.stop_agreed(stop, device, world):
+                        stop_run(stop, args, argv, rank, world, ckpt_dir, dict(
+                            model=model, optimizer=optimizer, scaler=scaler, epoch=epoch, best_val=best_val, args=vars(args),
+                            partial_epoch={"iteration": i, "sums": sums, "seconds": time.perf_counter() - t0}))
+                    frames, audio = training.to_time_major(batch, device)
+                    terms = training.train_step(net, optimizer, frames, audio, w, scaler=scaler, amp=args.amp)
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                        if tb is not None:
+                            tb.add_scalar(f"train/{k}", v, epoch * iters + i)
+                    bar.update(1)
+                    bar.set_postfix(mse=f"{terms.get('mse', float('nan')):.4f}", kld=f"{terms.get('kld', float('nan')):.3g}")
             means = training.mean_across_ranks({k: v / iters for k, v in sums.items()}, device)
             if rank == 0:
                 training.recalibrate_batchnorm(model, calib_batches)

@@ -29,12 +29,27 @@ class InputError(ValueError):
     """
 
 
+def input_error_line(err: BaseException) -> str:
+    """The one line to show for an :class:`InputError`. One raised in a DataLoader worker
+    process reaches the main process re-raised by PyTorch with the worker's whole traceback
+    in its message; the original message is its last line."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+        for prefix in ("utils.InputError: ", "InputError: "):
+            if last.startswith(prefix):
+                return last[len(prefix):]
+        return last
+    return text
+
+
 def run_cli(main, argv: Sequence[str] | None = None) -> None:
-    """Run ``main(argv)``; turn an :class:`InputError` into a one-line error and exit 2."""
+    """Run ``main(argv)``; turn an :class:`InputError` (also one from a DataLoader worker) into a
+    one-line error and exit 2."""
     try:
         main(argv)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {input_error_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
