@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base conv width of the frame/audio encoders and decoder (64 as the original; the "
                         "convolutions' cost grows with its square)")
     p.add_argument("--beta", type=float, default=0.0001, help="KL weight")
-    p.add_argument("--beta_gen_loss", type=float, default=0.0001, help="adversarial weight (x1 to epoch 300, x5 to 600, x10 to 900, x100 after; off in epoch 0)")
+    p.add_argument("--beta_gen_loss", type=float, default=0.0001,
+                   help="adversarial weight (x1 to epoch 300, x5 to 600, x10 to 900, x100 after; off in epoch 0)")
     p.add_argument("--model", default="dcgan", choices=["dcgan", "vgg"])
     p.add_argument("--disc_buffer", type=int, default=3, help="discriminator window (steps)")
     p.add_argument("--num_workers", "--data_threads", dest="data_threads", type=int, default=5,
@@ -256,7 +257,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
     cfg = model_config(args, info["audio_shape"])
     model = Sound2Sight(cfg)
     with torch.no_grad():
-        model.decoder.last[-2].bias.fill_(args.output_bias)  # the convolution before the output sigmoid
+        model.decoder.output_conv.bias.fill_(args.output_bias)
     model = model.to(device)
     optimizer = model.configure_optimizer(args.lr, args.disc_lr, args.beta1, args.optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda")

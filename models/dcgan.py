@@ -57,6 +57,11 @@ class DCGANDecoder(nn.Module):
         self.ups = nn.ModuleList(upconv_block(2 * widths[i], widths[i - 1]) for i in range(len(widths) - 1, 0, -1))
         self.last = nn.Sequential(nn.ConvTranspose2d(2 * widths[0], channels, 4, 2, 1), nn.Sigmoid())
 
+    @property
+    def output_conv(self) -> nn.ConvTranspose2d:
+        """The convolution before the output sigmoid (``--output_bias`` initialises its bias)."""
+        return self.last[-2]
+
     def forward(self, inputs: tuple[torch.Tensor, list[torch.Tensor]]) -> torch.Tensor:
         h, skips = inputs
         d = self.first(h.reshape(h.shape[0], self.g_dim, 1, 1))

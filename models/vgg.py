@@ -73,6 +73,11 @@ class VGGDecoder(nn.Module):
         self.last = nn.Sequential(vgg_layer(2 * widths[0], widths[0]),
                                   nn.ConvTranspose2d(widths[0], channels, 3, 1, 1), nn.Sigmoid())
 
+    @property
+    def output_conv(self) -> nn.ConvTranspose2d:
+        """The convolution before the output sigmoid (``--output_bias`` initialises its bias)."""
+        return self.last[-2]
+
     def forward(self, inputs: tuple[torch.Tensor, list[torch.Tensor]]) -> torch.Tensor:
         h, skips = inputs
         d = self.first(h.reshape(h.shape[0], self.g_dim, 1, 1))

@@ -290,6 +290,8 @@ def test_cosine_schedule_sets_both_groups_and_resumes(tmp_path, tiny_data):
     assert [float(r["lr"]) for r in rows] == pytest.approx([0.002, 0.001])
     opt = torch.load(log / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
     assert [g["lr"] for g in opt["param_groups"]] == pytest.approx([0.001, 0.00125])  # epoch 1's rates
+    bias = torch.load(log / "checkpoints" / "last.pt", weights_only=True)["model"]["decoder.last.0.bias"]
+    assert float(bias.mean()) == pytest.approx(-3.0, abs=0.05)  # --output_bias, moved by 2 Adam steps only
 
 
 def _train_cmd(log: Path, data: Path, *extra: str) -> list[str]:
