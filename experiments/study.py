@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from experiments.report import write_report  # noqa: E402
-from utils import InputError, atomic_write_bytes, atomic_write_json, cpu_name, run_cli  # noqa: E402
+from utils import InputError, StopSignals, atomic_write_bytes, atomic_write_json, cpu_name, run_cli  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -156,15 +156,28 @@ class Study:
                 "--shuffle_audio", *self.scale.eval_flags]
 
     def _timed(self, key: str, cmd: list[str], log: Path) -> None:
-        """Run ``cmd`` (output to ``log``), adding its wall time to timings.json even when it fails."""
+        """Run ``cmd`` (output to ``log``), adding its wall time to timings.json even when it fails.
+
+        A SIGTERM/SIGINT to the study is passed on to the running step, which stops at its
+        own safe point (a training writes its mid-epoch checkpoint); then the study exits
+        with 128 + the signal, and running it again continues."""
         log.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        with open(log, "a", encoding="utf-8") as f:
+        with open(log, "a", encoding="utf-8") as f, StopSignals() as stop:
             f.write(f"\n$ {' '.join(cmd)}\n")
             f.flush()
-            proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+            forwarded = False
+            while proc.poll() is None:
+                if stop.requested and not forwarded:
+                    proc.send_signal(stop.requested)
+                    forwarded = True
+                time.sleep(0.2)
         self.timings[key] = round(self.timings.get(key, 0.0) + time.perf_counter() - t0, 1)
         atomic_write_json(self.timings_path, self.timings)
+        if stop.requested:
+            print(f"stopped during '{key}'; run the same command again to continue", file=sys.stderr)
+            raise SystemExit(128 + stop.requested)
         if proc.returncode != 0:
             tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
             raise InputError(f"step '{key}' failed (exit {proc.returncode}); see {log}: " + " | ".join(tail))

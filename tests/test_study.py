@@ -90,3 +90,27 @@ def test_kept_runs_count_as_done_without_the_run_folders(tiny_study):
     assert "9/9 steps done" in proc.stdout and "[" not in proc.stdout.split("steps done", 1)[1].split("report")[0]
     assert not (tmp / "out" / "data").exists()  # not even the data was re-made
     assert "| sound2sight | " in (tmp / "res" / "tables.md").read_text()
+
+
+def test_sigterm_to_the_study_stops_its_step_and_it_continues(tmp_path):
+    """SIGTERM to the runner reaches the training it runs (no orphan keeps writing); the study
+    exits 143 and the same command then finishes the study."""
+    import signal
+    import time
+
+    cmd = [sys.executable, str(ROOT / "experiments" / "study.py"), "--scale", "tiny", "--datasets", "m3so_nb",
+           "--out", str(tmp_path / "out"), "--results", str(tmp_path / "res")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "out" / "runs" / "m3so_nb" / "sound2sight_seed1" / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "run the same command again to continue" in err
+    log = (tmp_path / "out" / "runs" / "m3so_nb" / "sound2sight_seed1" / "train.log").read_text()
+    assert "SIGTERM received" in log  # the training itself got the signal and stopped cleanly
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (tmp_path / "res" / "runs" / "m3so_nb" / "no_disc_seed1" / "metrics.json").is_file()
