@@ -83,8 +83,10 @@ CONFIGS = {"sound2sight": (), "no_audio": ("--no_audio",), "no_disc": ("--no_dis
 
 
 def runs(scale: Scale, datasets: tuple[str, ...] = tuple(DATASETS)) -> list[tuple[str, str, int]]:
-    """Every (dataset, config, seed) of the study on ``datasets``."""
-    return [(ds, cfg, seed) for ds in datasets for cfg in CONFIGS for seed in scale.seeds.get(f"{ds}/{cfg}", (1,))]
+    """Every (dataset, config, seed) of the study on ``datasets``, first seeds first: every
+    configuration's first seed is done before any second seed, so a partial study compares."""
+    out = [(ds, cfg, seed) for ds in datasets for cfg in CONFIGS for seed in scale.seeds.get(f"{ds}/{cfg}", (1,))]
+    return sorted(out, key=lambda r: (list(datasets).index(r[0]), r[2], list(CONFIGS).index(r[1])))
 
 
 def run_name(ds: str, cfg: str, seed: int) -> str:

@@ -41,7 +41,8 @@ def tiny_study(tmp_path_factory):
 
 def test_tiny_study_runs_every_step_and_reports(tiny_study):
     tmp = tiny_study["tmp"]
-    assert "[9/9] evaluate m3so/no_disc_seed1" in tiny_study["stdout"]
+    assert "[7/9] evaluate m3so/no_disc_seed1" in tiny_study["stdout"]  # first seeds of every configuration first
+    assert "[9/9] evaluate m3so/sound2sight_seed2" in tiny_study["stdout"]
     res = json.loads((tmp / "res" / "results.json").read_text())
     assert set(res["runs"]) == {"m3so/sound2sight_seed1", "m3so/sound2sight_seed2", "m3so/no_audio_seed1",
                                 "m3so/no_disc_seed1"}
