@@ -7,6 +7,7 @@ file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -114,16 +115,31 @@ def _tmp_path_beside(path: Path) -> Path:
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path_beside(path)
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_path_beside(path)
+    except OSError as err:
+        raise _write_error(path, err) from None
+    try:
+        try:
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                raise _write_error(path, err) from None
+            raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _write_error(path: Path, err: OSError) -> InputError:
+    """A failed write as one line: what, why, and that the previous version is untouched."""
+    kept = "; the previous file is intact" if path.exists() else ""
+    return InputError(f"could not write {path} ({err.strerror or err}){kept}; free some space or pass a "
+                      "writable location")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

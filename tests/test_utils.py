@@ -48,3 +48,32 @@ def test_atomic_writes_keep_plain_permissions_and_refuse_clobbering(tmp_path):
             raise RuntimeError("killed mid-write")
     assert (tmp_path / "d" / "f").read_text() == "1"  # the old folder survives a failed rewrite
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp leftovers
+
+
+def test_a_full_disk_during_an_atomic_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+    import torch
+
+    from utils import InputError, atomic_torch_save, atomic_write_json
+
+    target = tmp_path / "last.pt"
+    atomic_torch_save({"epoch": 1}, target)
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)  # part of the data lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(InputError, match="could not write .*last.pt \\(No space left on device\\); the previous "
+                                         "file is intact"):
+        atomic_torch_save({"epoch": 2}, target)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(target, weights_only=True) == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left behind
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="could not write"):
+        atomic_write_json(blocker / "sub" / "x.json", {})  # a folder below a file
