@@ -97,8 +97,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames:
     return {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
 
 
-def to_time_major(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device,
-                  channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def to_time_major(batch: tuple[torch.Tensor, torch.Tensor],
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Loader batches ``([B, T, C, H, W], [B, T, 1, F, S])`` -> time-major tensors on ``device``."""
     frames, audio = batch
     frames = frames.to(device, non_blocking=True).transpose(0, 1).contiguous()

@@ -247,18 +247,6 @@ def save_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> 
     atomic_write_bytes(path, buf.getvalue())
 
 
-def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write one image ``[H, W]`` or ``[H, W, C]`` (uint8, or float in [0, 1]) as PNG."""
-    import imageio.v3 as iio
-
-    image = to_uint8(np.asarray(image))
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    buf = io.BytesIO()
-    iio.imwrite(buf, image, extension=".png")
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
     """Write mono float audio in [-1, 1] as 16-bit PCM WAV (stdlib ``wave``: no extra dependency)."""
     pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0) * 32767.0).round().astype("<i2")
