@@ -392,18 +392,13 @@ def test_the_release_evaluation_command_form(setup, tmp_path):
     assert not (tmp_path / "out3" / "metrics.json").exists()
 
 
-def test_a_second_evaluation_into_one_folder_is_refused(setup, tmp_path):
+def test_a_second_evaluation_into_one_folder_is_refused(setup, tmp_path, live_pid):
     out = tmp_path / "busy"
     out.mkdir()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (out / ".lock").write_text(f"{sleeper.pid} evaluation\n")
-        with pytest.raises(InputError, match=f"in use by another evaluation \\(process {sleeper.pid}\\)"):
-            gen.main(base_args(setup["tmp"] / "run", setup["data"], out, "--num_gifs", "0"))
-        assert not (out / "metrics.json").exists()
-    finally:
-        sleeper.kill()
-        sleeper.wait()
+    (out / ".lock").write_text(f"{live_pid} evaluation\n")
+    with pytest.raises(InputError, match=f"in use by another evaluation \\(process {live_pid}\\)"):
+        gen.main(base_args(setup["tmp"] / "run", setup["data"], out, "--num_gifs", "0"))
+    assert not (out / "metrics.json").exists()
 
 
 def _slow_eval_cmd(setup, out: Path) -> list[str]:

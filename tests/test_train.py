@@ -368,21 +368,18 @@ def test_partial_epoch_checkpoint_resumes_mid_epoch(tmp_path, tiny_data, monkeyp
     assert StopSignals().requested == 0
 
 
-def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path, tiny_data, capsys):
+def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path, tiny_data, capsys, live_pid):
     log = tmp_path / "run"
     log.mkdir()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (log / ".lock").write_text(f"{sleeper.pid} training\n")
-        with pytest.raises(InputError, match=f"in use by another training \\(process {sleeper.pid}\\)"):
-            run(log, tiny_data, "--niter", "1", "--epoch_size", "1")
-        assert not (log / "checkpoints").exists()  # nothing was written
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    (log / ".lock").write_text(f"{sleeper.pid} training\n")  # its process is gone now
+    (log / ".lock").write_text(f"{live_pid} training\n")
+    with pytest.raises(InputError, match=f"in use by another training \\(process {live_pid}\\)"):
+        run(log, tiny_data, "--niter", "1", "--epoch_size", "1")
+    assert not (log / "checkpoints").exists()  # nothing was written
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (log / ".lock").write_text(f"{dead} training\n")  # its process is gone
     run(log, tiny_data, "--niter", "1", "--epoch_size", "1")
-    assert f"left by process {sleeper.pid}" in capsys.readouterr().err
+    assert f"left by process {dead}" in capsys.readouterr().err
     assert (log / "checkpoints" / "last.pt").is_file() and not (log / ".lock").exists()
 
 
