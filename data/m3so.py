@@ -2,14 +2,15 @@
 
 Layout (shared with the generator, the video preparer and training)::
 
-    DIR/dataset.json
+    DIR/dataset.json                  (read and checked by :class:`data.dataset_format.DatasetMeta`)
     DIR/<split>/frames.npy   uint8   [N, T, H, W] (grey) or [N, T, H, W, C] (colour)
-    DIR/<split>/stft.npy     float32 [N, T, F, S]  raw |STFT| per video frame
+    DIR/<split>/stft.npy     float32 [N, T, F, S]  raw |STFT| per video frame (always present)
+    DIR/<split>/<kind>.npy   float32 [N, T, F, S]  the features ``dataset.json`` names (``"features"``)
     DIR/<split>/...          optional extras (audio.npy, labels.npy, ...) not needed here
 
-When ``dataset.json`` says ``"features": "mfcc"`` (``data.prepare_av --features mfcc``),
-the audio comes from the file named by ``"mfcc": {"file", "shape"}`` instead of
-``stft.npy``; it is already log-scaled, so :func:`scale_features` is not applied to it.
+Which file the model reads and how it is scaled come from the feature registry
+(:data:`data.features.FEATURES`) by the name ``dataset.json`` records: ``stft.npy`` with
+``log1p`` unless it says otherwise (``mfcc.npy``, read as stored).
 
 The arrays are memory-mapped and opened lazily in each process: a DataLoader worker
 that receives a pickled :class:`ClipDataset` gets only paths and shapes, then maps the
@@ -19,7 +20,6 @@ not sampled at open) is checked per item, cheaply, on the window being returned.
 """
 from __future__ import annotations
 
-import json
 import operator
 from pathlib import Path
 from typing import Any
@@ -30,16 +30,11 @@ from torch.utils.data import Dataset
 
 from utils import InputError
 
-from .features import scale_features
+from .dataset_format import FILE_NAME, GEN_HINT, SPLITS, DatasetMeta, recreate_hint
 
-FORMAT_VERSION = 1
-SPLITS = ("train", "test")
 STARTS = ("first", "random")
-REQUIRED_KEYS = ("name", "format_version", "image_size", "channels", "num_frames", "stft", "splits")
 # How many clips' features are scanned for NaN/inf at open (evenly spaced, ends included).
 _OPEN_CHECK_CLIPS = 8
-
-GEN_HINT = "python M3SO_Gen_Code/generate_m3so.py --dest"
 
 
 def check_split(split: str) -> None:
@@ -65,50 +60,6 @@ def check_seq_len(seq_len: Any) -> int:
     return value
 
 
-def read_dataset_json(root: str | Path) -> dict[str, Any]:
-    """Read and check ``<root>/dataset.json`` (required keys, version, types)."""
-    path = Path(root) / "dataset.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist; make the dataset with {GEN_HINT} {root}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path} is not readable JSON ({err}); re-create the dataset with {GEN_HINT} {root}") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"{path} must hold a JSON object; re-create the dataset with {GEN_HINT} {root}")
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise InputError(f"{path} lacks key(s) {', '.join(missing)}; re-create the dataset with {GEN_HINT} {root}")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise InputError(f"{path} has format_version {meta['format_version']!r}, this code reads {FORMAT_VERSION}; "
-                         f"re-create the dataset with {GEN_HINT} {root}")
-    shape = meta["stft"].get("shape") if isinstance(meta["stft"], dict) else None
-    ints = [meta["image_size"], meta["channels"], meta["num_frames"]]
-    if (not all(isinstance(v, int) and v > 0 for v in ints) or not isinstance(shape, list) or len(shape) != 2
-            or not all(isinstance(v, int) and v > 0 for v in shape) or not isinstance(meta["splits"], dict)):
-        raise InputError(f"{path}: image_size, channels, num_frames must be positive integers, stft.shape [F, S] and "
-                         f"splits an object; re-create the dataset with {GEN_HINT} {root}")
-    return meta
-
-
-def feature_spec(meta: dict[str, Any], root: str | Path) -> tuple[str, tuple[int, int], bool]:
-    """Which audio features a dataset's model reads: (file name, (F, S), apply scale_features?)."""
-    kind = meta.get("features", "stft")
-    if kind == "stft":
-        return "stft.npy", tuple(meta["stft"]["shape"]), True
-    if kind == "mfcc":
-        mfcc = meta.get("mfcc")
-        shape = mfcc.get("shape") if isinstance(mfcc, dict) else None
-        name = mfcc.get("file", "mfcc.npy") if isinstance(mfcc, dict) else None
-        if (not isinstance(name, str) or Path(name).name != name or not isinstance(shape, list) or len(shape) != 2
-                or not all(isinstance(v, int) and v > 0 for v in shape)):
-            raise InputError(f"{Path(root) / 'dataset.json'} says features 'mfcc' but lacks a valid "
-                             f"\"mfcc\": {{\"file\", \"shape\": [F, S]}}; re-create it with python -m data.prepare_av")
-        return name, (shape[0], shape[1]), False
-    raise InputError(f"{Path(root) / 'dataset.json'} has features {kind!r}; this loader reads 'stft' or 'mfcc' "
-                     f"(re-create the dataset)")
-
-
 def _map(path: Path) -> np.ndarray:
     """Memory-map one ``.npy`` (never unpickling), with a clear error when it is missing or broken."""
     try:
@@ -129,7 +80,8 @@ class ClipDataset(Dataset):
     """One split of a ``dataset.json`` layout, as (frames, audio features) windows.
 
     Item ``i`` -> ``(frames: float32 [seq_len, C, H, W] in [0, 1],
-    audio: float32 [seq_len, 1, F, S] = scale_features(stft))`` (MFCC datasets: the MFCCs as stored).
+    audio: float32 [seq_len, 1, F, S] = kind.scale(features))``: ``log1p(|STFT|)`` for STFT
+    datasets, the MFCCs as stored for MFCC ones (:data:`data.features.FEATURES`).
     ``start="first"`` returns frames ``0..seq_len-1``; ``start="random"`` a window drawn
     with torch's RNG (so DataLoader worker seeding makes it reproducible).
     """
@@ -141,16 +93,18 @@ class ClipDataset(Dataset):
         self.root = Path(root)
         self.split = split
         self.start = start
-        self.meta = read_dataset_json(self.root)
+        self.meta = DatasetMeta.read(self.root)
         split_dir = self.root / split
-        if split not in self.meta["splits"]:
-            raise InputError(f"{self.root / 'dataset.json'} lists no {split!r} split; "
-                             f"re-create the dataset with {GEN_HINT} {self.root}")
+        if split not in self.meta.splits:
+            raise InputError(f"{self.root / FILE_NAME} lists no {split!r} split; "
+                             f"re-create it with {recreate_hint(self.root, self.meta.name)}")
         if not split_dir.is_dir():
-            raise InputError(f"{split_dir} is missing; re-create the dataset with {GEN_HINT} {self.root}")
+            raise InputError(f"{split_dir} is missing; re-create the dataset with "
+                             f"{recreate_hint(self.root, self.meta.name)}")
         self.frames_path = split_dir / "frames.npy"
-        feature_file, self.audio_shape, self.scale = feature_spec(self.meta, self.root)
-        self.stft_path = split_dir / feature_file  # the features the model reads (stft.npy unless MFCC)
+        self.kind = self.meta.kind  # the registry entry: file name and the scaling the model sees
+        self.audio_shape = self.meta.audio_shape
+        self.stft_path = split_dir / self.kind.file  # the features the model reads (stft.npy unless another kind)
         seq_len = check_seq_len(seq_len)
         frames, stft = _map(self.frames_path), _map(self.stft_path)
         self._validate(frames, stft, seq_len, image_width, channels)
@@ -176,8 +130,8 @@ class ClipDataset(Dataset):
         if stft.ndim != 4:
             raise InputError(f"{sp} has shape {stft.shape}, expected [N, T, F, S]; re-create the dataset")
         n, t, h, w = frames.shape[:4]
-        want = {"N": (n, meta["splits"][self.split]), "T": (t, meta["num_frames"]),
-                "H": (h, meta["image_size"]), "W": (w, meta["image_size"]), "C": (c, meta["channels"]),
+        want = {"N": (n, meta.splits[self.split]), "T": (t, meta.num_frames),
+                "H": (h, meta.image_size), "W": (w, meta.image_size), "C": (c, meta.channels),
                 "F": (stft.shape[2], self.audio_shape[0]), "S": (stft.shape[3], self.audio_shape[1])}
         bad = [f"{k}={got} (dataset.json says {exp})" for k, (got, exp) in want.items() if got != exp]
         if bad:
@@ -234,10 +188,7 @@ class ClipDataset(Dataset):
         else:
             pix = pix.permute(0, 3, 1, 2)  # [seq_len, C, H, W]
         video = pix.to(torch.float32).div_(255.0).contiguous()
-        audio = torch.from_numpy(spec)
-        if self.scale:
-            audio = scale_features(audio)
-        audio = audio.unsqueeze(1)  # [seq_len, 1, F, S]
+        audio = self.kind.scale(torch.from_numpy(spec)).unsqueeze(1)  # [seq_len, 1, F, S]
         return video, audio
 
 
@@ -264,12 +215,13 @@ def read_events(root: str | Path, split: str, num_clips: int) -> tuple[np.ndarra
 def dataset_info(root: str | Path) -> dict[str, Any]:
     """Summary of a ``dataset.json`` layout (the JSON's own keys plus the common summary keys)."""
     root = Path(root)
-    meta = read_dataset_json(root)
-    info = dict(meta)
-    info.update(layout="m3so", name=meta["name"], image_size=meta["image_size"], channels=meta["channels"],
-                audio_shape=feature_spec(meta, root)[1], num_frames=meta["num_frames"],
-                splits=dict(meta["splits"]), path=str(root))
+    meta = DatasetMeta.read(root)
+    info = meta.to_json()
+    info.update(layout="m3so", name=meta.name, image_size=meta.image_size, channels=meta.channels,
+                audio_shape=meta.audio_shape, num_frames=meta.num_frames, features=meta.feature_name,
+                splits=dict(meta.splits), path=str(root))
     return info
 
 
-__all__ = ["ClipDataset", "dataset_info", "read_events", "read_dataset_json", "check_split", "check_start", "check_seq_len", "feature_spec", "SPLITS", "STARTS"]
+__all__ = ["ClipDataset", "dataset_info", "read_events", "check_split", "check_start", "check_seq_len",
+           "GEN_HINT", "SPLITS", "STARTS"]
