@@ -208,8 +208,9 @@ class FeatureKind:
     ``compute(audio [..., T * L], settings) -> float32 [..., T, F, S]``;
     ``shape(settings) -> (F, S)``; ``params(settings)``: the block ``dataset.json`` records
     under ``name`` (it holds ``"shape": [F, S]``); ``check(settings)`` raises ValueError
-    naming the bad setting; ``scale``: what the model sees of the stored array (numpy or
-    torch in, the same type out).
+    whose message starts with the bad setting's field name (``data.prepare_av`` turns it
+    into that flag); ``scale``: what the model sees of the stored array (numpy or torch in,
+    the same type out).
     """
 
     name: str

@@ -37,14 +37,13 @@ has no video or no audio stream, or is shorter than one clip.
 
 Features
 --------
-``stft.npy`` is always written: the raw per-frame ``|STFT|`` of :func:`data.features.frame_stft`
-(``samples_per_frame = 16 * hop_length`` -> 17 time steps; ``[45, 17]`` by default);
-loaders scale it with :func:`data.features.scale_features`. ``--features mfcc``
-additionally writes ``mfcc.npy`` ``[N, T, n_mfcc, S]``: the same per-frame STFT as power,
-through ``n_mels`` triangular HTK-mel filters (0 Hz to Nyquist), ``log(. + 1e-6)``, and an
-orthonormal DCT-II over the mel axis, keeping ``n_mfcc`` coefficients. It is already
-log-scaled (values may be negative), so ``scale_features`` must NOT be applied to it;
-``dataset.json`` says which one the model should read (``"features"``).
+Computed by the feature registry (:data:`data.features.FEATURES`) with
+``samples_per_frame = 16 * hop_length`` (-> 17 time steps). ``stft.npy`` is always
+written: the raw per-frame ``|STFT|`` (``[45, 17]`` by default; loaders scale it with
+``log1p``). ``--features K`` additionally writes kind K's file, e.g. ``mfcc`` ->
+``mfcc.npy`` ``[N, T, n_mfcc, S]`` (librosa MFCCs of the same frames, ``[32, 17]`` by
+default; read as stored), and ``dataset.json`` says which one the model reads
+(``"features"``).
 
 Splits are by SOURCE VIDEO (no video has clips in both): the usable videos, sorted by
 path, are shuffled with ``--seed`` and ``round(test_fraction * n)`` of them (at least one
@@ -67,11 +66,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from data.dataset_format import SPLITS, DatasetMeta
+from data.features import DEFAULT_FEATURE, FEATURES, FrameSettings, get_feature
 from utils import InputError, atomic_dir, atomic_save_npy, atomic_write_json, run_cli
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 HOPS_PER_FRAME = 16  # samples_per_frame = 16 * hop_length -> 17 centred STFT time steps
-FORMAT_VERSION = 1
 _GAP_TOLERANCE_S = 0.02  # audio timestamp jumps beyond this are real gaps, filled with silence
 _TRUNCATION_TOLERANCE_S = 0.25  # decoded end may fall this far (or 5 %) short of the declared duration
 
@@ -85,7 +85,7 @@ class AVConfig:
     fps: int = 10
     seq_len: int = 30
     stride: int | None = None  # None -> seq_len (non-overlapping clips)
-    features: str = "stft"
+    features: str = DEFAULT_FEATURE
     n_fft: int = 88
     hop_length: int = 44
     n_mfcc: int = 32
@@ -107,6 +107,12 @@ class AVConfig:
     def clip_stride(self) -> int:
         return self.seq_len if self.stride is None else self.stride
 
+    @property
+    def frame_settings(self) -> FrameSettings:
+        """The audio analysis of every feature kind (:mod:`data.features`)."""
+        return FrameSettings(sample_rate=self.sample_rate, samples_per_frame=self.samples_per_frame,
+                             n_fft=self.n_fft, hop_length=self.hop_length, n_mfcc=self.n_mfcc, n_mels=self.n_mels)
+
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first bad flag."""
         checks = [
@@ -115,17 +121,20 @@ class AVConfig:
             (self.fps >= 1, "--fps must be a positive integer"),
             (self.seq_len >= 1, "--seq_len must be >= 1"),
             (self.clip_stride >= 1, "--stride must be >= 1"),
-            (self.features in ("stft", "mfcc"), "--features must be stft or mfcc"),
+            (self.features in FEATURES, f"--features must be one of {', '.join(FEATURES)}"),
             (self.hop_length >= 1, "--hop_length must be >= 1"),
             (2 <= self.n_fft and self.n_fft // 2 < self.samples_per_frame,
              f"--n_fft must be >= 2 and n_fft // 2 < samples_per_frame = 16 * hop_length = {self.samples_per_frame}"),
-            (1 <= self.n_mfcc <= self.n_mels, "--n_mfcc must be between 1 and --n_mels"),
             (0.0 <= self.test_fraction < 1.0, "--test_fraction must be in [0, 1)"),
             (self.workers >= 1, "--workers must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        try:  # the kind's own settings (e.g. mfcc: n_mfcc <= n_mels, no empty mel band)
+            get_feature(self.features).check(self.frame_settings)
+        except ValueError as err:
+            raise InputError(f"--{err} (needed by --features {self.features})") from None  # message starts with the flag
 
 
 class SkipVideo(Exception):
@@ -358,36 +367,6 @@ def _decode_job(args: tuple[str, AVConfig]) -> tuple[str, DecodedVideo | None, s
         return path, None, str(why)
 
 
-# ------------------------------------------------------------------------------ features
-def mel_filterbank(n_freqs: int, sample_rate: int, n_mels: int) -> np.ndarray:
-    """Triangular HTK-mel filters over ``n_freqs`` linear STFT bins -> float32 ``[n_mels, n_freqs]``.
-
-    With few linear bins the lowest mel bands can be narrower than one bin; such a band
-    takes its nearest bin with weight 1 so no band is identically zero.
-    """
-    freqs = np.linspace(0.0, sample_rate / 2.0, n_freqs)  # [F] bin centre frequencies
-    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
-    inv = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
-    edges = inv(np.linspace(0.0, mel(sample_rate / 2.0), n_mels + 2))  # [M + 2]
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # [M, 1]
-    up = (freqs[None] - lo) / np.maximum(mid - lo, 1e-9)
-    down = (hi - freqs[None]) / np.maximum(hi - mid, 1e-9)
-    fb = np.clip(np.minimum(up, down), 0.0, None)  # [M, F]
-    empty = fb.sum(axis=1) == 0
-    fb[empty, np.abs(freqs[None] - mid[empty]).argmin(axis=1)] = 1.0
-    return fb.astype(np.float32)
-
-
-def stft_to_mfcc(stft: np.ndarray, sample_rate: int, n_mels: int, n_mfcc: int) -> np.ndarray:
-    """MFCC-like features of per-frame magnitudes ``[..., F, S]`` -> float32 ``[..., n_mfcc, S]``."""
-    from scipy.fft import dct
-
-    fb = mel_filterbank(stft.shape[-2], sample_rate, n_mels)  # [M, F]
-    mel_power = np.einsum("mf,...fs->...ms", fb, np.square(stft, dtype=np.float32))
-    coeffs = dct(np.log(mel_power + 1e-6), type=2, axis=-2, norm="ortho")
-    return np.ascontiguousarray(coeffs[..., :n_mfcc, :], dtype=np.float32)
-
-
 # ---------------------------------------------------------------------------- assembly
 def split_videos(names: Sequence[str], test_fraction: float, seed: int) -> dict[str, str]:
     """Map each video name to "train" or "test", deterministic in (sorted names, seed)."""
@@ -456,17 +435,16 @@ def _clip_starts(n_frames: int, seq_len: int, stride: int) -> range:
 
 def _write(dest: Path, overwrite: bool, cfg: AVConfig, src, videos: dict[str, DecodedVideo],
            assignment: dict[str, str], skipped: list[dict], warn: list[str]) -> None:
-    from data.features import frame_stft, stft_shape
     from utils import save_gif, write_wav
 
     T, L = cfg.seq_len, cfg.samples_per_frame
-    F, S = stft_shape(L, cfg.n_fft, cfg.hop_length)
     W, C = cfg.image_width, cfg.channels
+    kinds = [get_feature(name) for name in dict.fromkeys((DEFAULT_FEATURE, cfg.features))]  # stft always
     clips_meta: list[dict] = []
     video_meta: list[dict] = []
     counts = {}
     with atomic_dir(dest, overwrite=overwrite) as tmp:
-        for split in ("train", "test"):
+        for split in SPLITS:
             names = [n for n in sorted(videos) if assignment[n] == split]
             per_video = [(n, _clip_starts(len(videos[n].frames), T, cfg.clip_stride)) for n in names]
             n_clips = sum(len(starts) for _, starts in per_video)
@@ -484,14 +462,12 @@ def _write(dest: Path, overwrite: bool, cfg: AVConfig, src, videos: dict[str, De
                 video_meta.append({"source": name, "split": split, "clips": len(starts),
                                    "usable_frames": len(v.frames), "start_time": round(v.start_time, 6),
                                    "source_fps": v.source_fps, **v.info})
-            stft = frame_stft(audio, L, cfg.n_fft, cfg.hop_length)  # [N, T, F, S]
             out = tmp / split
             out.mkdir()
             atomic_save_npy(out / "frames.npy", frames[..., 0] if C == 1 else frames)
             atomic_save_npy(out / "audio.npy", audio)
-            atomic_save_npy(out / "stft.npy", stft)
-            if cfg.features == "mfcc":
-                atomic_save_npy(out / "mfcc.npy", stft_to_mfcc(stft, cfg.sample_rate, cfg.n_mels, cfg.n_mfcc))
+            for kind in kinds:
+                atomic_save_npy(out / kind.file, kind.compute(audio, cfg.frame_settings))  # [N, T, F, S]
             if cfg.previews and n_clips:
                 save_gif(out / "previews" / "clip0.gif", frames[0], fps=cfg.fps)
                 write_wav(out / "previews" / "clip0.wav", audio[0], cfg.sample_rate)
@@ -499,29 +475,15 @@ def _write(dest: Path, overwrite: bool, cfg: AVConfig, src, videos: dict[str, De
 
         flags = {k: v for k, v in asdict(cfg).items()}
         flags["stride"] = cfg.clip_stride
-        meta = {
-            "name": "av",
-            "format_version": FORMAT_VERSION,
-            "image_size": W,
-            "channels": C,
-            "num_frames": T,
-            "fps": cfg.fps,
-            "sample_rate": cfg.sample_rate,
-            "samples_per_frame": L,
-            "stft": {"n_fft": cfg.n_fft, "hop_length": cfg.hop_length, "center": True, "window": "hann",
-                     "shape": [F, S]},
-            "features": cfg.features,
-            "splits": counts,
-            "videos": {s: sum(1 for n in videos if assignment[n] == s) for s in ("train", "test")},
+        extra = {
+            "videos": {s: sum(1 for n in videos if assignment[n] == s) for s in SPLITS},
             "skipped": len(skipped),
             "source": str(Path(src).resolve()),
             "flags": flags,
             "warnings": warn,
         }
-        if cfg.features == "mfcc":
-            meta["mfcc"] = {"n_mfcc": cfg.n_mfcc, "n_mels": cfg.n_mels, "shape": [cfg.n_mfcc, S],
-                            "file": "mfcc.npy", "scaled": "log-mel + orthonormal DCT-II; do not apply scale_features"}
-        atomic_write_json(tmp / "dataset.json", meta)
+        DatasetMeta.for_features("av", image_size=W, channels=C, num_frames=T, fps=cfg.fps, splits=counts,
+                                 settings=cfg.frame_settings, features=cfg.features, extra=extra).write(tmp)
         atomic_write_json(tmp / "sources.json", {"clips": clips_meta, "videos": video_meta})
         atomic_write_json(tmp / "skipped.json", skipped)
 
@@ -538,8 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=d.fps, help="output frame rate")
     p.add_argument("--seq_len", type=int, default=d.seq_len, help="frames per clip")
     p.add_argument("--stride", type=int, default=None, help="frames between clip starts (default: seq_len)")
-    p.add_argument("--features", choices=("stft", "mfcc"), default=d.features,
-                   help="stft.npy is always written; mfcc also writes mfcc.npy (already log-scaled)")
+    p.add_argument("--features", choices=list(FEATURES), default=d.features,
+                   help="the audio features the model reads; stft.npy is always written, mfcc also writes "
+                        "mfcc.npy (librosa MFCCs, already log-scaled)")
     p.add_argument("--n_fft", type=int, default=d.n_fft, help="per-frame STFT size")
     p.add_argument("--hop_length", type=int, default=d.hop_length,
                    help="STFT hop; samples_per_frame = 16 * hop_length, sample_rate = fps * samples_per_frame")
