@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from utils import InputError, atomic_dir, atomic_write_json, read_wav, run_cli, to_uint8
+from utils import InputError, atomic_dir, read_wav, run_cli, to_uint8
 
-from .features import FPS, HOP_LENGTH, N_FFT, SAMPLE_RATE, SAMPLES_PER_FRAME
+from .dataset_format import DatasetMeta
+from .features import DEFAULT_FEATURE, FEATURES, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSettings
 from .legacy import WAV_DIR, LegacyDataset, gif_info, legacy_splits, load_array_pickle
 
 
@@ -81,16 +82,14 @@ def convert(src: str | Path, dest: str | Path, *, overwrite: bool = False, image
     num_frames = min(lengths.values())
     f_bins, s_steps = first.audio_shape
     size, c = first.image_size, first.channels
-    meta: dict[str, Any] = {
-        "name": "M3SO (legacy import)", "format_version": 1, "image_size": size, "channels": c,
-        "num_frames": num_frames, "fps": FPS, "sample_rate": SAMPLE_RATE, "samples_per_frame": SAMPLES_PER_FRAME,
-        "stft": {"n_fft": N_FFT, "hop_length": HOP_LENGTH, "center": True, "window": "hann",
-                 "shape": [f_bins, s_steps]},
-        "splits": {s: len(ds) for s, ds in datasets.items()},
-        "source": {"layout": "legacy", "path": str(src.resolve())},
-        "ids": {s: list(ds.ids) for s, ds in datasets.items()},
-        "audio": {},
-    }
+    # The pickles are |STFT| features whose shape they carry; the framing recorded is M3SO's.
+    stft_block = {**FEATURES[DEFAULT_FEATURE].params(FrameSettings()), "shape": [f_bins, s_steps]}
+    audio_files: dict[str, str] = {}
+    meta = DatasetMeta(name="M3SO (legacy import)", image_size=size, channels=c, num_frames=num_frames,
+                       splits={s: len(ds) for s, ds in datasets.items()}, feature_blocks={DEFAULT_FEATURE: stft_block},
+                       fps=FPS, sample_rate=SAMPLE_RATE, samples_per_frame=SAMPLES_PER_FRAME,
+                       extra={"source": {"layout": "legacy", "path": str(src.resolve())},
+                              "ids": {s: list(ds.ids) for s, ds in datasets.items()}, "audio": audio_files})
     with atomic_dir(dest, overwrite=overwrite) as tmp:
         for s, ds in datasets.items():
             out = tmp / s
@@ -113,13 +112,13 @@ def convert(src: str | Path, dest: str | Path, *, overwrite: bool = False, image
                     np.save(f, audio, allow_pickle=False)
             else:
                 print(f"{s}: audio.npy left out: {why}")
-            meta["audio"][s] = "audio.npy" if audio is not None else f"left out: {why}"
-        atomic_write_json(tmp / "dataset.json", meta)
+            audio_files[s] = "audio.npy" if audio is not None else f"left out: {why}"
+        meta.write(tmp)
     if any(t != num_frames for t in lengths.values()) or any(ds.num_frames != num_frames for ds in datasets.values()):
         print(f"note: clips cut to the shortest clip's {num_frames} frames")
-    print(f"wrote {dest}: " + ", ".join(f"{s} {n} clips" for s, n in meta["splits"].items())
+    print(f"wrote {dest}: " + ", ".join(f"{s} {n} clips" for s, n in meta.splits.items())
           + f", {num_frames} frames of {size}x{size}x{c}, features {f_bins}x{s_steps}")
-    return meta
+    return meta.to_json()
 
 
 def build_parser() -> argparse.ArgumentParser:
