@@ -141,9 +141,6 @@ class DatasetMeta:
         missing = [k for k in _REQUIRED if k not in obj]
         if missing:
             raise InputError(f"{path} lacks key(s) {', '.join(missing)}; re-create it with {hint}")
-        if obj["format_version"] != FORMAT_VERSION:
-            raise InputError(f"{path} has format_version {obj['format_version']!r}, this code reads {FORMAT_VERSION}; "
-                             f"re-create it with {hint}")
         features = obj.get("features")
         blocks = {DEFAULT_FEATURE: obj["stft"]}
         if isinstance(features, str) and features in FEATURES and features in obj:

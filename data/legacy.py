@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 from utils import InputError
 
 from .features import scale_features
+from .dataset_format import SPLITS
 from .m3so import GEN_HINT, check_seq_len, check_split, check_start
 
 GIF_DIR = "gif"
@@ -181,12 +182,12 @@ def _id_key(stem: str) -> tuple:
 
 def is_legacy(root: str | Path) -> bool:
     """``root`` has ``<split>/gif/`` for some split."""
-    return any((Path(root) / split / GIF_DIR).is_dir() for split in ("train", "test"))
+    return any((Path(root) / split / GIF_DIR).is_dir() for split in SPLITS)
 
 
 def legacy_splits(root: str | Path) -> list[str]:
     """Splits of a legacy root that have a ``gif/`` folder."""
-    return [s for s in ("train", "test") if (Path(root) / s / GIF_DIR).is_dir()]
+    return [s for s in SPLITS if (Path(root) / s / GIF_DIR).is_dir()]
 
 
 def list_clips(root: str | Path, split: str) -> list[str]:

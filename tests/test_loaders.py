@@ -458,3 +458,28 @@ def test_mfcc_features_read_unscaled(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match=r"dataset.json has features 'wavelets'"):
         open_dataset(tmp_path, "train", 4)
+
+
+def test_dataset_shapes_and_presets(tmp_path):
+    from data import DataShapes, check_preset, dataset_shapes
+
+    make_new(tmp_path / "new", size=12, channels=3)
+    make_legacy(tmp_path / "leg", size=16, wav=False)
+    assert dataset_shapes(tmp_path / "new") == DataShapes(12, 3, (F, S))
+    assert dataset_shapes(tmp_path / "leg") == DataShapes(16, 1, (F, S))  # the GIFs' own size
+    assert dataset_shapes(tmp_path / "not_yet", missing_ok=True) is None
+    (tmp_path / "plain").mkdir()
+    assert dataset_shapes(tmp_path / "plain", missing_ok=True) is None  # e.g. the code's own data/ package
+    with pytest.raises(InputError, match="neither a Sound2Sight dataset"):
+        dataset_shapes(tmp_path / "plain")
+    (tmp_path / "new" / "dataset.json").write_text("{broken")
+    with pytest.raises(InputError, match="is not readable JSON"):
+        dataset_shapes(tmp_path / "new", missing_ok=True)  # a broken dataset is not a missing one
+    check_preset("drums", DataShapes(64, 3, (45, 17)), "d")
+    check_preset("painting", DataShapes(64, 3, (48, 17)), "d")
+    check_preset("smmnist", DataShapes(12, 1, (32, 21)), "d")  # no preset shape: nothing to check
+    with pytest.raises(InputError, match=r"--dataset drums expects 3x64x64 frames and \[45, 17\] or \[48, 17\] "
+                                         r"audio features; d has 1x48x48 and \[23, 21\]; use --dataset av"):
+        check_preset("drums", DataShapes(48, 1, (23, 21)), "d")
+    with pytest.raises(InputError, match=r"has 3x64x64 and \[32, 17\]"):
+        check_preset("painting", DataShapes(64, 3, (32, 17)), "d")
