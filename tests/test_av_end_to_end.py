@@ -1,4 +1,5 @@
-"""Real video end to end: encode videos with sound -> prepare_av -> train one epoch -> evaluate."""
+"""End to end through the CLIs: real videos with sound -> prepare_av -> train one epoch -> evaluate,
+and every audio feature kind of the registry on M3SO and on prepared videos."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import pytest
 
 import generate_sound2sight
 import train_sound2sight
+from data.features import DEFAULT_FEATURE, FEATURES
 from data.prepare_av import prepare
 from test_prepare_av import write_video
 from utils import InputError
@@ -42,6 +44,50 @@ def test_prepare_train_evaluate(tmp_path, av_data, dataset):
     assert m["num_clips"] >= 1 and len(m["paper"]["ssim_per_frame"]) == 3
     assert np.isfinite(m["paper"]["psnr"]) and 0 < m["paper"]["ssim"] <= 1
     assert (log / "eval" / "gifs").is_dir() and any((log / "eval" / "gifs").iterdir())
+
+
+# stft is the default of both tools, trained and evaluated end to end above and in test_train.py
+OTHER_KINDS = [k for k in FEATURES if k != DEFAULT_FEATURE]
+
+
+def _train_and_evaluate(data, log, expect_shape, *dataset) -> None:
+    """Train 1 epoch of 2 iterations and evaluate, through both CLIs; the model reads ``expect_shape`` features."""
+    log = train_sound2sight.main([*dataset, "--data_root", str(data), "--log_dir", str(log), *TINY])
+    cfg = json.loads((log / "config.json").read_text())["model_config"]
+    assert cfg["audio_shape"] == list(expect_shape)  # taken from the dataset, no flag given
+    m = generate_sound2sight.main(["--model_path", str(log), "--data_root", str(data), *dataset,
+                                   "--n_past", "3", "--n_future", "3", "--nsample", "2", "--batch_size", "2",
+                                   "--num_gifs", "1", "--device", "cpu"])
+    assert m["num_clips"] >= 1 and len(m["paper"]["ssim_per_frame"]) == 3
+    assert np.isfinite(m["paper"]["psnr"]) and 0 < m["paper"]["ssim"] <= 1
+
+
+@pytest.mark.parametrize("features", OTHER_KINDS)
+def test_m3so_feature_kind_end_to_end(tmp_path, features):
+    """``generate_m3so.py --features K`` at toy size, then train and evaluate on what it wrote."""
+    from M3SO_Gen_Code.generate_m3so import FRAME_SETTINGS
+    from M3SO_Gen_Code.generate_m3so import main as generate_main
+
+    data = generate_main(["--dest", str(tmp_path / "m3so"), "--num_train", "4", "--num_test", "2",
+                          "--num_frames", "8", "--no_block", "--features", features, "--quiet"])
+    meta = json.loads((data / "dataset.json").read_text())
+    shape = FEATURES[features].shape(FRAME_SETTINGS)
+    assert meta["features"] == features and meta[features]["shape"] == list(shape)
+    assert (data / "train" / FEATURES[features].file).is_file() and (data / "train" / "stft.npy").is_file()
+    _train_and_evaluate(data, tmp_path / "run", shape)
+
+
+@pytest.mark.parametrize("features", OTHER_KINDS)
+def test_prepared_video_feature_kind_end_to_end(tmp_path, av_data, features):
+    """``data.prepare_av --features K`` at its defaults (mfcc: [32, 17]), then train and evaluate (--dataset av)."""
+    data = prepare(av_data.parent / "videos", tmp_path / "ds", seq_len=6, stride=3, test_fraction=0.34, seed=0,
+                   features=features, progress=False)
+    meta = json.loads((data / "dataset.json").read_text())
+    assert meta["features"] == features
+    shape = tuple(meta[features]["shape"])
+    if features == "mfcc":
+        assert shape == (32, 17)
+    _train_and_evaluate(data, tmp_path / "run", shape, "--dataset", "av")
 
 
 def test_drums_preset_refuses_a_grey_checkpoint(tmp_path):
