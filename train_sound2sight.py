@@ -141,17 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse flags; ``--demo`` and the dataset presets change defaults, never explicit flags."""
+    """Parse flags; ``--demo`` and the data change defaults, never explicit flags.
+
+    ``--image_width`` / ``--channels`` default to the ``--data_root`` dataset's own; a
+    ``--dataset`` preset (drums, painting) checks that dataset's shapes (InputError when they
+    differ) and gives the defaults only while the folder holds no dataset yet.
+    """
+    from data import check_preset, dataset_shapes
+
     parser = build_parser()
     first, _ = parser.parse_known_args(argv)
     if first.demo:
         parser.set_defaults(**DEMO_DEFAULTS)
         first, _ = parser.parse_known_args(argv)
-    if first.dataset in PRESETS:
+    shapes = dataset_shapes(first.data_root, missing_ok=True)
+    if shapes is not None:
+        check_preset(first.dataset, shapes, first.data_root)
+        parser.set_defaults(image_width=shapes.image_size, channels=shapes.channels)
+    elif first.dataset in PRESETS:
         parser.set_defaults(**PRESETS[first.dataset])
-    elif first.dataset == "av" and Path(first.data_root, "dataset.json").is_file():
-        info = dataset_info(first.data_root)
-        parser.set_defaults(image_width=info["image_size"], channels=info["channels"])
     return parser.parse_args(argv)
 
 
