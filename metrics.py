@@ -1,4 +1,8 @@
-"""Exact, batched SSIM / PSNR and the two evaluation protocols.
+"""Exact, batched SSIM / PSNR, the metric registry and the evaluation protocols.
+
+Metrics are chosen by name from :data:`PAIR_METRICS` (per frame pair: SSIM, PSNR,
+MSE) and :data:`SET_METRICS` (over the samples of a clip: diversity); the protocols
+(:data:`PROTOCOLS`) reduce per-sample scores to per-clip curves for any of them.
 
 The numbers reproduce what the original release reported with scikit-image 0.15
 (``compare_ssim`` / ``compare_psnr`` on float frames, no ``data_range``; see docs/DESIGN.md), i.e.
@@ -49,7 +53,8 @@ from __future__ import annotations
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -450,54 +455,174 @@ def diversity_from_sums(sum_x: torch.Tensor, sum_sq: torch.Tensor, nsample: int)
     return 2.0 * spread.clamp(min=0.0) / ((nsample - 1) * sx.shape[1])
 
 
+# ------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class ScoreSettings:
+    """The settings a pair metric may read (each takes the ones it needs)."""
+
+    ssim_range: float = SSIM_DATA_RANGE
+    psnr_range: float = PSNR_DATA_RANGE
+    cap_db: float = PSNR_CAP_DB
+    win_size: int = 7
+
+
+@dataclass(frozen=True)
+class PairMetric:
+    """A score of one (ground truth, prediction) frame pair.
+
+    ``fn(gt, pred, settings)``: ``[..., C, H, W]`` each -> float64 ``[...]``.
+    ``higher_is_better`` decides which sample the paper protocol keeps per frame."""
+
+    name: str
+    higher_is_better: bool
+    unit: str
+    description: str
+    fn: Callable[[Any, Any, ScoreSettings], torch.Tensor]
+
+
+def _ssim_fn(gt: Any, pred: Any, st: ScoreSettings) -> torch.Tensor:
+    return ssim(gt, pred, st.ssim_range, st.win_size)
+
+
+def _psnr_fn(gt: Any, pred: Any, st: ScoreSettings) -> torch.Tensor:
+    return psnr(gt, pred, st.psnr_range, st.cap_db)
+
+
+def mse(gt: Any, pred: Any, st: ScoreSettings | None = None) -> torch.Tensor:
+    """Mean squared error per image over channels and pixels: ``[..., C, H, W]`` -> float64 ``[...]``."""
+    x, y, lead = _as_images(gt, pred)
+    d = x.to(torch.float64) - y.to(torch.float64)
+    return d.square().mean(dim=(-2, -1)).reshape(lead).mean(dim=-1)
+
+
+#: Every frame-pair metric, by name. Adding one here is all it takes: the evaluation, its
+#: protocols, tables, CSV, curves, event-aligned means and the training's validation
+#: loop over names.
+PAIR_METRICS: dict[str, PairMetric] = {
+    m.name: m for m in (
+        PairMetric("ssim", True, "", "structural similarity (scikit-image's, release's data range)", _ssim_fn),
+        PairMetric("psnr", True, "dB", "peak signal-to-noise ratio, capped", _psnr_fn),
+        PairMetric("mse", False, "", "mean squared error per pixel", mse),
+    )
+}
+#: What the evaluation reports unless asked otherwise: the paper's two metrics.
+DEFAULT_METRICS = ("ssim", "psnr")
+#: The best-sample protocol keeps, per clip, the sample with the best mean of this metric.
+SELECTION_METRIC = "ssim"
+
+
+def check_metrics(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` as a tuple, or ValueError naming the unknown ones and the choices."""
+    unknown = [n for n in names if n not in PAIR_METRICS]
+    if unknown or not names:
+        raise ValueError(f"unknown metrics {unknown}; choose from {list(PAIR_METRICS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def score(gt: Any, pred: Any, names: Sequence[str] = DEFAULT_METRICS,
+          settings: ScoreSettings = ScoreSettings()) -> dict[str, torch.Tensor]:
+    """Every metric of ``names`` for every pair: ``[..., C, H, W]`` each -> ``{name: float64 [...]}``.
+
+    SSIM and PSNR asked together share one pass of the compiled kernel
+    (:func:`score_pairs`); every other metric runs its own ``fn``."""
+    names = check_metrics(names)
+    out: dict[str, torch.Tensor] = {}
+    if "ssim" in names and "psnr" in names:
+        out["ssim"], out["psnr"] = score_pairs(gt, pred, settings.ssim_range, settings.psnr_range,
+                                               settings.cap_db, settings.win_size)
+    for name in names:
+        if name not in out:
+            out[name] = PAIR_METRICS[name].fn(gt, pred, settings)
+    return {name: out[name] for name in names}
+
+
+@dataclass(frozen=True)
+class SetMetric:
+    """A figure of the set of samples of each clip (not of one pair), streamed over chunks of samples.
+
+    ``start(gt)`` with gt ``[B, F, C, H, W]`` -> a state; ``update(state, samples)`` with
+    samples ``[B, s, F, C, H, W]`` (any chunk of the clip's samples); ``finish(state,
+    nsample)`` -> float64 ``[B]``. Needs ``min_samples`` samples per clip (NaN below)."""
+
+    name: str
+    higher_is_better: bool
+    description: str
+    min_samples: int
+    start: Callable[[torch.Tensor], Any]
+    update: Callable[[Any, torch.Tensor], None]
+    finish: Callable[[Any, int], torch.Tensor]
+
+
+def _diversity_start(gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"sum_x": torch.zeros(gt.shape, dtype=torch.float64, device=gt.device),   # [B, F, C, H, W]
+            "sum_sq": torch.zeros(gt.shape[0], dtype=torch.float64, device=gt.device)}  # [B]
+
+
+def _diversity_update(state: dict[str, torch.Tensor], samples: torch.Tensor) -> None:
+    x = samples.to(torch.float64)  # [B, s, F, C, H, W]
+    state["sum_x"] += x.sum(1)
+    state["sum_sq"] += x.square().sum(dim=tuple(range(1, x.ndim)))
+
+
+def _diversity_finish(state: dict[str, torch.Tensor], nsample: int) -> torch.Tensor:
+    return diversity_from_sums(state["sum_x"], state["sum_sq"], nsample)
+
+
+#: Every set-level metric, by name (reported per clip, and its mean in metrics.json).
+SET_METRICS: dict[str, SetMetric] = {
+    "diversity": SetMetric("diversity", True, "mean pairwise per-pixel MSE between the samples of a clip", 2,
+                           _diversity_start, _diversity_update, _diversity_finish),
+}
+
+
 # ------------------------------------------------------------------------------ protocols
-def _pair(ssim_nst: Any, psnr_nst: Any) -> tuple[np.ndarray, np.ndarray]:
-    s = np.asarray(torch.as_tensor(ssim_nst).detach().cpu(), dtype=np.float64)
-    p = np.asarray(torch.as_tensor(psnr_nst).detach().cpu(), dtype=np.float64)
-    if s.shape != p.shape or s.ndim != 3:
-        raise ValueError(f"expected ssim and psnr of one shape [N, S, T], got {s.shape} and {p.shape}")
-    return s, p
+def _as_scores(scores: dict[str, Any]) -> dict[str, np.ndarray]:
+    out = {k: np.asarray(torch.as_tensor(v).detach().cpu(), dtype=np.float64) for k, v in scores.items()}
+    shapes = {v.shape for v in out.values()}
+    if len(shapes) != 1 or next(iter(shapes)).__len__() != 3:
+        raise ValueError(f"expected scores of one shape [N, S, T], got {[v.shape for v in out.values()]}")
+    return out
 
 
-def per_clip_paper(ssim_nst: Any, psnr_nst: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Paper protocol, per clip: for each frame the max over samples, SSIM and PSNR separately.
+def per_clip_paper(scores: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Paper protocol, per clip: for each frame the best over samples, every metric separately.
 
-    ``[N, S, T]`` each -> ``(ssim [N, T], psnr [N, T])``. The two maxima may come from
-    different samples (and different frames from different samples), as in the release.
-    """
-    s, p = _pair(ssim_nst, psnr_nst)
-    return s.max(axis=1), p.max(axis=1)
-
-
-def per_clip_best(ssim_nst: Any, psnr_nst: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best-sample protocol, per clip: the ONE sample with the highest mean SSIM over frames.
-
-    ``[N, S, T]`` each -> ``(ssim [N, T], psnr [N, T], chosen sample index [N])``; both
-    metrics are that sample's whole sequence (ties -> the lowest index).
-    """
-    s, p = _pair(ssim_nst, psnr_nst)
-    best = s.mean(axis=2).argmax(axis=1)  # [N]
-    rows = np.arange(s.shape[0])
-    return s[rows, best], p[rows, best], best
+    ``{name: [N, S, T]}`` -> ``{name: [N, T]}``; "best" is the max, or the min for a
+    metric where lower is better. The metrics' bests may come from different samples (and
+    different frames from different samples), as in the release."""
+    out = {}
+    for name, v in _as_scores(scores).items():
+        out[name] = v.max(axis=1) if PAIR_METRICS[name].higher_is_better else v.min(axis=1)
+    return out
 
 
-def summarise(ssim_nt: np.ndarray, psnr_nt: np.ndarray) -> dict[str, Any]:
-    """Per-clip curves ``[N, T]`` -> mean over clips per frame, and the mean of that curve."""
-    s_curve = np.asarray(ssim_nt, dtype=np.float64).mean(axis=0)
-    p_curve = np.asarray(psnr_nt, dtype=np.float64).mean(axis=0)
-    return {"ssim": float(s_curve.mean()), "psnr": float(p_curve.mean()),
-            "ssim_per_frame": s_curve.tolist(), "psnr_per_frame": p_curve.tolist()}
+def per_clip_best(scores: dict[str, Any], select: str = SELECTION_METRIC) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Best-sample protocol, per clip: the ONE sample with the best mean ``select`` over frames.
+
+    ``{name: [N, S, T]}`` -> (``{name: [N, T]}`` of that sample's whole sequence, chosen
+    index ``[N]``); ties -> the lowest index."""
+    v = _as_scores(scores)
+    if select not in v:
+        raise ValueError(f"the best-sample protocol selects by {select!r}, which was not scored")
+    means = v[select].mean(axis=2)  # [N, S]
+    best = means.argmax(axis=1) if PAIR_METRICS[select].higher_is_better else means.argmin(axis=1)
+    rows = np.arange(best.shape[0])
+    return {name: a[rows, best] for name, a in v.items()}, best
 
 
-def paper_protocol(ssim_nst: Any, psnr_nst: Any) -> dict[str, Any]:
-    """Per-frame max over samples, then mean over clips: ``[N, S, T]`` -> curves ``[T]`` and means."""
-    return summarise(*per_clip_paper(ssim_nst, psnr_nst))
+#: The evaluation protocols, by name: ``{name: [N, S, T]}`` -> ``{name: [N, T]}``.
+PROTOCOLS: dict[str, Callable[[dict[str, Any]], dict[str, np.ndarray]]] = {
+    "paper": per_clip_paper,
+    "best": lambda scores: per_clip_best(scores)[0],
+}
 
 
-def best_protocol(ssim_nst: Any, psnr_nst: Any) -> dict[str, Any]:
-    """One best-mean-SSIM sample per clip, its whole sequence, mean over clips -> curves and means."""
-    s, p, _ = per_clip_best(ssim_nst, psnr_nst)
-    return summarise(s, p)
+def summarise(per_clip: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per-clip curves ``{name: [N, T]}`` -> for each metric the mean over clips per frame
+    (``<name>_per_frame``) and the mean of that curve (``<name>``)."""
+    curves = {name: np.asarray(v, dtype=np.float64).mean(axis=0) for name, v in per_clip.items()}  # [T] each
+    return {**{name: float(c.mean()) for name, c in curves.items()},
+            **{f"{name}_per_frame": c.tolist() for name, c in curves.items()}}
 
 
 # ------------------------------------------------------------------------ event-aligned
@@ -547,16 +672,14 @@ def event_masks(bounces: np.ndarray, blocks: np.ndarray | None, n_past: int, n_f
     return out
 
 
-def masked_means(ssim_nt: np.ndarray, psnr_nt: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Mean SSIM / PSNR over the (clip, frame) entries of each mask, with their count
-    (``None`` means where a mask is empty). ``ssim_nt``, ``psnr_nt``: per clip and frame ``[N, F]``."""
+def masked_means(per_clip: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Mean of every metric over the (clip, frame) entries of each mask, with their count
+    (``None`` means where a mask is empty). ``per_clip``: ``{name: [N, F]}``; masks ``[N, F]``."""
     out: dict[str, Any] = {}
-    s = np.asarray(ssim_nt, dtype=np.float64)
-    p = np.asarray(psnr_nt, dtype=np.float64)
-    for name, m in masks.items():
+    vals = {k: np.asarray(v, dtype=np.float64) for k, v in per_clip.items()}
+    for group, m in masks.items():
         count = int(m.sum())
-        out[name] = {"ssim": float(s[m].mean()) if count else None,
-                     "psnr": float(p[m].mean()) if count else None, "frames": count}
+        out[group] = {**{k: float(v[m].mean()) if count else None for k, v in vals.items()}, "frames": count}
     return out
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import platform
 import sys
@@ -30,6 +29,10 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from tqdm import tqdm
 
 import training
+
+import checkpoints
+
+import runtime
 from data import DATASETS, PRESET_AUDIO_SHAPES, PRESETS, dataset_info, open_dataset
 from utils import InputError, RunLock, StopSignals, atomic_write_json, native_bf16, run_cli, save_gif, seed_everything
 
@@ -198,13 +201,13 @@ def model_config(args: argparse.Namespace, audio_shape: tuple[int, int]):
 def main(argv: list[str] | None = None) -> Path:
     """Train; returns the log folder."""
     args = parse_args(argv)
-    rank, world, device = training.setup_distributed(args.device)
+    rank, world, device = runtime.setup_distributed(args.device)
     try:
         # one training per run folder: a second process pointed at it is refused by name
         with RunLock(run_folder(args), "training") if rank == 0 else contextlib.nullcontext():
             return train(args, argv, rank, world, device)
     finally:
-        training.cleanup_distributed()
+        runtime.cleanup_distributed()
 
 
 def run_folder(args: argparse.Namespace) -> Path:
@@ -215,8 +218,9 @@ def run_folder(args: argparse.Namespace) -> Path:
 
 
 def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Path:
+    from checkpoints import check_config, read_checkpoint, saved_config
     from models.latent import migrate_state_dict
-    from models.sound2sight import Sound2Sight, check_config, read_checkpoint, saved_config
+    from models.sound2sight import Sound2Sight
 
     log_dir = run_folder(args)
     if args.model_dir:
@@ -278,11 +282,11 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
         ckpt = read_checkpoint(ckpt_dir / "last.pt", map_location=device)
         check_config(ckpt_dir / "last.pt", saved_config(ckpt), cfg)
         model.load_state_dict(migrate_state_dict(ckpt["model"]))
-        optimizer.load_state_dict(training.migrate_optimizer_state(ckpt["optimizer"], ckpt["model"], model))
+        optimizer.load_state_dict(checkpoints.migrate_optimizer_state(ckpt["optimizer"], ckpt["model"], model))
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch, best_val = int(ckpt["epoch"]), float(ckpt["best_val"])
-        training.set_rng_state(ckpt["rng"])
+        checkpoints.set_rng_state(ckpt["rng"])
         metrics_log.truncate(start_epoch)
         partial = ckpt.get("partial_epoch") or {}  # written when a signal stopped a run mid-epoch
         resume_iteration = int(partial.get("iteration", 0))
@@ -317,17 +321,17 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
         raise InputError(f"--val_clips must be >= 0, got {args.val_clips}")
     val_n = min(len(test_set), args.val_clips or min(max(per_rank, 8), 64))
     # Collated by hand: a DataLoader would draw its base seed from the global RNG and break exact resume.
-    val_frames, val_audio = training.to_time_major(default_collate([test_set[i] for i in range(val_n)]), device)
+    val_frames, val_audio = runtime.to_time_major(default_collate([test_set[i] for i in range(val_n)]), device)
     # Fixed training clips for BatchNorm re-estimation, chosen without touching the global RNG.
     if args.bn_recalibrate < 0:
         raise InputError(f"--bn_recalibrate must be >= 0, got {args.bn_recalibrate}")
     calib_n = min(args.bn_recalibrate * per_rank, len(train_set) // per_rank * per_rank)
     calib_idx = np.random.default_rng(args.seed).permutation(len(train_set))[:calib_n].tolist()
-    calib_batches = [training.to_time_major(default_collate([train_set[i] for i in calib_idx[j:j + per_rank]]), device)
+    calib_batches = [runtime.to_time_major(default_collate([train_set[i] for i in calib_idx[j:j + per_rank]]), device)
                      for j in range(0, calib_n, per_rank)]
 
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
-    workers = training.cap_workers(args.data_threads, world, say=rank == 0)
+    workers = runtime.cap_workers(args.data_threads, world, say=rank == 0)
     loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=workers,
                         drop_last=True, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     iters = len(loader) if args.epoch_size <= 0 else min(args.epoch_size, len(loader))
@@ -338,7 +342,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
 
     tb = None
     if rank == 0 and not args.no_tensorboard:
-        tb = training.tensorboard_writer(log_dir / "tensorboard", purge_step=start_epoch * iters + resume_iteration)
+        tb = runtime.tensorboard_writer(log_dir / "tensorboard", purge_step=start_epoch * iters + resume_iteration)
     with StopSignals() as stop, (tb or contextlib.nullcontext()):
         for epoch in range(start_epoch, args.niter):
             sampler.set_epoch(epoch)
@@ -359,11 +363,11 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                         break
                     if i < skip:  # done before the run was stopped: the epoch's data order is its own
                         continue
-                    if training.stop_agreed(stop, device, world):
+                    if runtime.stop_agreed(stop, device, world):
                         stop_run(stop, args, argv, rank, world, ckpt_dir, dict(
                             model=model, optimizer=optimizer, scaler=scaler, epoch=epoch, best_val=best_val, args=vars(args),
                             partial_epoch={"iteration": i, "sums": sums, "seconds": time.perf_counter() - t0}))
-                    frames, audio = training.to_time_major(batch, device)
+                    frames, audio = runtime.to_time_major(batch, device)
                     terms = training.train_step(net, optimizer, frames, audio, w, scaler=scaler, amp=args.amp)
                     for k, v in terms.items():
                         sums[k] = sums.get(k, 0.0) + v
@@ -371,7 +375,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                             tb.add_scalar(f"train/{k}", v, epoch * iters + i)
                     bar.update(1)
                     bar.set_postfix(mse=f"{terms.get('mse', float('nan')):.4f}", kld=f"{terms.get('kld', float('nan')):.3g}")
-            means = training.mean_across_ranks({k: v / iters for k, v in sums.items()}, device)
+            means = runtime.mean_across_ranks({k: v / iters for k, v in sums.items()}, device)
             if rank == 0:
                 training.recalibrate_batchnorm(model, calib_batches)
                 val = training.validate(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
@@ -395,18 +399,18 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                 best_val = min(best_val, val["val_min_mse"])
                 state = dict(model=model, optimizer=optimizer, scaler=scaler, epoch=epoch + 1,
                              best_val=best_val, args=vars(args))
-                training.save_checkpoint(ckpt_dir / "last.pt", **state)
+                checkpoints.save_checkpoint(ckpt_dir / "last.pt", **state)
                 if improved:
-                    training.save_checkpoint(ckpt_dir / "best.pt", **state)
+                    checkpoints.save_checkpoint(ckpt_dir / "best.pt", **state)
                 if args.save_every and (epoch + 1) % args.save_every == 0:
-                    training.save_checkpoint(ckpt_dir / f"epoch_{epoch + 1}.pt", **state)
+                    checkpoints.save_checkpoint(ckpt_dir / f"epoch_{epoch + 1}.pt", **state)
                 print(f"epoch {epoch}: mse {means.get('mse', float('nan')):.5f} kld {means.get('kld', float('nan')):.4g} "
                       f"| val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
                       f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | {row['seconds']:.1f}s"
                       + (" *best*" if improved else ""))
             if world > 1:
                 torch.distributed.barrier()
-            if training.stop_agreed(stop, device, world):  # a signal during validation: last.pt is complete
+            if runtime.stop_agreed(stop, device, world):  # a signal during validation: last.pt is complete
                 stop_run(stop, args, argv, rank, world, ckpt_dir, None)
 
     if rank == 0:
@@ -425,7 +429,7 @@ def stop_run(stop: StopSignals, args: argparse.Namespace, argv: list[str] | None
     if rank == 0:
         where = "at the end of the last epoch"
         if state is not None and world == 1:
-            training.save_checkpoint(ckpt_dir / "last.pt", **state)
+            checkpoints.save_checkpoint(ckpt_dir / "last.pt", **state)
             where = f"after {state['partial_epoch']['iteration']} iterations of epoch {state['epoch']}"
         elif state is not None:
             where += " (the partial epoch is dropped under torchrun)"
@@ -440,15 +444,13 @@ def stop_run(stop: StopSignals, args: argparse.Namespace, argv: list[str] | None
 def run_demo_eval(args: argparse.Namespace, log_dir: Path, n_eval: int) -> None:
     """``--demo``: score the FINAL checkpoint on the test split with the paper protocol (``best.pt``
     is chosen on the first test clips, so scoring it there would flatter it)."""
-    import generate_sound2sight
+    import evaluation
 
     eval_dir = log_dir / "eval"
-    generate_sound2sight.main([
-        "--model_path", str(log_dir / "checkpoints" / "last.pt"), "--data_root", args.data_root,
-        "--log_dir", str(eval_dir), "--n_past", str(args.n_past), "--n_future", str(n_eval - args.n_past),
-        "--nsample", str(args.eval_nsample), "--N", str(DEMO_EVAL_CLIPS), "--batch_size", "32",
-        "--device", args.device, "--seed", str(args.seed), "--num_gifs", "4"])
-    m = json.loads((eval_dir / "metrics.json").read_text())
+    settings = evaluation.EvalSettings(n_past=args.n_past, n_future=n_eval - args.n_past, nsample=args.eval_nsample,
+                                       seed=args.seed, num_clips=DEMO_EVAL_CLIPS, batch_size=32, num_gifs=4)
+    m = evaluation.evaluate_checkpoint(log_dir / "checkpoints" / "last.pt", args.data_root, eval_dir, settings,
+                                       device=runtime.get_device(args.device), tensorboard=not args.no_tensorboard)
     model, base = m["paper"], m["copy_last_frame"]["paper"]
     verdict = lambda a, b: "beats" if a > b else "does NOT beat"  # noqa: E731
     print(f"demo evaluation: {m['num_clips']} test clips x {m['nsample']} samples, paper protocol "

@@ -54,19 +54,6 @@ def run_cli(main, argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
-# ----------------------------------------------------------------------------- devices
-def get_device(name: str = "auto"):
-    """``auto`` picks CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` are taken as given."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    return device
-
-
 def cpu_name() -> str:
     """The CPU's model name (Linux), for benchmark reports."""
     try:

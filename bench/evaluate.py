@@ -3,7 +3,7 @@
 A default-size Sound2Sight (g 128, r 256, z 10; freshly initialised: the cost does not
 depend on training) is evaluated with the paper's protocol (``--n_past 5 --n_future 25
 --nsample 100``) on ``--clips`` hand-made 48x48 grey clips, through
-``generate_sound2sight.main`` itself. Prints ONE JSON line.
+``evaluation.evaluate_checkpoint``, the library the CLI calls. Prints ONE JSON line.
 
     python bench/evaluate.py [--clips 20] [--chunk_size 2000]
 """
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import generate_sound2sight  # noqa: E402
+import evaluation  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
 from utils import run_cli  # noqa: E402
 
@@ -49,7 +49,7 @@ def make_data(root: Path, clips: int, frames: int) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=20, help="test clips evaluated")
-    parser.add_argument("--chunk_size", type=int, default=2000, help="passed to generate_sound2sight.py")
+    parser.add_argument("--chunk_size", type=int, default=2000, help="clip x sample sequences per model call")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,11 +62,10 @@ def main(argv=None) -> dict:
         torch.save({"model_config": dataclasses.asdict(cfg), "model": model.state_dict(), "epoch": 0},
                    tmp / "run" / "checkpoints" / "best.pt")
         del model
-        res = generate_sound2sight.main([
-            "--model_path", str(tmp / "run"), "--data_root", str(tmp / "data"), "--log_dir", str(tmp / "eval"),
-            "--n_past", str(N_PAST), "--n_future", str(N_FUTURE), "--nsample", str(NSAMPLE), "--N", str(args.clips),
-            "--batch_size", str(args.clips), "--chunk_size", str(args.chunk_size), "--num_gifs", "0",
-            "--device", args.device])
+        settings = evaluation.EvalSettings(n_past=N_PAST, n_future=N_FUTURE, nsample=NSAMPLE, num_clips=args.clips,
+                                           batch_size=args.clips, chunk_size=args.chunk_size)
+        res = evaluation.evaluate_checkpoint(tmp / "run" / "checkpoints" / "best.pt", str(tmp / "data"), tmp / "eval",
+                                             settings, device=torch.device(args.device), tensorboard=False)
     t = res["timing"]
     wall = t["all"]
     pairs = args.clips * NSAMPLE * N_FUTURE

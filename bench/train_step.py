@@ -40,7 +40,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import stepwise  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
-from utils import cpu_name, get_device, native_bf16, run_cli, seed_everything  # noqa: E402
+from runtime import get_device  # noqa: E402
+from utils import cpu_name, native_bf16, run_cli, seed_everything  # noqa: E402
 
 ADV_WEIGHT = 1e-4  # beta_gen_loss: the generator's adversarial term is on, as after epoch 0
 

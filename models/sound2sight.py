@@ -47,21 +47,17 @@ text suggests (``--disc_train_encoders``).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from utils import InputError
-
 from .audio import AudioEncoder, check_audio_shape
 from .dcgan import DCGAN_PLANS, DCGANDecoder, DCGANEncoder
 from .discriminator import Discriminator
-from .latent import LatentNetwork, migrate_state_dict
+from .latent import LatentNetwork
 from .layers import fold, init_weights, sample_add, skip_add, unfold
 from .lstm import LSTMPredictor, gaussian_kl, reparameterize
 from .transformer import CausalTransformer
@@ -181,7 +177,7 @@ class Sound2Sight(nn.Module):
             return torch.optim.RMSprop(groups, lr=lr)
         if name == "sgd":
             return torch.optim.SGD(groups, lr=lr, momentum=beta1)
-        raise InputError(f"--optimizer {name!r} is unknown; choose one of {list(OPTIMIZERS)}")
+        raise ValueError(f"optimizer {name!r} is unknown; choose one of {list(OPTIMIZERS)}")
 
     def checkpoint(self) -> dict[str, Any]:
         """The dict :func:`load_model` reads: ``{"model_config": asdict(cfg), "model": state_dict}``."""
@@ -388,86 +384,3 @@ class Sound2Sight(nn.Module):
                                                pred_state)
         frames = torch.stack(out)                                              # [T, BN, C, H, W]
         return frames.reshape(total, batch, nsample, *frames.shape[2:])
-
-
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict with ``weights_only=True`` (no arbitrary unpickling) and check its form.
-
-    Training's resumable checkpoints and :func:`load_model` both read through here. Bad
-    files raise ``utils.InputError`` naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist; pass a checkpoint written by train_sound2sight.py "
-                         "(or its log folder)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # pickle / zip / format errors all mean "not our checkpoint"
-        raise InputError(f"checkpoint {path} could not be read as a weights-only torch file "
-                         f"({type(err).__name__}); pass a checkpoint written by this project") from None
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
-        raise InputError(f"checkpoint {path} lacks 'model_config'/'model' keys; it was not written by this project")
-    return ckpt
-
-
-def saved_config(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's ``model_config`` migrated to today's fields.
-
-    - ``disc_train_encoders`` is True for checkpoints older than the field (their
-      discriminator's encoders always trained);
-    - ``dropout`` (one rate for every transformer dropout, before the release's two rates
-      were split) becomes ``pos_dropout`` and ``layer_dropout``, both at its value.
-    """
-    cfg = {"disc_train_encoders": True, **ckpt["model_config"]}
-    if "dropout" in cfg:
-        rate = cfg.pop("dropout")
-        cfg.setdefault("pos_dropout", rate)
-        cfg.setdefault("layer_dropout", rate)
-    return cfg
-
-
-def check_config(path: str | Path, saved: Sound2SightConfig | dict, want: Sound2SightConfig | dict) -> None:
-    """Refuse a checkpoint made for another configuration, naming every field that differs."""
-    have = asdict(saved) if isinstance(saved, Sound2SightConfig) else dict(saved)
-    want = asdict(want) if isinstance(want, Sound2SightConfig) else dict(want)
-    diffs = [f"{k} {_norm(have[k])!r}, this run asks for {_norm(want[k])!r}" for k in want
-             if k in have and _norm(want[k]) != _norm(have[k])]
-    if diffs:
-        raise InputError(f"checkpoint {path} was made for " + "; ".join(diffs)
-                         + "; pass the same flags, or a fresh --log_dir to start a new run")
-
-
-def load_model(path: str | Path, map_location: str | torch.device = "cpu",
-               expect: Sound2SightConfig | dict | None = None) -> tuple[Sound2Sight, dict]:
-    """Rebuild a model from a checkpoint ``{"model_config": ..., "model": state_dict}``.
-
-    Reads through :func:`read_checkpoint` and loads strictly. ``expect`` (a config or dict
-    of fields) is compared with the checkpoint's config first, so a mismatch names the
-    field instead of failing on tensor shapes. Returns the model (in eval mode) and the
-    whole checkpoint dict. Bad files raise ``utils.InputError``.
-    """
-    ckpt = read_checkpoint(path, map_location)
-    raw = saved_config(ckpt)
-    known = {f.name for f in dataclasses.fields(Sound2SightConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise InputError(f"checkpoint {path} has unknown config fields {unknown}; it was written by another version")
-    try:
-        cfg = Sound2SightConfig(**raw)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"checkpoint {path} has an invalid model_config: {err}") from None
-    if expect is not None:
-        check_config(path, cfg, expect)
-    model = Sound2Sight(cfg)
-    try:
-        model.load_state_dict(migrate_state_dict(ckpt["model"]), strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
-        raise InputError(f"checkpoint {path}: weights do not fit its model_config ({detail[:300]})") from None
-    model.to(map_location).eval()
-    return model, ckpt
-
-
-def _norm(v: Any) -> Any:
-    return tuple(v) if isinstance(v, list) else v

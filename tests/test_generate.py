@@ -15,6 +15,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+import evaluation
 import generate_sound2sight as gen
 import metrics
 from models.sound2sight import Sound2Sight, Sound2SightConfig
@@ -158,8 +159,8 @@ def test_samples_npz_rescored_gives_metrics_json(setup):
     fut = samples[:, :, N_PAST:]
     s, p = metrics.score_pairs(np.broadcast_to(gt[:, None, N_PAST:], fut.shape), fut)
     m = json.loads((out / "metrics.json").read_text())
-    for name, proto in (("paper", metrics.paper_protocol), ("best", metrics.best_protocol)):
-        again = proto(s, p)
+    for name in ("paper", "best"):
+        again = metrics.summarise(metrics.PROTOCOLS[name]({"ssim": s, "psnr": p}))
         assert again["ssim_per_frame"] == pytest.approx(m[name]["ssim_per_frame"], abs=1e-9)
         assert again["psnr_per_frame"] == pytest.approx(m[name]["psnr_per_frame"], abs=1e-9)
     assert float(metrics.pairwise_diversity(fut).mean()) == pytest.approx(m["diversity"], rel=1e-6)
@@ -207,11 +208,11 @@ def test_no_audio_model_one_sample_capped_clips_worker(setup, tmp_path):
 
 
 def test_noise_is_per_clip_and_seed():
-    a = gen.batch_noise(1, [3, 4], 0, (2, 5))
+    a = evaluation.batch_noise(1, [3, 4], 0, (2, 5))
     assert a.shape == (2, 2, 5)
-    torch.testing.assert_close(a[1:], gen.batch_noise(1, [4], 0, (2, 5)), rtol=0, atol=0)  # batch-independent
-    assert not torch.equal(a, gen.batch_noise(2, [3, 4], 0, (2, 5)))  # other seed
-    assert not torch.equal(a, gen.batch_noise(1, [3, 4], 1, (2, 5)))  # other stream
+    torch.testing.assert_close(a[1:], evaluation.batch_noise(1, [4], 0, (2, 5)), rtol=0, atol=0)  # batch-independent
+    assert not torch.equal(a, evaluation.batch_noise(2, [3, 4], 0, (2, 5)))  # other seed
+    assert not torch.equal(a, evaluation.batch_noise(1, [3, 4], 1, (2, 5)))  # other stream
     assert not torch.equal(a[0], a[1])  # other clip
 
 
@@ -298,9 +299,9 @@ def test_event_masks_by_hand():
     assert m["before_block"].tolist() == [[True, True, False, False], [False] * 4]
     assert m["after_block"].tolist() == [[False, False, True, True], [False] * 4]
     s = np.arange(8.0).reshape(2, 4)
-    means = metrics.masked_means(s, 10 * s, m)
+    means = metrics.masked_means({"ssim": s, "psnr": 10 * s}, m)
     assert means["after_wall_bounce"] == {"ssim": (0 + 1 + 4) / 3, "psnr": 10 * (0 + 1 + 4) / 3, "frames": 3}
-    assert metrics.masked_means(s, s, {"none": np.zeros((2, 4), bool)})["none"] == {
+    assert metrics.masked_means({"ssim": s, "psnr": s}, {"none": np.zeros((2, 4), bool)})["none"] == {
         "ssim": None, "psnr": None, "frames": 0}
     with pytest.raises(ValueError, match="window"):
         metrics.event_masks(bounces, blocks, 4, 4, 0)
@@ -326,7 +327,7 @@ def test_event_metrics_equal_the_masked_per_clip_numbers(setup):
                                 np.load(setup["data"] / "test" / "blocks.npy"), N_PAST, N_FUTURE, 2)
     # scored frames 2..5; window 2: clip 0 walls at 1, 3 -> frames 2, 3, 4, 5; clip 1 at 2 -> 3, 4
     assert masks["after_wall_bounce"].sum() == 6 and masks["after_block_bounce"].sum() == 2
-    want = metrics.masked_means(*metrics.per_clip_paper(s, p), masks)
+    want = metrics.masked_means(metrics.per_clip_paper({"ssim": s, "psnr": p}), masks)
     for group in metrics.EVENT_GROUPS:
         got = m["events"]["model"]["paper"][group]
         assert got["frames"] == want[group]["frames"]
@@ -359,7 +360,7 @@ def test_shuffled_audio_of_a_no_audio_model_is_zero(setup, tmp_path):
     assert r["audio_shuffled"]["by_construction"] is True
     assert r["audio_shuffled"]["drop"]["paper"] == {"ssim": 0.0, "psnr": 0.0}
     # and it really ignores its audio: swapped audio gives bit-identical samples
-    from models.sound2sight import load_model
+    from checkpoints import load_model
 
     model, _ = load_model(tmp_path / "na" / "checkpoints" / "best.pt")
     frames = torch.rand(4, 2, 1, 48, 48)

@@ -171,8 +171,12 @@ def _hand_made():
     return ssim, psnr
 
 
+def _proto(name, ssim, psnr):
+    return metrics.summarise(metrics.PROTOCOLS[name]({"ssim": ssim, "psnr": psnr}))
+
+
 def test_paper_protocol_hand_made():
-    out = metrics.paper_protocol(*_hand_made())
+    out = _proto("paper", *_hand_made())
     # clip 0: max ssim per frame (0.9, 0.8), max psnr (40, 30); clip 1: (0.7, 0.6), (15, 16)
     assert out["ssim_per_frame"] == pytest.approx([0.8, 0.7])
     assert out["psnr_per_frame"] == pytest.approx([27.5, 23.0])
@@ -181,28 +185,63 @@ def test_paper_protocol_hand_made():
 
 def test_best_protocol_hand_made():
     ssim, psnr = _hand_made()
-    s, p, idx = metrics.per_clip_best(ssim, psnr)
+    per_clip, idx = metrics.per_clip_best({"ssim": ssim, "psnr": psnr})
     # clip 0 means: 0.5, 0.65, 0.2 -> sample 1; clip 1 means: 0.3, 0.5, 0.4 -> sample 1
     assert idx.tolist() == [1, 1]
-    out = metrics.best_protocol(ssim, psnr)
+    out = _proto("best", ssim, psnr)
     assert out["ssim_per_frame"] == pytest.approx([0.45, 0.7])
     assert out["psnr_per_frame"] == pytest.approx([14.0, 22.0])
-    paper = metrics.paper_protocol(ssim, psnr)
+    paper = _proto("paper", ssim, psnr)
     assert out["ssim"] < paper["ssim"] and out["psnr"] < paper["psnr"]  # best <= paper always
 
 
 def test_protocols_on_random_against_loops():
     rng = np.random.default_rng(6)
     ssim, psnr = rng.random((5, 4, 3)), 30 * rng.random((5, 4, 3))
-    best = metrics.best_protocol(ssim, psnr)
-    paper = metrics.paper_protocol(ssim, psnr)
+    best = _proto("best", ssim, psnr)
+    paper = _proto("paper", ssim, psnr)
     for t in range(3):
         assert paper["ssim_per_frame"][t] == pytest.approx(np.mean([max(ssim[n, :, t]) for n in range(5)]))
         chosen = [int(np.argmax([np.mean(ssim[n, s]) for s in range(4)])) for n in range(5)]
         assert best["psnr_per_frame"][t] == pytest.approx(np.mean([psnr[n, chosen[n], t] for n in range(5)]))
     assert best["ssim"] <= paper["ssim"] + 1e-12
     with pytest.raises(ValueError):
-        metrics.paper_protocol(ssim, psnr[:, :, :2])
+        metrics.per_clip_paper({"ssim": ssim, "psnr": psnr[:, :, :2]})
+
+
+def test_lower_is_better_metrics_take_the_minimum():
+    """MSE is registered as lower-is-better: the paper protocol keeps each frame's smallest
+    error, the best protocol selected by MSE keeps the sample of smallest mean error."""
+    rng = np.random.default_rng(8)
+    err = rng.random((4, 5, 3))  # [N, S, T]
+    assert metrics.per_clip_paper({"mse": err})["mse"] == pytest.approx(err.min(axis=1))
+    per_clip, idx = metrics.per_clip_best({"mse": err}, select="mse")
+    assert idx.tolist() == err.mean(axis=2).argmin(axis=1).tolist()
+    assert per_clip["mse"] == pytest.approx(err[np.arange(4), idx])
+
+
+def test_registry_scores_equal_the_single_metric_functions():
+    rng = np.random.default_rng(9)
+    gt, pred = rng.random((2, 3, 1, 16, 16)), rng.random((2, 3, 1, 16, 16))
+    got = metrics.score(gt, pred, ("psnr", "mse", "ssim"))
+    assert list(got) == ["psnr", "mse", "ssim"]  # in the order asked for
+    torch.testing.assert_close(got["ssim"], metrics.ssim(gt, pred), rtol=0, atol=0)
+    torch.testing.assert_close(got["psnr"], metrics.psnr(gt, pred), rtol=0, atol=0)
+    torch.testing.assert_close(got["mse"], torch.from_numpy(((gt - pred) ** 2).mean(axis=(2, 3, 4))))
+    only = metrics.score(gt, pred, ("ssim",), metrics.ScoreSettings(ssim_range=1.0))
+    torch.testing.assert_close(only["ssim"], metrics.ssim(gt, pred, data_range=1.0), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown metrics.*lpips"):
+        metrics.score(gt, pred, ("ssim", "lpips"))
+
+
+def test_set_metric_diversity_streams_over_chunks():
+    rng = np.random.default_rng(10)
+    samples = torch.from_numpy(rng.random((3, 6, 2, 1, 5, 5)))  # [B, S, F, C, H, W]
+    div = metrics.SET_METRICS["diversity"]
+    state = div.start(samples[:, 0])
+    for s0 in (0, 2, 5):  # uneven chunks
+        div.update(state, samples[:, s0:{0: 2, 2: 5, 5: 6}[s0]])
+    torch.testing.assert_close(div.finish(state, 6), metrics.pairwise_diversity(samples))
 
 
 def test_pairwise_diversity_against_explicit_pairs():

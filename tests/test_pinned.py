@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import training
-from models.sound2sight import load_model
+from checkpoints import load_model
 
 PINNED = Path(__file__).parent / "data" / "pinned_tiny.pt"
 EXPECT = {"loss": 4.564224720001221, "mse": 0.08401106297969818, "kld": 6.455183211073745e-06,

@@ -14,6 +14,8 @@ import torch
 
 import train_sound2sight
 import training
+import checkpoints
+import runtime
 from utils import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,13 +267,13 @@ def test_optimizer_state_of_a_legacy_checkpoint_is_reindexed():
                                                     {**groups[1], "params": list(range(len(gen), len(gen) + len(dis)))}]}
     assert old_params != [legacy(n) for n in names]  # the order really differs
     fresh = model.configure_optimizer(0.002, 0.0025, 0.9)
-    fresh.load_state_dict(training.migrate_optimizer_state(saved, dict.fromkeys(old_names), model))
+    fresh.load_state_dict(checkpoints.migrate_optimizer_state(saved, dict.fromkeys(old_names), model))
     for n, p in model.named_parameters():
         if n in state_by_name:
             for key, value in state_by_name[n].items():
                 assert torch.equal(torch.as_tensor(fresh.state[p][key]), torch.as_tensor(value)), (n, key)
     same = opt.state_dict()
-    assert training.migrate_optimizer_state(same, model.state_dict(), model) is same  # today's names: unchanged
+    assert checkpoints.migrate_optimizer_state(same, model.state_dict(), model) is same  # today's names: unchanged
 
 
 def test_lr_schedules():
@@ -346,7 +348,7 @@ def test_partial_epoch_checkpoint_resumes_mid_epoch(tmp_path, tiny_data, monkeyp
 
     straight = run(tmp_path / "a", tiny_data, "--niter", "2", "--epoch_size", "4", "--batch_size", "2")
     calls = {"n": 0}
-    real = training.stop_agreed
+    real = runtime.stop_agreed
 
     def stop_at_seventh(stop, device, world):
         calls["n"] += 1
@@ -354,13 +356,13 @@ def test_partial_epoch_checkpoint_resumes_mid_epoch(tmp_path, tiny_data, monkeyp
             stop.requested = 15
         return real(stop, device, world)
 
-    monkeypatch.setattr(training, "stop_agreed", stop_at_seventh)
+    monkeypatch.setattr(runtime, "stop_agreed", stop_at_seventh)
     with pytest.raises(SystemExit) as code:
         run(tmp_path / "b", tiny_data, "--niter", "2", "--epoch_size", "4", "--batch_size", "2")
     assert code.value.code == 143
     ckpt = _state(tmp_path / "b")
     assert ckpt["epoch"] == 1 and ckpt["partial_epoch"]["iteration"] == 1
-    monkeypatch.setattr(training, "stop_agreed", real)
+    monkeypatch.setattr(runtime, "stop_agreed", real)
     resumed = run(tmp_path / "b", tiny_data, "--niter", "2", "--epoch_size", "4", "--batch_size", "2", "--resume")
     a, b = _state(straight), _state(resumed)
     for k, v in a["model"].items():
@@ -400,9 +402,9 @@ def test_tensorboard_event_files(tmp_path, tiny_data):
 
 def test_cap_workers(capsys):
     cores = len(os.sched_getaffinity(0))
-    assert training.cap_workers(0) == 0 and training.cap_workers(1) == 1
-    assert training.cap_workers(cores + 3) == cores and "using" in capsys.readouterr().out
-    assert training.cap_workers(cores + 3, world=cores * 2, say=False) == 1
+    assert runtime.cap_workers(0) == 0 and runtime.cap_workers(1) == 1
+    assert runtime.cap_workers(cores + 3) == cores and "using" in capsys.readouterr().out
+    assert runtime.cap_workers(cores + 3, world=cores * 2, say=False) == 1
     args = train_sound2sight.parse_args(["--num_workers", "1"])
     assert args.data_threads == 1 and train_sound2sight.parse_args(["--data_threads", "2"]).data_threads == 2
 

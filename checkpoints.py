@@ -1,0 +1,193 @@
+"""Checkpoints: writing, reading and migrating them, in one place.
+
+A checkpoint is a dict of state dicts plus config (nanoGPT style), never pickled modules:
+``{"model_config", "model", "optimizer", "scaler", "epoch", "best_val", "rng", "args"}``
+(and ``"partial_epoch"`` for a run stopped mid-epoch). Files are read with
+``torch.load(..., weights_only=True)``, so a checkpoint cannot run code. Files written by
+older versions keep loading: module names are migrated
+(:func:`models.latent.migrate_state_dict`, :func:`migrate_optimizer_state`) and config
+fields (:func:`saved_config`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.latent import migrate_state_dict
+from models.sound2sight import Sound2Sight, Sound2SightConfig
+from utils import InputError, atomic_torch_save
+
+
+# ------------------------------------------------------------------- RNG states
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training run draws from, as tensors/plain types (loadable with weights_only)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": repr(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import ast
+
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["cached_gaussian"]))
+    random.setstate(ast.literal_eval(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------ checkpoints
+def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None, epoch: int, best_val: float,
+                    args: dict[str, Any], partial_epoch: dict[str, Any] | None = None) -> None:
+    """Write a resumable checkpoint atomically: state dicts plus config, never pickled modules.
+
+    ``epoch`` is the number of completed epochs. ``model`` is the unwrapped module.
+    ``partial_epoch`` (a run stopped mid-epoch): ``{"iteration": steps done in epoch
+    ``epoch``, "sums": the epoch's running loss sums, "seconds": its time so far}``.
+    """
+    ckpt = {
+        "model_config": asdict(model.cfg),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "epoch": epoch,
+        "best_val": best_val,
+        "rng": rng_state(),
+        "args": args,
+    }
+    if partial_epoch is not None:
+        ckpt["partial_epoch"] = partial_epoch
+    atomic_torch_save(ckpt, path)
+
+
+def migrate_optimizer_state(opt_state: dict[str, Any], saved_model: dict[str, torch.Tensor],
+                            model: torch.nn.Module) -> dict[str, Any]:
+    """Re-index an optimiser state saved with a model whose parameters had other names/order.
+
+    ``saved_model``: the checkpoint's model state dict as saved (its key order is the saved
+    parameter order); ``model``: today's model, whose ``configure_optimizer`` groups are
+    generator parameters then trainable discriminator parameters. Adam/RMSprop/SGD state is
+    per parameter, so moving each parameter's state to its new index restores it exactly.
+    A state saved with today's names is returned unchanged."""
+    renamed = list(migrate_state_dict(dict(saved_model)))
+    if renamed == list(saved_model):
+        return opt_state
+    params = dict(model.named_parameters())
+    new_groups = [[n for n in params if not n.startswith("disc.")],
+                  [n for n in params if n.startswith("disc.") and params[n].requires_grad]]
+    old_groups = [[n for n in renamed if n in params and not n.startswith("disc.")],
+                  [n for n in renamed if n in params and n.startswith("disc.") and params[n].requires_grad]]
+    new_index = {n: i for i, n in enumerate(new_groups[0] + new_groups[1])}
+    groups = opt_state["param_groups"]
+    old_of_index: dict[int, str] = {}
+    for group, names in zip(groups, old_groups):
+        if len(group["params"]) != len(names):
+            raise ValueError(f"optimiser group {group.get('name', '?')} has {len(group['params'])} parameters, "
+                             f"the saved model {len(names)}")
+        old_of_index.update(zip(group["params"], names))
+    state = {new_index[old_of_index[i]]: v for i, v in opt_state["state"].items()}
+    new_param_groups = [{**g, "params": [new_index[old_of_index[i]] for i in g["params"]]} for g in groups]
+    for g in new_param_groups:  # keep each group's indices in today's parameter order
+        g["params"] = sorted(g["params"])
+    return {"state": state, "param_groups": new_param_groups}
+
+
+# --------------------------------------------------------------------- reading
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True`` (no arbitrary unpickling) and check its form.
+
+    Training's resumable checkpoints and :func:`load_model` both read through here. Bad
+    files raise ``utils.InputError`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist; pass a checkpoint written by train_sound2sight.py "
+                         "(or its log folder)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle / zip / format errors all mean "not our checkpoint"
+        raise InputError(f"checkpoint {path} could not be read as a weights-only torch file "
+                         f"({type(err).__name__}); pass a checkpoint written by this project") from None
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
+        raise InputError(f"checkpoint {path} lacks 'model_config'/'model' keys; it was not written by this project")
+    return ckpt
+
+
+def saved_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``model_config`` migrated to today's fields.
+
+    - ``disc_train_encoders`` is True for checkpoints older than the field (their
+      discriminator's encoders always trained);
+    - ``dropout`` (one rate for every transformer dropout, before the release's two rates
+      were split) becomes ``pos_dropout`` and ``layer_dropout``, both at its value.
+    """
+    cfg = {"disc_train_encoders": True, **ckpt["model_config"]}
+    if "dropout" in cfg:
+        rate = cfg.pop("dropout")
+        cfg.setdefault("pos_dropout", rate)
+        cfg.setdefault("layer_dropout", rate)
+    return cfg
+
+
+def check_config(path: str | Path, saved: Sound2SightConfig | dict, want: Sound2SightConfig | dict) -> None:
+    """Refuse a checkpoint made for another configuration, naming every field that differs."""
+    have = asdict(saved) if isinstance(saved, Sound2SightConfig) else dict(saved)
+    want = asdict(want) if isinstance(want, Sound2SightConfig) else dict(want)
+    diffs = [f"{k} {_norm(have[k])!r}, this run asks for {_norm(want[k])!r}" for k in want
+             if k in have and _norm(want[k]) != _norm(have[k])]
+    if diffs:
+        raise InputError(f"checkpoint {path} was made for " + "; ".join(diffs)
+                         + "; pass the same flags, or a fresh --log_dir to start a new run")
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu",
+               expect: Sound2SightConfig | dict | None = None) -> tuple[Sound2Sight, dict]:
+    """Rebuild a model from a checkpoint ``{"model_config": ..., "model": state_dict}``.
+
+    Reads through :func:`read_checkpoint` and loads strictly. ``expect`` (a config or dict
+    of fields) is compared with the checkpoint's config first, so a mismatch names the
+    field instead of failing on tensor shapes. Returns the model (in eval mode) and the
+    whole checkpoint dict. Bad files raise ``utils.InputError``.
+    """
+    ckpt = read_checkpoint(path, map_location)
+    raw = saved_config(ckpt)
+    known = {f.name for f in dataclasses.fields(Sound2SightConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InputError(f"checkpoint {path} has unknown config fields {unknown}; it was written by another version")
+    try:
+        cfg = Sound2SightConfig(**raw)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"checkpoint {path} has an invalid model_config: {err}") from None
+    if expect is not None:
+        check_config(path, cfg, expect)
+    model = Sound2Sight(cfg)
+    try:
+        model.load_state_dict(migrate_state_dict(ckpt["model"]), strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
+        raise InputError(f"checkpoint {path}: weights do not fit its model_config ({detail[:300]})") from None
+    model.to(map_location).eval()
+    return model, ckpt
+
+
+def _norm(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v

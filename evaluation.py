@@ -1,0 +1,674 @@
+"""Evaluation as a library: sample futures, score them by metric name, summarise, write reports.
+
+``generate_sound2sight.py`` (the CLI), the ``--demo`` of ``train_sound2sight.py`` and the
+training's validation all call this module; nothing here parses flags.
+
+Protocol (as released): for every test clip, ``nsample`` futures are sampled from the
+learned prior given ``n_past`` ground-truth frames and the whole clip's audio; every future
+frame of every sample is scored against the ground truth with each metric of
+``metrics`` (:data:`metrics.PAIR_METRICS`; SSIM and PSNR by default, equal to
+scikit-image as the release called it). Reported, for every metric:
+
+* ``paper``: per clip and frame the best over samples (each metric separately), then the
+  mean over clips -- what the paper reported;
+* ``best``: per clip the ONE sample with the best mean SSIM, its whole sequence;
+* ``copy_last_frame``: the last context frame repeated (a deterministic baseline);
+* set-level metrics (:data:`metrics.SET_METRICS`: ``diversity``), per clip then averaged;
+* ``events`` (datasets with ``bounces.npy`` / ``blocks.npy``): the same numbers over the
+  future frames within ``event_window`` frames after a wall bounce, after a block bounce,
+  and before / after the block appears, for the model and for copy-last-frame;
+* ``audio_shuffled``: the same model scored again, same noise, with each clip's audio
+  replaced by another test clip's (a fixed derangement), and the drop that causes. A
+  model trained without audio ignores it: its drop is zero by construction (not re-run).
+
+Every clip draws its noise from its own generator, seeded from (``seed``, clip index), so
+the numbers do not depend on batching, on sharding over ``torchrun`` processes, or on
+resuming an interrupted evaluation (:class:`BatchStore`).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import metrics
+import runtime
+from utils import (InputError, RunLock, StopSignals, atomic_file, atomic_write_bytes, atomic_write_json,
+                   atomic_write_text, framed_row, gif_colours, save_gif)
+
+# Noise streams of one clip: independent generators, so e.g. changing num_gifs or
+# skipping the posterior never shifts the prior samples.
+_STREAM_PRIOR, _STREAM_POSTERIOR, _STREAM_GIF = 0, 1, 2
+_GIF_RANDOM = 3  # random samples shown per GIF beside the best one
+
+
+# (the settings' field "metrics" shadows the module inside the class body)
+_DEFAULT_METRICS, _ALL_PROTOCOLS, _SSIM_RANGE = metrics.DEFAULT_METRICS, tuple(metrics.PROTOCOLS), metrics.SSIM_DATA_RANGE
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything that decides an evaluation's numbers (and, last, how it runs)."""
+
+    n_past: int
+    n_future: int
+    nsample: int
+    seed: int = 1
+    num_clips: int | None = None      # at most this many test clips (None: all)
+    batch_size: int = 100
+    metrics: tuple[str, ...] = _DEFAULT_METRICS
+    protocols: tuple[str, ...] = _ALL_PROTOCOLS
+    data_range: float = _SSIM_RANGE  # SSIM's; PSNR always uses metrics.PSNR_DATA_RANGE
+    chunk_size: int = 2000            # clip x sample sequences per model call (memory bound)
+    num_gifs: int = 0                 # GIFs for the clips with index below this
+    save_samples: bool = False        # keep every sample (samples.npz)
+    shuffle_audio: bool = False
+    event_window: int = 3
+    num_workers: int = 0              # DataLoader workers (not part of the numbers)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", metrics.check_metrics(self.metrics))
+        unknown = [p for p in self.protocols if p not in metrics.PROTOCOLS]
+        if unknown or not self.protocols:
+            raise ValueError(f"unknown protocols {unknown}; choose from {list(metrics.PROTOCOLS)}")
+        if "best" in self.protocols and metrics.SELECTION_METRIC not in self.metrics:
+            raise ValueError(f"the best-sample protocol selects by {metrics.SELECTION_METRIC}; include it in metrics")
+        for name, low in (("nsample", 1), ("batch_size", 1), ("n_past", 1), ("n_future", 1), ("chunk_size", 1),
+                          ("num_gifs", 0), ("num_workers", 0), ("event_window", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.num_clips is not None and self.num_clips < 1:
+            raise ValueError(f"num_clips must be >= 1, got {self.num_clips}")
+        if not self.data_range > 0:
+            raise ValueError(f"data_range must be > 0, got {self.data_range}")
+
+    @property
+    def score_settings(self) -> metrics.ScoreSettings:
+        return metrics.ScoreSettings(ssim_range=self.data_range)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change a number (or a file) of the evaluation."""
+        d = dataclasses.asdict(self)
+        d.pop("num_workers")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+# ---------------------------------------------------------------------------- noise
+def clip_generator(seed: int, clip: int, stream: int) -> torch.Generator:
+    """A CPU generator owned by one clip and one use: the same numbers in any process/batch."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, clip, stream]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+def batch_noise(seed: int, clips: list[int], stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal ``[B, *shape]``, row b from clip ``clips[b]``'s own generator.
+
+    A loop over the batch's clips, each a single ``randn`` call: per-clip seeding is what
+    makes the result independent of batching and sharding."""
+    return torch.stack([torch.randn(shape, generator=clip_generator(seed, c, stream)) for c in clips])
+
+
+class Timer:
+    """Wall time per named phase (synchronising CUDA so the split is honest)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds = device, {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------- one batch
+@torch.inference_mode()
+def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clips: list[int], settings: EvalSettings,
+                   timer: Timer | None = None) -> dict[str, Any]:
+    """Score one batch of clips.
+
+    frames ``[T, B, C, H, W]``, audio ``[T, B, 1, F, S]`` (time-major, on the model's
+    device, T >= n_past + n_future); ``clips``: their global indices (they pick the noise).
+    Returns numpy arrays with leading dim B: ``clip``; ``<protocol>_<metric>`` ``[B, F]``;
+    ``copy_<metric>`` ``[B, F]``; ``sample_<metric>`` ``[B, S]`` (each sample's mean over
+    frames); ``best_index`` ``[B]`` with the best protocol; each set metric ``[B]``;
+    ``gifs`` ``{clip: uint8 grid}`` for clips below ``num_gifs``; ``gt`` / ``samples`` with
+    ``save_samples``. Samples are generated ``chunk_size // B`` per clip and model call, and
+    only their scores are kept (all of them only with ``save_samples``).
+    """
+    st, timer = settings, timer or Timer(frames.device)
+    n_past, n_future, nsample = st.n_past, st.n_future, st.nsample
+    total, batch = n_past + n_future, frames.shape[1]
+    frames = frames[:total]
+    audio = None if audio is None else audio[:total]
+    device, z = frames.device, model.cfg.z_dim
+    gt = frames[n_past:].transpose(0, 1)  # [B, F, C, H, W]
+    ctx = frames[:n_past]
+    noise = batch_noise(st.seed, clips, _STREAM_PRIOR, (total - 1, nsample, z))  # [B, T-1, S, z] prior noise
+    scores = {m: torch.empty(batch, nsample, n_future, dtype=torch.float64) for m in st.metrics}  # [B, S, F] each
+    set_metrics = {name: m for name, m in metrics.SET_METRICS.items() if nsample >= m.min_samples}
+    set_state = {name: m.start(gt) for name, m in set_metrics.items()}
+    gif_rows = [b for b, c in enumerate(clips) if c < st.num_gifs]
+    gif_pick = {b: torch.randperm(nsample, generator=clip_generator(st.seed, clips[b], _STREAM_GIF))[:_GIF_RANDOM]
+                .sort().values.tolist() for b in gif_rows}
+    gif_best = {b: (-float("inf"), None) for b in gif_rows}  # running (mean SSIM-like score, sequence [T, C, H, W])
+    gif_random: dict[int, dict[int, torch.Tensor]] = {b: {} for b in gif_rows}
+    kept = torch.empty(batch, nsample, total, *frames.shape[2:]) if st.save_samples else None
+    select = metrics.SELECTION_METRIC if metrics.SELECTION_METRIC in st.metrics else st.metrics[0]
+    sign = 1.0 if metrics.PAIR_METRICS[select].higher_is_better else -1.0
+
+    per_call = max(1, st.chunk_size // batch)
+    for s0 in range(0, nsample, per_call):
+        s1 = min(nsample, s0 + per_call)
+        eps = noise[:, :, s0:s1].permute(1, 0, 2, 3).reshape(noise.shape[1], batch * (s1 - s0), z).to(device)
+        with timer("sampling"):
+            gen = model.sample(ctx, audio, s1 - s0, n_future, eps=eps)
+        with timer("scoring"):
+            seq = gen.float().clamp_(0, 1).permute(1, 2, 0, 3, 4, 5)  # [B, s, T, C, H, W]
+            fut = seq[:, :, n_past:]  # [B, s, F, C, H, W]
+            chunk = metrics.score(gt[:, None].expand_as(fut), fut, st.metrics, st.score_settings)
+            for m, v in chunk.items():
+                scores[m][:, s0:s1] = v.cpu()
+            for name, m in set_metrics.items():
+                m.update(set_state[name], fut)
+            if kept is not None:
+                kept[:, s0:s1] = seq.cpu()
+            for b in gif_rows:
+                means = sign * chunk[select][b].mean(-1)  # [s]
+                k = int(means.argmax())  # first maximum, as the best protocol's argmax
+                if float(means[k]) > gif_best[b][0]:
+                    gif_best[b] = (float(means[k]), seq[b, k].cpu())
+                for j in gif_pick[b]:
+                    if s0 <= j < s1:
+                        gif_random[b][j] = seq[b, j - s0].cpu()
+
+    post = {}
+    if gif_rows:  # the posterior reconstruction is shown in the GIFs only
+        with timer("sampling"):
+            eps_post = batch_noise(st.seed, [clips[b] for b in gif_rows], _STREAM_POSTERIOR, (total - 1, z))
+            rows = torch.as_tensor(gif_rows, device=device)
+            rec = model.reconstruct(frames[:, rows], None if audio is None else audio[:, rows],
+                                    eps=eps_post.transpose(0, 1).to(device)).float().clamp_(0, 1)  # [T, G, ...]
+            post = {b: rec[:, i].cpu() for i, b in enumerate(gif_rows)}
+    result: dict[str, Any] = {"clip": np.asarray(clips, dtype=np.int64)}
+    with timer("scoring"):
+        last = frames[n_past - 1][:, None].expand_as(gt)  # [B, F, C, H, W]
+        for m, v in metrics.score(gt, last, st.metrics, st.score_settings).items():
+            result[f"copy_{m}"] = v.cpu().numpy()
+        for proto in st.protocols:
+            if proto == "best":
+                per_clip, result["best_index"] = metrics.per_clip_best(scores)
+            else:
+                per_clip = metrics.PROTOCOLS[proto](scores)
+            result.update({f"{proto}_{m}": v for m, v in per_clip.items()})
+        for m, v in scores.items():
+            result[f"sample_{m}"] = v.mean(-1).numpy()
+        for name, m in metrics.SET_METRICS.items():
+            result[name] = (m.finish(set_state[name], nsample).cpu().numpy() if name in set_state
+                            else np.full(batch, np.nan))
+    gifs = {}
+    for b in gif_rows:
+        panels = [frames[:, b].cpu(), post[b], gif_best[b][1]] + [gif_random[b][j] for j in gif_pick[b]]
+        kinds = ["gt", "posterior"] + ["sample"] * (len(panels) - 2)
+        gifs[clips[b]] = framed_row(panels, [gif_colours(total, n_past, k) for k in kinds])
+    result["gifs"] = gifs
+    if kept is not None:
+        result["gt"] = frames.transpose(0, 1).float().cpu().numpy()  # [B, T, C, H, W]
+        result["samples"] = kept.numpy()  # [B, S, T, C, H, W]
+    return result
+
+
+# ------------------------------------------------------------------------ a data set
+class SwappedAudio(torch.utils.data.Dataset):
+    """Clip ``i``'s frames with clip ``source[i]``'s audio (the audio-shuffle test)."""
+
+    def __init__(self, base: torch.utils.data.Dataset, source: np.ndarray):
+        self.base, self.source = base, source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base[index][0], self.base[int(self.source[index])][1]
+
+
+class Stopped(Exception):
+    """A SIGTERM/SIGINT stopped the evaluation between two batches (finished batches are kept)."""
+
+
+class BatchStore:
+    """Finished batches of one evaluation, kept in a folder (``<log_dir>/.partial/``) until it completes.
+
+    Every batch's per-clip results are written atomically as one ``.npz`` (numbers, GIF
+    frames; no pickles) when it finishes; the same evaluation run again loads them instead
+    of recomputing. Every clip draws its noise from its own generator, so a resumed
+    evaluation gives the numbers of an uninterrupted one. ``fingerprint`` (checkpoint,
+    data, every setting that changes a number) must match, else the stale batches are
+    discarded, saying so.
+    """
+
+    def __init__(self, folder: Path, fingerprint: dict[str, Any], rank: int = 0, world: int = 1):
+        self.folder = folder
+        if rank == 0:
+            fp_path = folder / "fingerprint.json"
+            if folder.is_dir():
+                old = json.loads(fp_path.read_text()) if fp_path.is_file() else None
+                if old != fingerprint:
+                    print(f"{folder}: finished batches of a different evaluation; starting afresh")
+                    shutil.rmtree(folder)
+                else:
+                    done = len(list(folder.glob("*.npz")))
+                    if done:
+                        print(f"{folder}: continuing after {done} finished batches")
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(fp_path, fingerprint)
+        if world > 1:
+            torch.distributed.barrier()
+
+    def _path(self, tag: str, clips: list[int]) -> Path:
+        return self.folder / f"{tag}_{clips[0]:06d}_{clips[-1]:06d}.npz"
+
+    def load(self, tag: str, clips: list[int]) -> dict[str, Any] | None:
+        path = self._path(tag, clips)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError):  # written atomically, so only an outside hand breaks one
+            print(f"{path} is unreadable; scoring that batch again")
+            return None
+        gifs = {int(k[4:]): arrays.pop(k) for k in list(arrays) if k.startswith("gif_")}
+        return {**arrays, "gifs": gifs}
+
+    def save(self, tag: str, clips: list[int], result: dict[str, Any]) -> None:
+        arrays = {k: v for k, v in result.items() if k != "gifs"}
+        arrays.update({f"gif_{c}": g for c, g in result["gifs"].items()})
+        with atomic_file(self._path(tag, clips)) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+    def finish(self, rank: int = 0) -> None:
+        if rank == 0:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def batches_of(num_clips: int, batch_size: int) -> list[list[int]]:
+    """The evaluation's batches of clip indices, fixed globally in clip order (processes take every world-th)."""
+    return [list(range(i, min(i + batch_size, num_clips))) for i in range(0, num_clips, batch_size)]
+
+
+def score_dataset(model, dataset, mine: list[list[int]], settings: EvalSettings, device: torch.device, *,
+                  timer: Timer | None = None, world: int = 1, rank: int = 0, desc: str = "evaluating",
+                  store: BatchStore | None = None, tag: str = "main", stop: Any = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """Evaluate this process's batches of clip indices ``mine``; all processes' results merged, in clip order.
+
+    With a ``store``, finished batches are loaded instead of recomputed and new ones saved;
+    a requested ``stop`` (``utils.StopSignals``, one process only) raises :class:`Stopped` between batches."""
+    timer = timer or Timer(device)
+    done = {} if store is None else {i: store.load(tag, c) for i, c in enumerate(mine)}
+    parts = [p for p in done.values() if p is not None]
+    todo = [c for i, c in enumerate(mine) if done.get(i) is None]
+    workers = runtime.cap_workers(settings.num_workers, world, say=False)
+    loader = DataLoader(dataset, batch_sampler=todo, num_workers=workers) if todo else []
+    with tqdm(total=len(mine), initial=len(parts), desc=desc, unit="batch", disable=rank != 0 or not progress) as bar:
+        for clips, (frames, audio) in zip(todo, loader):  # the bar closes on an error too
+            if stop is not None and stop.requested:
+                raise Stopped
+            frames, audio = runtime.to_time_major((frames, audio), device)
+            part = evaluate_batch(model, frames, audio, clips, settings, timer)
+            if store is not None:
+                store.save(tag, clips, part)
+            parts.append(part)
+            bar.update(1)
+    if world > 1:
+        gathered: list[list[dict[str, Any]] | None] = [None] * world
+        torch.distributed.all_gather_object(gathered, parts)
+        parts = [p for rank_parts in gathered for p in rank_parts]
+    return merge(parts)
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-batch (and per-rank) results -> one dict in clip order."""
+    parts = [p for p in parts if len(p["clip"])]
+    merged: dict[str, Any] = {"gifs": {}}
+    for p in parts:
+        merged["gifs"].update(p["gifs"])
+    order = np.argsort(np.concatenate([p["clip"] for p in parts]), kind="stable")
+    for key in parts[0]:
+        if key != "gifs":
+            merged[key] = np.concatenate([p[key] for p in parts])[order]
+    return merged
+
+
+# ------------------------------------------------------------------------- summaries
+def per_clip(res: dict[str, Any], prefix: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``{metric: [N, F]}`` of one protocol (``prefix`` "paper", "best") or of the baseline ("copy")."""
+    return {m: res[f"{prefix}_{m}"] for m in names}
+
+
+def summarise(res: dict[str, Any], settings: EvalSettings) -> dict[str, Any]:
+    """metrics.json's numbers from the per-clip arrays: each protocol, the baseline under each
+    protocol (one deterministic "sample": the same numbers), each set metric's mean (None when
+    it could not be computed, e.g. diversity of one sample)."""
+    out: dict[str, Any] = {proto: metrics.summarise(per_clip(res, proto, settings.metrics))
+                           for proto in settings.protocols}
+    base = metrics.summarise(per_clip(res, "copy", settings.metrics))
+    out["copy_last_frame"] = {proto: base for proto in settings.protocols}
+    for name in metrics.SET_METRICS:
+        v = res[name]
+        out[name] = None if np.isnan(v).any() else float(v.mean())
+    return out
+
+
+def event_summary(res: dict[str, Any], masks: dict[str, np.ndarray], settings: EvalSettings) -> dict[str, Any]:
+    """Event-aligned means (:func:`metrics.masked_means`) for the model under each protocol and for copy-last-frame."""
+    return {"window": settings.event_window,
+            "model": {proto: metrics.masked_means(per_clip(res, proto, settings.metrics), masks)
+                      for proto in settings.protocols},
+            "copy_last_frame": metrics.masked_means(per_clip(res, "copy", settings.metrics), masks)}
+
+
+def shuffle_summary(summary: dict[str, Any], shuffled: dict[str, Any] | None, settings: EvalSettings) -> dict[str, Any]:
+    """Headline numbers with swapped audio and the drop (matched minus swapped, so a positive drop
+    means the sound helped, whatever the metric's direction is shown as). ``shuffled`` None: the
+    model reads no audio, so the numbers are the matched ones and the drop is zero by construction."""
+    out: dict[str, Any] = {"by_construction": shuffled is None}
+    for proto in settings.protocols:
+        out[proto] = (summary[proto] if shuffled is None
+                      else metrics.summarise(per_clip(shuffled, proto, settings.metrics)))
+    out["drop"] = {proto: {m: (summary[proto][m] - out[proto][m]) * (1 if metrics.PAIR_METRICS[m].higher_is_better
+                                                                     else -1)
+                           for m in settings.metrics} for proto in settings.protocols}
+    return out
+
+
+def events_of(data_root: str, info: dict[str, Any], split_clips: int):
+    """``(bounces, blocks)`` of the test split (``split_clips`` clips) when the dataset carries them, else None."""
+    if info.get("layout") != "m3so":
+        return None
+    from data.m3so import read_events
+
+    return read_events(data_root, "test", split_clips)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` returns: ``summary`` (metrics.json's numbers) and ``per_clip`` (the arrays)."""
+
+    summary: dict[str, Any]
+    per_clip: dict[str, Any]
+    timing: dict[str, float]
+
+
+def evaluate(model, dataset, settings: EvalSettings, device: torch.device, *, rank: int = 0, world: int = 1,
+             events: tuple[np.ndarray, np.ndarray | None] | None = None, store: BatchStore | None = None,
+             stop: Any = None, progress: bool = True) -> Evaluation:
+    """Evaluate ``model`` on the first ``settings.num_clips`` clips of ``dataset`` (time-major
+    batches of ``(frames, audio)`` items). Batches are fixed in clip order and dealt round-robin
+    to the ``world`` processes; every process gets the merged result. ``events``: the clips'
+    ``(bounces, blocks)`` for the event-aligned numbers. Raises :class:`Stopped` when ``stop``
+    is requested between two batches (finished ones stay in ``store``)."""
+    num_clips = min(settings.num_clips or len(dataset), len(dataset))
+    mine = batches_of(num_clips, settings.batch_size)[rank::world]
+    timer = Timer(device)
+    common = dict(timer=timer, world=world, rank=rank, store=store, stop=stop, progress=progress)
+    with timer("total"):
+        res = score_dataset(model, dataset, mine, settings, device, desc="evaluating", tag="main", **common)
+        shuffled = None
+        if settings.shuffle_audio and model.cfg.use_audio:
+            swapped = SwappedAudio(dataset, metrics.derangement(num_clips, settings.seed))
+            plain = dataclasses.replace(settings, num_gifs=0, save_samples=False)
+            shuffled = score_dataset(model, swapped, mine, plain, device, desc="shuffled audio", tag="shuffled",
+                                     **common)
+    summary = summarise(res, settings)
+    if events is not None:
+        masks = metrics.event_masks(events[0][:num_clips], None if events[1] is None else events[1][:num_clips],
+                                    settings.n_past, settings.n_future, settings.event_window)
+        summary["events"] = event_summary(res, masks, settings)
+    if settings.shuffle_audio:
+        summary["audio_shuffled"] = shuffle_summary(summary, shuffled, settings)
+        if shuffled is not None and events is not None:
+            summary["audio_shuffled"]["events"] = event_summary(shuffled, masks, settings)["model"]
+    summary.update({"num_clips": int(num_clips), "nsample": settings.nsample, "n_past": settings.n_past,
+                    "n_future": settings.n_future, "metrics": list(settings.metrics),
+                    "protocols": list(settings.protocols), "seed": settings.seed, "data_range": settings.data_range,
+                    "psnr_data_range": metrics.PSNR_DATA_RANGE, "psnr_cap_db": metrics.PSNR_CAP_DB,
+                    "use_audio": bool(model.cfg.use_audio), "world_size": world})
+    return Evaluation(summary, res, {k: round(v, 3) for k, v in timer.seconds.items()})
+
+
+# --------------------------------------------------------------------------- reports
+def _label(name: str) -> str:
+    unit = metrics.PAIR_METRICS[name].unit
+    return name.upper() + (f" ({unit})" if unit else "")
+
+
+def write_csv(path: Path, summary: dict[str, Any]) -> None:
+    """One row per future frame: the model's and the baseline's every metric under each protocol."""
+    cols = {}
+    for proto in summary["protocols"]:
+        for who, block in (("model", summary[proto]), ("copy_last_frame", summary["copy_last_frame"][proto])):
+            for m in summary["metrics"]:
+                cols[f"{who}_{proto}_{m}"] = block[f"{m}_per_frame"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["step", "frame", *cols])
+    for i in range(len(next(iter(cols.values())))):
+        writer.writerow([i + 1, summary["n_past"] + i, *(f"{v[i]:.6f}" for v in cols.values())])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_curves(path: Path, summary: dict[str, Any], title: str) -> None:
+    """Every metric per future frame: model vs copy-last-frame (and shuffled audio), one column per protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    protocols, names = summary["protocols"], summary["metrics"]
+    fig, axes = plt.subplots(len(names), len(protocols), figsize=(5.5 * len(protocols), 3.5 * len(names)),
+                             squeeze=False)
+    for j, proto in enumerate(protocols):
+        for i, metric in enumerate(names):
+            ax = axes[i, j]
+            key = f"{metric}_per_frame"
+            steps = np.arange(summary["n_past"], summary["n_past"] + len(summary[proto][key]))
+            ax.plot(steps, summary[proto][key], "o-", ms=3, label="Sound2Sight (samples)")
+            ax.plot(steps, summary["copy_last_frame"][proto][key], "s--", ms=3, label="copy last frame")
+            if "audio_shuffled" in summary:
+                ax.plot(steps, summary["audio_shuffled"][proto][key], ":", label="Sound2Sight, shuffled audio")
+            ax.set_title(f"{metric.upper()} - {proto} protocol")
+            ax.set_xlabel("frame index")
+            ax.set_ylabel(_label(metric))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    atomic_write_bytes(path, _png(fig))
+
+
+def plot_events(path: Path, summary: dict[str, Any], proto: str) -> None:
+    """Bars per event group and metric: the model (``proto`` protocol), copy-last-frame and, if scored, shuffled audio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev, names = summary["events"], summary["metrics"]
+    series = [("Sound2Sight", ev["model"][proto]), ("copy last frame", ev["copy_last_frame"])]
+    if "events" in summary.get("audio_shuffled", {}):
+        series.append(("shuffled audio", summary["audio_shuffled"]["events"][proto]))
+    groups = [g for g in metrics.EVENT_GROUPS if ev["copy_last_frame"][g]["frames"]]
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.6), squeeze=False)
+    width = 0.8 / len(series)
+    for ax, metric in zip(axes[0], names):
+        for i, (label, block) in enumerate(series):
+            ax.bar(np.arange(len(groups)) + i * width, [block[g][metric] for g in groups], width, label=label)
+        ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2)
+        ax.set_xticklabels([f"{g.replace('_', ' ')}\n({ev['copy_last_frame'][g]['frames']} frames)" for g in groups],
+                           fontsize=7)
+        ax.set_title(f"{metric.upper()} by event ({proto} protocol, window {ev['window']})")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write_bytes(path, _png(fig))
+
+
+def headline(m: dict[str, Any]) -> str:
+    """One line: every protocol's metrics against copy-last-frame, the audio-shuffle drop, the set metrics."""
+    parts = [f"clips={m['num_clips']} nsample={m['nsample']} n_past={m['n_past']} n_future={m['n_future']}"]
+    fmt = {"psnr": "{:.2f}"}
+    for proto in m["protocols"]:
+        base = m["copy_last_frame"][proto]
+        vals = " ".join(f"{n.upper()} {fmt.get(n, '{:.4f}').format(m[proto][n])}" for n in m["metrics"])
+        copy = " / ".join(fmt.get(n, "{:.4f}").format(base[n]) for n in m["metrics"])
+        parts.append(f"{proto}: {vals} (copy-last {copy})")
+    if "audio_shuffled" in m:
+        drop = m["audio_shuffled"]["drop"][m["protocols"][0]]
+        parts.append("shuffled audio costs " + " ".join(f"{n.upper()} {fmt.get(n, '{:.4f}').format(drop[n])}"
+                                                         for n in m["metrics"]))
+    for name in metrics.SET_METRICS:
+        if m.get(name) is not None:
+            parts.append(f"{name} {m[name]:.5f}")
+    return " | ".join(parts)
+
+
+def write_tensorboard(folder: Path, result: dict[str, Any]) -> None:
+    """Headline numbers (step = the checkpoint's epoch) and per-frame curves (step = frame index)."""
+    step = int(result.get("model_epoch") or 0)
+    with runtime.tensorboard_writer(folder) as tb:
+        for proto in result["protocols"]:
+            for who, block in (("model", result[proto]), ("copy_last_frame", result["copy_last_frame"][proto])):
+                for m in result["metrics"]:
+                    tb.add_scalar(f"eval/{proto}/{who}_{m}", block[m], step)
+                    for i, v in enumerate(block[f"{m}_per_frame"]):
+                        tb.add_scalar(f"eval_per_frame/{proto}/{who}_{m}", v, result["n_past"] + i)
+        if "audio_shuffled" in result:
+            for m in result["metrics"]:
+                tb.add_scalar(f"eval/audio_shuffle_drop_{m}", result["audio_shuffled"]["drop"][result["protocols"][0]][m],
+                              step)
+
+
+def write_outputs(log_dir: Path, result: dict[str, Any], res: dict[str, Any], *, save_samples: bool = False,
+                  tensorboard: bool = True) -> None:
+    """metrics.json, metrics.csv, curves.png, events.png (with events), TensorBoard, gifs/, samples.npz."""
+    atomic_write_json(log_dir / "metrics.json", result)
+    write_csv(log_dir / "metrics.csv", result)
+    plot_curves(log_dir / "curves.png", result,
+                f"{result.get('checkpoint', 'model')} on {result.get('data_root', 'data')} ({result['num_clips']} clips, "
+                f"{result['nsample']} samples)")
+    if "events" in result:
+        plot_events(log_dir / "events.png", result, result["protocols"][0])
+    if tensorboard:
+        write_tensorboard(log_dir / "tensorboard", result)
+    for clip, grid in sorted(res["gifs"].items()):
+        save_gif(log_dir / "gifs" / f"clip_{clip:05d}.gif", grid)
+    if save_samples:
+        with atomic_file(log_dir / "samples.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, gt=res["gt"].astype(np.float32), samples=res["samples"].astype(np.float32),
+                         clip_index=res["clip"])
+
+
+# ------------------------------------------------------------------ a checkpoint file
+def check_model_fits_data(cfg, info: dict[str, Any], ckpt_path: Path, data_root: str, seq_len: int) -> None:
+    """Image size, channels and audio shape of the checkpoint against the data; clip length."""
+    where = f"checkpoint {ckpt_path} vs --data_root {data_root}"
+    if info.get("layout") != "legacy":  # the legacy loader resizes; the .npy layout never does
+        if info["image_size"] != cfg.image_width or info["channels"] != cfg.channels:
+            raise InputError(f"{where}: the model takes {cfg.channels}x{cfg.image_width}x{cfg.image_width} frames, "
+                             f"the data holds {info['channels']}x{info['image_size']}x{info['image_size']}; "
+                             "evaluate on data of the size it was trained on")
+    if cfg.use_audio and tuple(info["audio_shape"]) != tuple(cfg.audio_shape):
+        raise InputError(f"{where}: the model reads audio features {list(cfg.audio_shape)}, the data has "
+                         f"{list(info['audio_shape'])}; evaluate on data made with the same audio features")
+    if seq_len > info["num_frames"]:
+        raise InputError(f"--n_past + --n_future = {seq_len} but the clips in {data_root} have {info['num_frames']} "
+                         f"frames; lower them to fit (the paper: --n_past 5 --n_future 25 on 30-frame clips)")
+
+
+def evaluate_checkpoint(ckpt_path: Path, data_root: str, log_dir: Path, settings: EvalSettings, *,
+                        device: torch.device, rank: int = 0, world: int = 1, tensorboard: bool = True,
+                        resumable: bool = True, model=None, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint file on ``data_root``'s test split and write every output into ``log_dir``.
+
+    One evaluation per output folder (:class:`utils.RunLock`); with ``resumable``, finished
+    batches are kept in ``<log_dir>/.partial/`` and a SIGTERM/SIGINT (one process) stops
+    between batches with exit 128 + signal, so the same call continues. Returns
+    metrics.json's content plus ``timing`` on every rank. ``model``/``ckpt``: already loaded."""
+    from checkpoints import load_model
+    from data import dataset_info, open_dataset
+
+    t_start = time.perf_counter()
+    if model is None:
+        model, ckpt = load_model(ckpt_path, map_location=device)
+    model.eval()
+    seq_len = settings.n_past + settings.n_future
+    info = dataset_info(data_root)
+    check_model_fits_data(model.cfg, info, ckpt_path, data_root, seq_len)
+    with RunLock(log_dir, "evaluation") if rank == 0 else contextlib.nullcontext():
+        dataset = open_dataset(data_root, "test", seq_len, image_width=model.cfg.image_width,
+                               channels=model.cfg.channels)
+        num_clips = min(settings.num_clips or len(dataset), len(dataset))
+        if rank == 0 and settings.num_clips and num_clips < settings.num_clips:
+            print(f"N={settings.num_clips}: the test split of {data_root} has {len(dataset)} clips; "
+                  f"evaluating all {num_clips}")
+        st = ckpt_path.stat()
+        fp = {"checkpoint": str(ckpt_path.resolve()), "checkpoint_size": st.st_size,
+              "checkpoint_mtime_ns": st.st_mtime_ns, "data_root": str(Path(data_root).resolve()),
+              **settings.fingerprint()}
+        store = BatchStore(log_dir / ".partial", fp, rank, world) if resumable else None
+        # Under torchrun the processes would have to agree on a stop; there the signals keep their
+        # default action (finished batches are on disk either way).
+        with (StopSignals() if world == 1 and resumable else contextlib.nullcontext()) as stop:
+            try:
+                ev = evaluate(model, dataset, settings, device, rank=rank, world=world,
+                              events=events_of(data_root, info, len(dataset)), store=store, stop=stop)
+            except Stopped:
+                if rank == 0:
+                    print(f"stopped by {signal.Signals(stop.requested).name}; finished batches are kept in "
+                          f"{store.folder}. Run the same command again to continue.", file=sys.stderr)
+                raise SystemExit(128 + stop.requested) from None
+        result = {**ev.summary, "checkpoint": str(ckpt_path), "model_epoch": (ckpt or {}).get("epoch"),
+                  "data_root": str(data_root), "timing": ev.timing}
+        if rank == 0:
+            write_outputs(log_dir, result, ev.per_clip, save_samples=settings.save_samples, tensorboard=tensorboard)
+        if store is not None:
+            store.finish(rank)
+    if rank == 0:
+        print(headline(result))
+        print(f"wrote {log_dir}/ (metrics.json, metrics.csv, curves.png, gifs/"
+              + (", samples.npz)" if settings.save_samples else ")"))
+    # the returned copy also counts loading and writing
+    return {**result, "timing": {**result["timing"], "all": round(time.perf_counter() - t_start, 3)}}

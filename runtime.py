@@ -1,0 +1,120 @@
+"""Where and how the computation runs: device, ``torchrun`` / DistributedDataParallel, autocast.
+
+One home for the few lines every script needs: pick the device (CUDA when present),
+join the process group when launched by ``torchrun`` (gloo on CPU, nccl on CUDA), agree
+on a stop across processes, average logged scalars over them, autocast for ``--amp``,
+move loader batches to time-major tensors on the device, cap DataLoader workers at the
+machine's cores, and open a TensorBoard writer.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from utils import InputError
+
+
+# ----------------------------------------------------------------------------- device
+def get_device(name: str = "auto"):
+    """``auto`` picks CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` are taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return device
+
+
+def autocast(device: torch.device, amp: bool):
+    """bfloat16 autocast on CPU (pays off where the CPU has AMX), float16 on CUDA; a no-op without ``amp``."""
+    if not amp:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_time_major(batch: tuple[torch.Tensor, torch.Tensor],
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loader batches ``([B, T, C, H, W], [B, T, 1, F, S])`` -> time-major tensors on ``device``."""
+    frames, audio = batch
+    frames = frames.to(device, non_blocking=True).transpose(0, 1).contiguous()
+    audio = audio.to(device, non_blocking=True).transpose(0, 1).contiguous()
+    return frames, audio
+
+
+def cap_workers(requested: int, world: int = 1, say: bool = True) -> int:
+    """DataLoader workers: ``requested``, at most the CPU cores this process may use divided
+    among the ``world`` processes (the release's default of 5 on a 2-core machine only adds
+    contention and a warning from PyTorch). Says so once when it lowers the number."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    cap = max(cores // max(world, 1), 1)
+    if requested > cap:
+        if say:
+            print(f"--num_workers {requested}: this machine gives this process {cores} CPU core(s); using {cap}")
+        return cap
+    return requested
+
+
+# ------------------------------------------------------------------------ distributed
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """Initialise ``torch.distributed`` when launched by ``torchrun``; returns (rank, world, device).
+
+    gloo on CPU, nccl on CUDA (one GPU per local rank). Single process: (0, 1, device).
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1, get_device(device_name)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = get_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def stop_agreed(stop: Any, device: torch.device, world: int) -> bool:
+    """Whether to stop now: a signal arrived (``stop.requested``) in any process. Under
+    torchrun every process must take the same decision at the same step, so the flag is
+    all-reduced (max); in one process it is read directly."""
+    if world <= 1:
+        return bool(stop.requested)
+    flag = torch.tensor([float(stop.requested)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and not stop.requested:
+        stop.requested = int(flag.item())
+    return bool(flag.item())
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average logged scalars over ranks (identity in one process)."""
+    if not (dist.is_available() and dist.is_initialized()) or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+# ------------------------------------------------------------------------ TensorBoard
+def tensorboard_writer(folder: str | os.PathLike, purge_step: int | None = None):
+    """A ``torch.utils.tensorboard.SummaryWriter`` writing into ``folder`` (``tensorboard --logdir``
+    of any parent shows it). ``purge_step``: on resume, events logged at or after this step by
+    the interrupted run are hidden, so the curves continue without a duplicated stretch."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(folder), purge_step=purge_step)
