@@ -21,20 +21,14 @@ Two implementations of the same numbers:
 
 * CPU (tensors on the CPU and numpy arrays): :func:`_score_range`, compiled by numba. One
   pass over each pair computes running window sums, the SSIM map and the squared error
-  in float64 while every intermediate row stays in L1. The torch path below, run on a
-  CPU, costs ~20 elementwise passes per chunk and is memory-bound: 2.3x-9.3x a
-  scikit-image loop on 2 cores, against >20x for the kernel (``bench/metrics.py``);
-  ``torch.compile`` of the torch path gave only 1.45x, after a 31 s compile. A batch
-  with enough work is split over ``torch.get_num_threads()`` plain Python threads (the
-  kernel releases the GIL) rather than numba's ``parallel=True``: that needs an OpenMP
-  or TBB threading layer beside torch's own OpenMP (the fallback 'workqueue' layer is
-  not safe for concurrent callers), the GNU OpenMP layer aborts a forked child that uses
-  it, and on a loaded 2-core machine it took ~7 ms to score 16 pairs (the kernel alone:
-  0.15 ms). Compiling takes ~1.5 s per input dtype (float32 / float64); ``cache=True``
-  stores the result in ``__pycache__`` next to this file, or -- read-only checkout -- in
-  numba's per-user cache directory (``NUMBA_CACHE_DIR`` overrides both), and later
-  processes load it in ~0.3 s. With no writable cache directory at all the kernel is
-  compiled once per process instead.
+  in float64 while every intermediate row stays in L1. A batch with enough work is split
+  over ``torch.get_num_threads()`` plain Python threads (the kernel releases the GIL), not
+  numba's ``parallel=True``, whose threading layers clash with torch's OpenMP. The kernel
+  is compiled once per input dtype and cached (``cache=True``: in ``__pycache__`` next to
+  this file, or in numba's per-user cache directory for a read-only checkout;
+  ``NUMBA_CACHE_DIR`` overrides both); with no writable cache directory it is compiled
+  once per process. Why a kernel and not the torch path or ``torch.compile``, with the
+  measurements: docs/DESIGN.md, "The SSIM/PSNR kernel".
 * Any other device (CUDA): :func:`_scores_torch`, batched torch ops on chunks of
   :data:`_CHUNK_PIXELS` pixels, SSIM maps in float32 on mean-centred images
   (:func:`ssim_map_valid`), means in float64. It agrees with the kernel to ~1e-7.
@@ -70,8 +64,8 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 # Torch path: pixels per chunk. On a GPU big chunks just amortise kernel launches.
 _CHUNK_PIXELS = 1 << 22
-# CPU kernel: a thread is started only for this many pixels of work (~220 48x48 pairs,
-# ~2 ms); starting one costs ~0.1 ms, more on a busy machine.
+# CPU kernel: a thread is started only for this many pixels of work (~220 48x48 pairs),
+# so that starting it costs little against its share (docs/DESIGN.md, "The SSIM/PSNR kernel").
 _MIN_PIXELS_PER_THREAD = 1 << 19
 
 

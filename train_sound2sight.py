@@ -28,13 +28,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from tqdm import tqdm
 
-import training
-
 import checkpoints
-
 import runtime
-from data import DATASETS, PRESET_AUDIO_SHAPES, PRESETS, dataset_info, open_dataset
-from utils import InputError, RunLock, StopSignals, atomic_write_json, native_bf16, run_cli, save_gif, seed_everything
+import training
+from data import DATASETS, PRESETS, check_preset, dataset_info, dataset_shapes, open_dataset
+from models.sound2sight import OPTIMIZERS, Sound2SightConfig
+from utils import (InputError, RunLock, StopSignals, add_config_flags, atomic_write_json, config_kwargs, native_bf16, run_cli,
+                   save_gif, seed_everything)
 
 
 # The main job on a fresh 2-core machine: small enough to finish well inside 10 minutes, and
@@ -61,45 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_dir", default="", help="continue training the run in this log folder (as --resume there)")
     p.add_argument("--name", default="", help="optional run name: writes into LOG_DIR/NAME")
     p.add_argument("--data_root", default="data", help="dataset folder (generated layout or legacy M3SO download)")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "rmsprop", "sgd"])
+    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS))
     p.add_argument("--niter", type=int, default=300, help="number of epochs")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--epoch_size", type=int, default=600,
                    help="cap on iterations per epoch (an epoch is one pass over the training clips; 0 = no cap)")
-    p.add_argument("--image_width", type=int, default=48)
-    p.add_argument("--channels", type=int, default=1)
     p.add_argument("--dataset", default="smmnist", choices=DATASETS,
                    help="smmnist/m3so/m3so_nb: a generated or legacy M3SO folder; drums/painting: 64x64 colour "
                         "presets; av: any folder made by python -m data.prepare_av (shapes from its dataset.json)")
     p.add_argument("--n_past", type=int, default=30, help="context frames")
     p.add_argument("--n_future", type=int, default=30, help="frames predicted during training")
     p.add_argument("--n_eval", type=int, default=60, help="frames in validation sequences (capped at the clip length)")
-    p.add_argument("--rnn_size", type=int, default=256)
-    p.add_argument("--disc_rnn_size", type=int, default=256)
-    p.add_argument("--prior_rnn_layers", type=int, default=1)
-    p.add_argument("--posterior_rnn_layers", type=int, default=1)
-    p.add_argument("--audio_rnn_layers", type=int, default=1, help="layers of the audio transformer")
-    p.add_argument("--video_rnn_layers", type=int, default=1, help="layers of the two video transformers")
-    p.add_argument("--disc_layers", type=int, default=1)
-    p.add_argument("--predictor_rnn_layers", type=int, default=2)
-    p.add_argument("--dim_ff", type=int, default=128, help="transformer feed-forward width")
-    p.add_argument("--nhead", type=int, default=4)
-    p.add_argument("--z_dim", type=int, default=10)
-    p.add_argument("--g_dim", type=int, default=128)
-    p.add_argument("--nf", type=int, default=64,
-                   help="base conv width of the frame/audio encoders and decoder (64 as the original; the "
-                        "convolutions' cost grows with its square)")
-    p.add_argument("--beta", type=float, default=0.0001, help="KL weight")
     p.add_argument("--beta_gen_loss", type=float, default=0.0001,
                    help="adversarial weight (x1 to epoch 300, x5 to 600, x10 to 900, x100 after; off in epoch 0)")
-    p.add_argument("--model", default="dcgan", choices=["dcgan", "vgg"])
-    p.add_argument("--disc_buffer", type=int, default=3, help="discriminator window (steps)")
     p.add_argument("--num_workers", "--data_threads", dest="data_threads", type=int, default=5,
                    help="DataLoader worker processes (the original's --data_threads; capped at the CPU cores "
                         "this process may use)")
     p.add_argument("--num_digits", type=int, default=1, help="kept for the paper's command; the data decides")
-    p.add_argument("--last_frame_skip", action="store_true",
-                   help="decoder skips from each step's input frame instead of the last context frame")
+    # --- the model: one flag per Sound2SightConfig field (the original's names and defaults)
+    add_config_flags(p, Sound2SightConfig, "model (Sound2SightConfig)")
     # --- new
     p.add_argument("--demo", action="store_true",
                    help="make a small M3SO-NB (unless --data_root is given), train a small model, evaluate it")
@@ -111,13 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "and recompiles once when the adversarial term starts after epoch 0)")
     p.add_argument("--compile_backend", default="inductor",
                    help="torch.compile backend for --compile (inductor; aot_eager or eager need no C++ compiler)")
-    p.add_argument("--no_audio", action="store_true",
-                   help="SVG-LP ablation: prior and posterior see frames only (implies --no_disc: the "
-                        "discriminator is audio-visual, and SVG-LP has none)")
-    p.add_argument("--no_disc", action="store_true", help="no discriminator, no adversarial terms")
-    p.add_argument("--disc_train_encoders", action="store_true",
-                   help="train the discriminator's own frame and audio encoders too (the released script left "
-                        "them at their random initial weights, which is the default here)")
     p.add_argument("--save_every", type=int, default=10, help="keep checkpoints/epoch_N.pt every N epochs (0: never)")
     p.add_argument("--val_nsample", type=int, default=5, help="prior samples per clip in validation")
     p.add_argument("--val_clips", type=int, default=0,
@@ -136,9 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_tensorboard", action="store_true",
                    help="do not write TensorBoard event files (LOG_DIR/tensorboard/: losses per iteration, "
                         "validation figures, the loss-schedule weights and sample clips per epoch)")
-    p.add_argument("--pos_dropout", type=float, default=0.2, help="transformers' positional-encoding dropout")
-    p.add_argument("--layer_dropout", type=float, default=0.1,
-                   help="transformers' attention and feed-forward dropout (PyTorch's default, as released)")
     p.add_argument("--eval_nsample", type=int, default=20, help="--demo: samples per clip in the final evaluation")
     return p
 
@@ -150,8 +120,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ``--dataset`` preset (drums, painting) checks that dataset's shapes (InputError when they
     differ) and gives the defaults only while the folder holds no dataset yet.
     """
-    from data import check_preset, dataset_shapes
-
     parser = build_parser()
     first, _ = parser.parse_known_args(argv)
     if first.demo:
@@ -180,20 +148,11 @@ def demo_data(args: argparse.Namespace, argv: list[str] | None) -> None:
     args.data_root = str(root)
 
 
-def model_config(args: argparse.Namespace, audio_shape: tuple[int, int]):
-    from models.sound2sight import Sound2SightConfig
-
+def model_config(args: argparse.Namespace, audio_shape: tuple[int, int]) -> Sound2SightConfig:
+    """The model's config from the flags, the data's audio shape and ``--n_past``."""
     try:
-        return Sound2SightConfig(
-            image_width=args.image_width, channels=args.channels, model=args.model,
-            audio_shape=tuple(audio_shape), nf=args.nf, g_dim=args.g_dim, z_dim=args.z_dim, rnn_size=args.rnn_size,
-            prior_rnn_layers=args.prior_rnn_layers, posterior_rnn_layers=args.posterior_rnn_layers,
-            predictor_rnn_layers=args.predictor_rnn_layers, audio_rnn_layers=args.audio_rnn_layers,
-            video_rnn_layers=args.video_rnn_layers, nhead=args.nhead, dim_ff=args.dim_ff,
-            disc_rnn_size=args.disc_rnn_size, disc_layers=args.disc_layers, disc_buffer=args.disc_buffer,
-            n_past=args.n_past, last_frame_skip=args.last_frame_skip, beta=args.beta,
-            pos_dropout=args.pos_dropout, layer_dropout=args.layer_dropout,
-            use_audio=not args.no_audio, use_disc=not args.no_disc, disc_train_encoders=args.disc_train_encoders)
+        return Sound2SightConfig(**config_kwargs(Sound2SightConfig, args), audio_shape=tuple(audio_shape),
+                                 n_past=args.n_past)
     except ValueError as err:
         raise InputError(str(err)) from None
 
@@ -249,9 +208,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
         raise InputError("--n_past and --n_future must be at least 1")
 
     info = dataset_info(args.data_root)
-    if args.dataset in PRESETS and tuple(info["audio_shape"]) not in PRESET_AUDIO_SHAPES:
-        raise InputError(f"--dataset {args.dataset} expects [45, 17] or [48, 17] audio features; {args.data_root} "
-                         f"has {list(info['audio_shape'])}; use --dataset av to take the folder's own shapes")
+    check_preset(args.dataset, dataset_shapes(args.data_root), args.data_root)  # the data may be new since parse_args
     if seq_len > info["num_frames"]:
         raise InputError(f"--n_past {args.n_past} + --n_future {args.n_future} = {seq_len} frames, but the clips in "
                          f"{args.data_root} have {info['num_frames']}; lower --n_past/--n_future")

@@ -371,3 +371,42 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+# ------------------------------------------------------------------- config flags
+def add_config_flags(parser: Any, cls: type, title: str) -> None:
+    """One command-line flag per field of the dataclass ``cls``, from its metadata (help, choices).
+
+    ``--<field>`` takes a value of the default's type; a bool defaulting to False becomes a
+    switch; a bool defaulting to True is switched off by its ``flag`` name (``--no_audio``);
+    fields with ``flag=False`` get none. :func:`config_kwargs` maps the parsed flags back."""
+    import dataclasses
+
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(cls):
+        md = f.metadata
+        if md.get("flag", True) is False:
+            continue
+        if isinstance(f.default, bool):
+            name = md.get("flag", f.name) if f.default else f.name
+            group.add_argument(f"--{name}", action="store_true", help=md.get("help"))
+        else:
+            group.add_argument(f"--{f.name}", type=type(f.default), default=f.default, choices=md.get("choices"),
+                               help=md.get("help"))
+
+
+def config_kwargs(cls: type, args: Any) -> dict[str, Any]:
+    """The fields of ``cls`` that :func:`add_config_flags` made flags for, read from parsed ``args``."""
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(cls):
+        md = f.metadata
+        if md.get("flag", True) is False:
+            continue
+        if isinstance(f.default, bool) and f.default:
+            out[f.name] = not getattr(args, md.get("flag", f.name))
+        else:
+            out[f.name] = getattr(args, f.name)
+    return out
+

@@ -47,7 +47,7 @@ text suggests (``--disc_train_encoders``).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -68,39 +68,54 @@ FRAME_MODELS = {"dcgan": (DCGANEncoder, DCGANDecoder, tuple(sorted(DCGAN_PLANS))
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
 
+def _setting(default: Any, help: str, **flag: Any) -> Any:
+    """A config field with its command-line help: ``train_sound2sight.py`` makes one flag per field
+    from these (:func:`utils.add_config_flags`). ``flag=False``: no flag (set from the data or
+    another flag); ``flag="no_x"``: a True default switched off by ``--no_x``; ``choices``."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass
 class Sound2SightConfig:
-    """Architecture of a Sound2Sight model (everything a checkpoint needs to be rebuilt)."""
+    """Architecture of a Sound2Sight model (everything a checkpoint needs to be rebuilt).
 
-    image_width: int = 48
-    channels: int = 1
-    model: str = "dcgan"  # or "vgg"
-    audio_shape: tuple[int, int] = (23, 21)
-    g_dim: int = 128
-    z_dim: int = 10
-    rnn_size: int = 256
-    nf: int = 64  # base conv width of the frame/audio encoders and decoder (the original: 64)
-    prior_rnn_layers: int = 1
-    posterior_rnn_layers: int = 1
-    predictor_rnn_layers: int = 2
-    audio_rnn_layers: int = 1  # transformer layers (audio)
-    video_rnn_layers: int = 1  # transformer layers (video, prior and posterior)
-    nhead: int = 4
-    dim_ff: int = 128
-    pos_dropout: float = 0.2  # the transformers' positional-encoding dropout (as released)
-    layer_dropout: float = 0.1  # their encoder layers' attention/feed-forward dropout (PyTorch's default, as released)
-    disc_rnn_size: int = 256
-    disc_layers: int = 1
-    disc_buffer: int = 3
-    n_past: int = 5
-    last_frame_skip: bool = False
-    beta: float = 1e-4
-    use_audio: bool = True  # False = SVG-LP with the same backbone (no audio encoder)
-    use_disc: bool = True  # False = no discriminator, no adversarial terms
+    Each field's default is the original's, and its metadata holds the flag's help text."""
+
+    image_width: int = _setting(48, "frame size in pixels (the dataset's; the --dataset presets check it)")
+    channels: int = _setting(1, "frame channels (the dataset's)")
+    model: str = _setting("dcgan", "frame encoder/decoder family", choices=tuple(FRAME_MODELS))
+    audio_shape: tuple[int, int] = _setting((23, 21), "per-frame audio feature shape (F, S)", flag=False)
+    g_dim: int = _setting(128, "frame/audio encoding size")
+    z_dim: int = _setting(10, "latent size")
+    rnn_size: int = _setting(256, "width of the LSTMs and transformers")
+    nf: int = _setting(64, "base conv width of the frame/audio encoders and decoder (64 as the original; the "
+                           "convolutions' cost grows with its square)")
+    prior_rnn_layers: int = _setting(1, "LSTM layers of the prior")
+    posterior_rnn_layers: int = _setting(1, "LSTM layers of the posterior")
+    predictor_rnn_layers: int = _setting(2, "LSTM layers of the frame predictor")
+    audio_rnn_layers: int = _setting(1, "layers of the audio transformer")
+    video_rnn_layers: int = _setting(1, "layers of the two video transformers (prior's and posterior's)")
+    nhead: int = _setting(4, "transformer attention heads")
+    dim_ff: int = _setting(128, "transformer feed-forward width")
+    pos_dropout: float = _setting(0.2, "transformers' positional-encoding dropout (as released)")
+    layer_dropout: float = _setting(0.1, "transformers' attention and feed-forward dropout (PyTorch's default, "
+                                         "as released)")
+    disc_rnn_size: int = _setting(256, "discriminator LSTM width")
+    disc_layers: int = _setting(1, "discriminator LSTM layers")
+    disc_buffer: int = _setting(3, "discriminator window (steps)")
+    n_past: int = _setting(5, "context frames (set from the training's --n_past)", flag=False)
+    last_frame_skip: bool = _setting(False, "decoder skips from each step's input frame instead of the last "
+                                            "context frame")
+    beta: float = _setting(1e-4, "KL weight")
+    use_audio: bool = _setting(True, "SVG-LP ablation: prior and posterior see frames only (implies --no_disc: "
+                                     "the discriminator is audio-visual, and SVG-LP has none)", flag="no_audio")
+    use_disc: bool = _setting(True, "no discriminator, no adversarial terms", flag="no_disc")
     # False (the released maths): the discriminator's own frame/audio encoders keep their
     # initial weights, as in the released script (its discriminator loss saw detached
     # encodings); True: they train with the rest of the discriminator
-    disc_train_encoders: bool = False
+    disc_train_encoders: bool = _setting(False, "train the discriminator's own frame and audio encoders too (the "
+                                                "released script left them at their random initial weights, "
+                                                "which is the default here)")
 
     def __post_init__(self) -> None:
         if self.model not in FRAME_MODELS:

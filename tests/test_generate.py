@@ -469,3 +469,31 @@ def test_evaluation_tensorboard(setup):
     curve = acc.Scalars("eval_per_frame/paper/copy_last_frame_psnr")
     assert [e.step for e in curve] == list(range(N_PAST, N_PAST + N_FUTURE))
     assert "eval/audio_shuffle_drop_ssim" in acc.Tags()["scalars"]
+
+
+def test_a_registered_metric_reaches_every_output(setup, tmp_path, monkeypatch):
+    """Adding a metric is one registry entry: a toy one (mean absolute error, lower is better)
+    shows up in every protocol, the baseline, the CSV, the events, the audio-shuffle drop and
+    the headline, with values equal to the per-clip numbers recomputed from samples.npz."""
+    def mae(gt, pred, settings):
+        g, p = torch.as_tensor(np.asarray(gt), dtype=torch.float64), torch.as_tensor(np.asarray(pred), dtype=torch.float64)
+        return (g - p).abs().mean(dim=(-3, -2, -1))
+
+    monkeypatch.setitem(metrics.PAIR_METRICS, "mae", metrics.PairMetric("mae", False, "", "mean absolute error", mae))
+    out = tmp_path / "o"
+    m = gen.main(base_args(setup["tmp"] / "run", setup["data"], out, *MAIN_FLAGS, "--save_samples",
+                           "--metrics", "ssim,psnr,mae", "--no_tensorboard"))
+    assert m["metrics"] == ["ssim", "psnr", "mae"]
+    with np.load(out / "samples.npz", allow_pickle=False) as z:
+        gt, samples = z["gt"].astype(np.float64), z["samples"].astype(np.float64)
+    err = np.abs(samples[:, :, N_PAST:] - gt[:, None, N_PAST:]).mean(axis=(3, 4, 5))  # [N, S, F]
+    assert m["paper"]["mae_per_frame"] == pytest.approx(err.min(axis=1).mean(axis=0).tolist(), abs=1e-9)
+    copy = np.abs(gt[:, N_PAST:] - gt[:, N_PAST - 1:N_PAST]).mean(axis=(2, 3, 4))
+    assert m["copy_last_frame"]["paper"]["mae"] == pytest.approx(copy.mean(), abs=1e-9)
+    assert "mae" in m["best"] and "mae" in m["events"]["model"]["paper"]["after_wall_bounce"]
+    assert "mae" in m["audio_shuffled"]["drop"]["paper"]
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"model_paper_mae", "copy_last_frame_best_mae"} <= set(header)
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(InputError, match="unknown metrics"):
+        gen.main(base_args(setup["tmp"] / "run", setup["data"], tmp_path / "p", "--metrics", "ssim,lpips"))

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_sound2sight
-import training
 import checkpoints
 import runtime
+import train_sound2sight
+import training
 from utils import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +36,36 @@ def tiny_data(tmp_path_factory) -> Path:
 def run(tmp: Path, data: Path, *extra: str) -> Path:
     argv = ["--data_root", str(data), "--log_dir", str(tmp), *TINY, *extra]
     return train_sound2sight.main(argv)
+
+
+def test_model_flags_are_the_config_fields_with_the_original_names_and_defaults(tmp_path):
+    """One table: every Sound2SightConfig field with a flag has it under its own name (or its
+    ``no_`` switch), with the config's default; parsed flags give the same config back."""
+    import dataclasses
+
+    from models.sound2sight import Sound2SightConfig
+
+    parser = train_sound2sight.build_parser()
+    dests = {a.dest: a for a in parser._actions}
+    original = ["image_width", "channels", "model", "g_dim", "z_dim", "rnn_size", "prior_rnn_layers",
+                "posterior_rnn_layers", "predictor_rnn_layers", "audio_rnn_layers", "video_rnn_layers", "nhead",
+                "dim_ff", "disc_rnn_size", "disc_layers", "disc_buffer", "beta", "last_frame_skip"]
+    assert set(original) <= set(dests)
+    for f in dataclasses.fields(Sound2SightConfig):
+        flag = f.metadata.get("flag", f.name)
+        if flag is False:
+            assert f.name not in dests or f.name == "n_past"  # --n_past is the training's own flag
+            continue
+        action = dests[flag if isinstance(f.default, bool) and f.default else f.name]
+        assert action.help, f.name
+        assert action.default == (False if isinstance(f.default, bool) else f.default), f.name
+    args = train_sound2sight.parse_args(["--data_root", str(tmp_path / "none"), "--nf", "8", "--no_disc",
+                                         "--last_frame_skip", "--model", "vgg", "--image_width", "64"])
+    cfg = train_sound2sight.model_config(args, (23, 21))
+    assert cfg == Sound2SightConfig(nf=8, use_disc=False, last_frame_skip=True, model="vgg", image_width=64,
+                                    n_past=args.n_past)
+    with pytest.raises(SystemExit):  # the one list of choices
+        train_sound2sight.parse_args(["--optimizer", "lbfgs"])
 
 
 def test_adv_weight_schedule():
