@@ -1,4 +1,4 @@
-"""Shared test setup: the project root on sys.path, small thread counts, fast defaults."""
+"""Shared test setup: the project root on sys.path, small thread counts, shared fixtures."""
 import os
 import sys
 from pathlib import Path
@@ -13,6 +13,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """One small generated M3SO-NB (16 train / 8 test clips of 10 frames), shared by every test
+    that only needs some real dataset to train or evaluate on (read it, never write into it)."""
+    from M3SO_Gen_Code.generate_m3so import generate
+
+    root = tmp_path_factory.mktemp("data") / "m3so_nb"
+    generate(root, num_train=16, num_test=8, num_frames=10, no_block=True, seed=3, progress=False)
+    return root
 
 
 @pytest.fixture

@@ -90,25 +90,21 @@ def test_prepared_video_feature_kind_end_to_end(tmp_path, av_data, features):
     _train_and_evaluate(data, tmp_path / "run", shape, "--dataset", "av")
 
 
-def test_drums_preset_refuses_a_grey_checkpoint(tmp_path):
+def test_drums_preset_refuses_a_grey_checkpoint(tmp_path, tiny_data):
     """An M3SO (1x48x48) checkpoint is not a drums model: the preset says so by name."""
-    from M3SO_Gen_Code.generate_m3so import generate
-
-    data = generate(tmp_path / "m3so", num_train=4, num_test=2, num_frames=8, no_block=True, progress=False)
+    data = tiny_data
     log = train_sound2sight.main(["--data_root", str(data), "--log_dir", str(tmp_path / "run"), *TINY])
     with pytest.raises(InputError, match="--dataset drums takes 3x64x64"):
         generate_sound2sight.main(["--model_path", str(log), "--data_root", str(data), "--dataset", "drums",
                                    "--n_past", "3", "--n_future", "3", "--nsample", "2", "--device", "cpu"])
 
 
-def test_training_takes_shapes_from_the_data_and_presets_check_them(tmp_path, av_data):
+def test_training_takes_shapes_from_the_data_and_presets_check_them(tmp_path, av_data, tiny_data):
     """--image_width/--channels default to the folder's (whatever --dataset); drums/painting only check them."""
-    from M3SO_Gen_Code.generate_m3so import generate
-
     args = train_sound2sight.parse_args(["--data_root", str(av_data)])  # default --dataset smmnist
     assert (args.image_width, args.channels) == (64, 3)
     assert train_sound2sight.parse_args(["--data_root", str(av_data), "--image_width", "32"]).image_width == 32
-    m3so = generate(tmp_path / "m3so", num_train=2, num_test=1, num_frames=4, no_block=True, progress=False)
+    m3so = tiny_data
     with pytest.raises(InputError, match=r"--dataset painting expects 3x64x64 frames .* has 1x48x48 and \[23, 21\]"):
         train_sound2sight.parse_args(["--data_root", str(m3so), "--dataset", "painting"])
     # a folder not made yet: the preset's shapes are the defaults

@@ -65,15 +65,12 @@ def test_bench_learning_first_win_and_curve(tmp_path):
     assert [(r["iterations"], r["seconds"]) for r in curve] == [(50, 10.0), (100, 22.5)]
 
 
-def test_bench_learning_runs_the_demo_end_to_end(tmp_path, capsys):
-    from M3SO_Gen_Code.generate_m3so import generate
-
-    data = generate(tmp_path / "data", num_train=8, num_test=4, num_frames=8, no_block=True, seed=1, progress=False)
-    tiny = ["--data_root", str(data), "--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32",
+def test_bench_learning_runs_the_demo_end_to_end(tmp_path, capsys, tiny_data):
+    tiny = ["--data_root", str(tiny_data), "--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32",
             "--disc_rnn_size", "16", "--nhead", "2", "--nf", "8", "--n_past", "3", "--n_future", "3", "--n_eval", "6",
             "--batch_size", "4", "--niter", "2", "--epoch_size", "2", "--eval_nsample", "2", "--val_nsample", "2"]
     out = bench("learning").main(["--log_dir", str(tmp_path / "run"), "--", *tiny])
     assert last_json(capsys) == out
     assert [r["epoch"] for r in out["curve"]] == [0, 1] and out["iterations_per_epoch"] == 2
-    assert out["final"]["clips"] == 4 and out["final"]["nsample"] == 2
+    assert out["final"]["clips"] == 8 and out["final"]["nsample"] == 2  # all 8 test clips
     assert out["first_win"] is None or out["first_win"]["epoch"] in (0, 1)

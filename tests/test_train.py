@@ -24,15 +24,6 @@ TINY = ["--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32", "
         "--data_threads", "0", "--val_nsample", "2", "--device", "cpu", "--save_every", "0"]
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    from M3SO_Gen_Code.generate_m3so import generate
-
-    root = tmp_path_factory.mktemp("data") / "m3so_nb"
-    generate(root, num_train=16, num_test=8, num_frames=10, no_block=True, seed=3, progress=False)
-    return root
-
-
 def run(tmp: Path, data: Path, *extra: str) -> Path:
     argv = ["--data_root", str(data), "--log_dir", str(tmp), *TINY, *extra]
     return train_sound2sight.main(argv)
