@@ -107,6 +107,10 @@ class Sound2SightConfig:
     last_frame_skip: bool = _setting(False, "decoder skips from each step's input frame instead of the last "
                                             "context frame")
     beta: float = _setting(1e-4, "KL weight")
+    train_latent: str = _setting("prior", "which z the predictor reads in training: prior (the release's "
+                                 "'sample_prior' variant: the posterior enters through the KL only) or posterior "
+                                 "(SVG-LP's training: the posterior's z, which the KL teaches the prior to predict); "
+                                 "sampling always draws from the prior", choices=("prior", "posterior"))
     use_audio: bool = _setting(True, "SVG-LP ablation: prior and posterior see frames only (implies --no_disc: "
                                      "the discriminator is audio-visual, and SVG-LP has none)", flag="no_audio")
     use_disc: bool = _setting(True, "no discriminator, no adversarial terms", flag="no_disc")
@@ -132,6 +136,8 @@ class Sound2SightConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.rnn_size % self.nhead:
             raise ValueError(f"rnn_size {self.rnn_size} must be divisible by nhead {self.nhead}")
+        if self.train_latent not in ("prior", "posterior"):
+            raise ValueError(f"train_latent must be 'prior' or 'posterior', got {self.train_latent!r}")
         if self.use_disc and not self.use_audio:
             raise ValueError("use_disc=True needs use_audio=True (the discriminator is audio-visual); "
                              "set use_disc=False for the SVG-LP ablation")
@@ -256,14 +262,15 @@ class Sound2Sight(nn.Module):
 
     # ------------------------------------------------------------------ teacher forcing
     def teacher_forced(self, frames: torch.Tensor, audio: torch.Tensor | None, eps: torch.Tensor,
-                       latent: str = "prior") -> dict[str, torch.Tensor]:
+                       latent: str = "prior", with_prior: bool | None = None) -> dict[str, torch.Tensor]:
         """The teacher-forced pass shared by training and reconstruction.
 
         frames ``[T, B, C, H, W]``; audio ``[T, B, 1, F, S]`` or None; eps ``[T-1, B, z]``.
         Step ``t`` (1..T-1) reads frame ``t-1``; the posterior sees frame ``t``. The predictor's
         z comes from ``latent``: ``"prior"`` (training, the released "sample_prior" variant)
-        or ``"posterior"`` (reconstruction; the prior is then not computed).
-        Returns ``pred [T-1, B, C, H, W]``, ``mu_q``/``logvar_q`` and, for the prior, ``mu_p``/``logvar_p``
+        or ``"posterior"`` (reconstruction, and training with ``train_latent="posterior"``).
+        ``with_prior`` (default: ``latent == "prior"``) also computes the prior (for the KL).
+        Returns ``pred [T-1, B, C, H, W]``, ``mu_q``/``logvar_q`` and, with the prior, ``mu_p``/``logvar_p``
         (each ``[T-1, B, z]``).
         """
         if latent not in ("prior", "posterior"):
@@ -273,7 +280,7 @@ class Sound2Sight(nn.Module):
         a_ctx = self.audio_context(audio)                                      # [T-1, B, g]
         out: dict[str, torch.Tensor] = {}
         out["mu_q"], out["logvar_q"], _ = self.posterior.forward_seq(h[1:], a_ctx)
-        if latent == "prior":
+        if with_prior if with_prior is not None else latent == "prior":
             out["mu_p"], out["logvar_p"], _ = self.prior.forward_seq(h[:-1], a_ctx)
         mu, logvar = (out["mu_p"], out["logvar_p"]) if latent == "prior" else (out["mu_q"], out["logvar_q"])
         z = reparameterize(mu, logvar, eps)                                    # [T-1, B, z]
@@ -284,7 +291,8 @@ class Sound2Sight(nn.Module):
     # ------------------------------------------------------------------ training
     def forward(self, frames: torch.Tensor, audio: torch.Tensor | None, adv_weight: float = 0.0,
                 eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """One training computation (teacher forcing, z from the prior).
+        """One training computation (teacher forcing; z from the prior, or the posterior with
+        ``cfg.train_latent == "posterior"``).
 
         frames ``[T, B, C, H, W]`` in [0, 1]; audio ``[T, B, 1, F, S]`` (scaled features; may be
         None without audio); eps ``[T-1, B, z]`` prior noise (drawn if None).
@@ -298,7 +306,7 @@ class Sound2Sight(nn.Module):
             raise ValueError("forward needs at least 2 frames")
         if eps is None:
             eps = self.draw_noise(steps, batch, frames)
-        tf = self.teacher_forced(frames, audio, eps, "prior")
+        tf = self.teacher_forced(frames, audio, eps, self.cfg.train_latent, with_prior=True)
         pred, target = tf["pred"], frames[1:]
         mse = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(2).mean(-1).mean(-1).sum()
         kld = gaussian_kl(tf["mu_q"].float(), tf["logvar_q"].float(), tf["mu_p"].float(),

@@ -65,7 +65,10 @@ def forward(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | None
             a_c = model.audio_transformer(torch.stack(a_list))[-1]
         mu_q, lv_q, post_state = model.posterior.step(torch.stack(tgt_list), a_c, post_state)
         mu_p, lv_p, prior_state = model.prior.step(torch.stack(h_list), a_c, prior_state)
-        z = reparameterize(mu_p, lv_p, eps[t - 1])
+        if cfg.train_latent == "posterior":  # SVG-LP's training: the predictor reads the posterior's z
+            z = reparameterize(mu_q, lv_q, eps[t - 1])
+        else:  # the release's "sample_prior" variant
+            z = reparameterize(mu_p, lv_p, eps[t - 1])
         g_out, pred_state = model.predictor(torch.cat([h, z], 1), pred_state)
         x_pred = model.decoder((g_out, skip))
         preds.append(x_pred)

@@ -2,6 +2,7 @@
 routing of the one-scalar loss, losses, checkpoints, config errors, a short training run."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 
@@ -139,7 +140,7 @@ def test_transformer_is_causal():
 # ----------------------------------------------------------------------------- vectorised == stepwise
 EQ_CONFIGS = [dict(), dict(last_frame_skip=True), dict(n_past=2, disc_buffer=2, predictor_rnn_layers=1),
               dict(use_audio=False, use_disc=False), dict(disc_buffer=1, disc_layers=2, prior_rnn_layers=2),
-              dict(disc_train_encoders=True)]
+              dict(disc_train_encoders=True), dict(train_latent="posterior")]
 
 
 @pytest.mark.parametrize("kw", EQ_CONFIGS)
@@ -157,6 +158,25 @@ def test_forward_equals_stepwise(kw):
     assert fast["pred"].shape == frames[1:].shape
     if cfg.use_disc:
         assert fast["d_loss"] > 0 and fast["g_adv"] > 0
+
+
+def test_posterior_training_feeds_the_posterior_z_and_keeps_the_kl():
+    """train_latent="posterior": the training prediction is the posterior reconstruction for the
+    same noise, and the KL (which does not depend on the z fed) equals the release variant's."""
+    cfg = tiny(n_past=3, use_disc=False)
+    frames, audio = batch(cfg)
+    model = calibrated(cfg, frames, audio).eval()
+    with torch.no_grad():  # make z matter to the prediction (it hardly does in a fresh model)
+        model.predictor.embed.weight[:, cfg.g_dim:] *= 40.0
+    svg = Sound2Sight(dataclasses.replace(cfg, train_latent="posterior")).eval()
+    svg.load_state_dict(model.state_dict())
+    eps = torch.randn(frames.shape[0] - 1, frames.shape[1], cfg.z_dim)
+    out, release = svg(frames, audio, eps=eps), model(frames, audio, eps=eps)
+    assert torch.allclose(out["pred"], svg.reconstruct(frames, audio, eps=eps)[1:], atol=TOL)
+    assert torch.allclose(out["kld"], release["kld"], atol=TOL)
+    assert not torch.allclose(out["pred"], release["pred"], atol=1e-4)  # a different z reached the predictor
+    with pytest.raises(ValueError, match="train_latent"):
+        tiny(train_latent="both")
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(last_frame_skip=True), dict(use_audio=False, use_disc=False)])
