@@ -115,3 +115,33 @@ def test_sigterm_to_the_study_stops_its_step_and_it_continues(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (tmp_path / "res" / "runs" / "m3so_nb" / "no_disc_seed1" / "metrics.json").is_file()
+
+
+def test_prior_audio_sees_whether_the_prior_reads_the_sound(tmp_path, tiny_data, capsys):
+    """experiments/prior_audio.py: a prior whose mean follows the audio shows a spread and a change
+    under swapped audio; the no-audio model's change is exactly 0; one JSON line per checkpoint."""
+    import dataclasses
+
+    import torch
+
+    from experiments import prior_audio
+    from models.sound2sight import Sound2Sight, Sound2SightConfig
+
+    paths = []
+    for name, kw in (("audio", {}), ("silent", {"use_audio": False, "use_disc": False})):
+        cfg = Sound2SightConfig(g_dim=16, rnn_size=32, z_dim=4, dim_ff=32, nhead=2, disc_rnn_size=16, nf=8, **kw)
+        torch.manual_seed(0)
+        model = Sound2Sight(cfg)
+        if cfg.use_audio:
+            with torch.no_grad():  # make the prior's mean follow the audio strongly
+                model.audio_transformer.out.weight.mul_(50.0)
+                model.prior.lstm.embed.weight[:, cfg.g_dim:] *= 40.0
+                model.prior.lstm.mu.weight.mul_(40.0)
+        paths.append(tmp_path / f"{name}.pt")
+        torch.save({"model_config": dataclasses.asdict(cfg), "model": model.state_dict(), "epoch": 3}, paths[-1])
+    rows = prior_audio.main(["--data_root", str(tiny_data), "--clips", "4", "--frames", "6", *map(str, paths)])
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert lines == rows and [r["epoch"] for r in rows] == [3, 3]
+    audio, silent = rows
+    assert audio["mu_change_swapped_audio"] > 1e-5 and audio["mu_spread"] > 1e-5
+    assert silent["mu_change_swapped_audio"] == 0.0 and silent["sigma"] > 0 and silent["kl"] >= 0
