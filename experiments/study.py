@@ -66,7 +66,8 @@ SCALES = {
                  train_flags=COMMON_TRAIN + ("--niter", "30", "--epoch_size", "50"),
                  eval_flags=("--n_past", "5", "--n_future", "15", "--nsample", "20", "--N", "256",
                              "--batch_size", "32", "--num_gifs", "4"),
-                 seeds={"m3so/sound2sight": (1, 2), "m3so/no_audio": (1, 2)}),
+                 seeds={"m3so_nb/sound2sight": (1, 2), "m3so_nb/no_audio": (1, 2),
+                        "m3so/sound2sight": (1, 2), "m3so/no_audio": (1, 2)}),
     # Toy size for the tests: seconds, not hours.
     "tiny": Scale(num_train=16, num_test=6,
                   train_flags=("--n_past", "3", "--n_future", "3", "--n_eval", "6", "--batch_size", "4",
