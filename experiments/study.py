@@ -34,7 +34,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -53,6 +52,7 @@ class Scale:
     train_flags: tuple[str, ...]   # passed to train_sound2sight.py (besides data, log dir, seed, ablation)
     eval_flags: tuple[str, ...]    # passed to generate_sound2sight.py
     seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per "<dataset>/<config>"
+    datasets: tuple[str, ...] = ("m3so_nb", "m3so")  # what the scale covers (and --datasets narrows)
 
 
 # The demo's recipe (measured in bench/learning.py; see README "Time to quality"), at the
@@ -68,6 +68,12 @@ SCALES = {
                              "--batch_size", "32", "--num_gifs", "4"),
                  seeds={"m3so_nb/sound2sight": (1, 2), "m3so_nb/no_audio": (1, 2),
                         "m3so/sound2sight": (1, 2), "m3so/no_audio": (1, 2)}),
+    # M3SO at twice the iterations (3,000): where 1,500 left every model below copy-last-frame on SSIM.
+    "cpu_long": Scale(num_train=4000, num_test=256,
+                      train_flags=COMMON_TRAIN + ("--niter", "60", "--epoch_size", "50"),
+                      eval_flags=("--n_past", "5", "--n_future", "15", "--nsample", "20", "--N", "256",
+                                  "--batch_size", "32", "--num_gifs", "4"),
+                      seeds={"m3so/sound2sight": (1, 2), "m3so/no_audio": (1, 2)}, datasets=("m3so",)),
     # Toy size for the tests: seconds, not hours.
     "tiny": Scale(num_train=16, num_test=6,
                   train_flags=("--n_past", "3", "--n_future", "3", "--n_eval", "6", "--batch_size", "4",
@@ -83,10 +89,11 @@ DATASETS = {"m3so_nb": ("--no_block",), "m3so": ()}
 CONFIGS = {"sound2sight": (), "no_audio": ("--no_audio",), "no_disc": ("--no_disc",)}
 
 
-def runs(scale: Scale, datasets: tuple[str, ...] = tuple(DATASETS)) -> list[tuple[str, str, int]]:
-    """Every (dataset, config, seed) of the study on ``datasets``, first seeds first: every
-    configuration's first seed is done before any second seed, so a partial study compares."""
-    out = [(ds, cfg, seed) for ds in datasets for cfg in CONFIGS for seed in scale.seeds.get(f"{ds}/{cfg}", (1,))]
+def runs(scale: Scale, datasets: tuple[str, ...] = tuple(DATASETS),
+         configs: tuple[str, ...] = tuple(CONFIGS)) -> list[tuple[str, str, int]]:
+    """Every (dataset, config, seed) of the study on ``datasets`` and ``configs``, first seeds first:
+    every configuration's first seed is done before any second seed, so a partial study compares."""
+    out = [(ds, cfg, seed) for ds in datasets for cfg in configs for seed in scale.seeds.get(f"{ds}/{cfg}", (1,))]
     return sorted(out, key=lambda r: (list(datasets).index(r[0]), r[2], list(CONFIGS).index(r[1])))
 
 
@@ -97,13 +104,18 @@ def run_name(ds: str, cfg: str, seed: int) -> str:
 class Study:
     """The steps of the study over ``out`` (runs, data, logs) and ``results`` (the report)."""
 
-    def __init__(self, out: Path, results: Path, scale_name: str, datasets: tuple[str, ...] = tuple(DATASETS),
-                 python: str = sys.executable):
+    def __init__(self, out: Path, results: Path, scale_name: str, datasets: tuple[str, ...] | None = None,
+                 python: str = sys.executable, configs: tuple[str, ...] = tuple(CONFIGS)):
+        self.scale = SCALES[scale_name]
+        datasets = self.scale.datasets if datasets is None else tuple(datasets)
         unknown = sorted(set(datasets) - set(DATASETS))
         if unknown:
             raise InputError(f"--datasets {unknown} unknown; choose from {list(DATASETS)}")
-        self.out, self.results, self.scale_name, self.datasets = out, results, scale_name, tuple(datasets)
-        self.scale = SCALES[scale_name]
+        bad = sorted(set(configs) - set(CONFIGS))
+        if bad:
+            raise InputError(f"--configs {bad} unknown; choose from {list(CONFIGS)}")
+        self.out, self.results, self.scale_name, self.datasets = out, results, scale_name, datasets
+        self.configs = tuple(c for c in CONFIGS if c in configs)
         self.python = python
         self.timings_path = results / "timings.json"  # beside the report: kept with it
         self.timings: dict[str, float] = (json.loads(self.timings_path.read_text())
@@ -140,8 +152,8 @@ class Study:
     def steps(self) -> list[tuple[str, bool]]:
         """(name, done) of every step, in order."""
         out = [(f"data {ds}", (self.data_dir(ds) / "dataset.json").is_file()
-                 or all(self.evaluated(*r) for r in runs(self.scale, (ds,)))) for ds in self.datasets]
-        for ds, cfg, seed in runs(self.scale, self.datasets):
+                 or all(self.evaluated(*r) for r in runs(self.scale, (ds,), self.configs))) for ds in self.datasets]
+        for ds, cfg, seed in runs(self.scale, self.datasets, self.configs):
             d, done = self.run_dir(ds, cfg, seed), self.evaluated(ds, cfg, seed)
             out.append((f"train {run_name(ds, cfg, seed)}", done or (d / "TRAINED").is_file()))
             out.append((f"evaluate {run_name(ds, cfg, seed)}", done))
@@ -157,6 +169,14 @@ class Study:
         return [self.python, str(ROOT / "generate_sound2sight.py"), "--model_path", str(d / "checkpoints" / "last.pt"),
                 "--data_root", str(self.data_dir(ds)), "--log_dir", str(d / "eval"), "--seed", "1",
                 "--shuffle_audio", *self.scale.eval_flags]
+
+    def _record(self, key: str, seconds: float, add: bool = True) -> None:
+        """Add (or set) one step's wall time in timings.json, merged with what other study
+        processes (``--configs`` splits the work) wrote meanwhile."""
+        if self.timings_path.is_file():
+            self.timings = {**self.timings, **json.loads(self.timings_path.read_text())}
+        self.timings[key] = round((self.timings.get(key, 0.0) if add else 0.0) + seconds, 1)
+        atomic_write_json(self.timings_path, self.timings)
 
     def _timed(self, key: str, cmd: list[str], log: Path) -> None:
         """Run ``cmd`` (output to ``log``), adding its wall time to timings.json even when it fails.
@@ -176,8 +196,7 @@ class Study:
                     proc.send_signal(stop.requested)
                     forwarded = True
                 time.sleep(0.2)
-        self.timings[key] = round(self.timings.get(key, 0.0) + time.perf_counter() - t0, 1)
-        atomic_write_json(self.timings_path, self.timings)
+        self._record(key, time.perf_counter() - t0)
         if stop.requested:
             print(f"stopped during '{key}'; run the same command again to continue", file=sys.stderr)
             raise SystemExit(128 + stop.requested)
@@ -194,16 +213,15 @@ class Study:
         done_count = total - len(todo)
         for ds in self.datasets:
             extra = DATASETS[ds]
-            needed = any(not self.evaluated(d, c, s) for d, c, s in runs(self.scale, (ds,)))
+            needed = any(not self.evaluated(d, c, s) for d, c, s in runs(self.scale, (ds,), self.configs))
             if needed and not (self.data_dir(ds) / "dataset.json").is_file():
                 done_count += 1
                 print(f"[{done_count}/{total}] data {ds}", flush=True)
                 t0 = time.perf_counter()
                 generate(self.data_dir(ds), num_train=self.scale.num_train, num_test=self.scale.num_test, seed=0,
                          no_block="--no_block" in extra, overwrite=True, progress=False)
-                self.timings[f"data {ds}"] = round(time.perf_counter() - t0, 1)
-                atomic_write_json(self.timings_path, self.timings)
-        for ds, cfg, seed in runs(self.scale, self.datasets):
+                self._record(f"data {ds}", time.perf_counter() - t0, add=False)
+        for ds, cfg, seed in runs(self.scale, self.datasets, self.configs):
             d, name = self.run_dir(ds, cfg, seed), run_name(ds, cfg, seed)
             if self.evaluated(ds, cfg, seed):
                 continue
@@ -223,7 +241,7 @@ class Study:
                 "cores": os.cpu_count(), "python": platform.python_version(), "timings_s": self.timings,
                 "command": f"python experiments/study.py --scale {self.scale_name}"}
         evaluated = {run_name(ds, cfg, seed): self.kept_dir(ds, cfg, seed) / "metrics.json"
-                     for ds, cfg, seed in runs(self.scale, self.datasets)}
+                     for ds, cfg, seed in runs(self.scale, self.datasets)}  # every configuration's finished runs
         path = write_report(self.results, {k: v for k, v in evaluated.items() if v.is_file()}, meta,
                             {k: " ".join(self.train_command(*_split(k))[1:]) for k in evaluated},
                             {k: " ".join(self.eval_command(*_split(k))[1:]) for k in evaluated})
@@ -242,13 +260,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     p.add_argument("--out", default="", help="runs and data (default experiments/out/<scale>)")
     p.add_argument("--results", default="", help="the report (default experiments/results/<scale>)")
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS), help="a subset of the datasets")
+    p.add_argument("--datasets", nargs="+", default=None, help="a subset of the scale's datasets")
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS),
+                   help="a subset of the configurations (two study processes may share the work this way)")
     p.add_argument("--plan", action="store_true", help="print the steps and whether each is done, run nothing")
     p.add_argument("--report_only", action="store_true", help="write the report from the finished evaluations")
     args = p.parse_args(argv)
     out = Path(args.out or ROOT / "experiments" / "out" / args.scale)
     results = Path(args.results or ROOT / "experiments" / "results" / args.scale)
-    study = Study(out, results, args.scale, tuple(args.datasets))
+    study = Study(out, results, args.scale, None if args.datasets is None else tuple(args.datasets),
+                  configs=tuple(args.configs))
     if args.plan:
         for name, done in study.steps():
             print(f"{'done' if done else 'todo'}  {name}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from experiments import report, study
+from utils import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +28,25 @@ def test_runs_cover_the_required_configurations():
         for cfg in ("sound2sight", "no_audio", "no_disc"):
             assert f"{ds}/{cfg}_seed1" in names
     assert {"m3so/sound2sight_seed2", "m3so/no_audio_seed2"} <= names  # spreads where the claim needs them
+
+
+def test_long_scale_and_config_subsets(tmp_path):
+    """cpu_long covers M3SO only; --configs narrows what one process runs (two processes can split the
+    work), while timings.json merges what each wrote."""
+    long = study.SCALES["cpu_long"]
+    assert long.datasets == ("m3so",) and "60" in long.train_flags
+    assert {study.run_name(*r) for r in study.runs(long, long.datasets, ("no_audio",))} == {
+        "m3so/no_audio_seed1", "m3so/no_audio_seed2"}
+    a = study.Study(tmp_path / "out", tmp_path / "res", "cpu_long", configs=("no_audio",))
+    b = study.Study(tmp_path / "out", tmp_path / "res", "cpu_long", configs=("sound2sight", "no_disc"))
+    assert [n for n, _ in a.steps()] == ["data m3so", "train m3so/no_audio_seed1", "evaluate m3so/no_audio_seed1",
+                                         "train m3so/no_audio_seed2", "evaluate m3so/no_audio_seed2"]
+    a._record("train x", 2.0)
+    b._record("train y", 3.0)
+    a._record("train x", 1.5)
+    assert json.loads((tmp_path / "res" / "timings.json").read_text()) == {"train x": 3.5, "train y": 3.0}
+    with pytest.raises(InputError, match="--configs"):
+        study.Study(tmp_path / "out", tmp_path / "res", "cpu_long", configs=("svg",))
 
 
 @pytest.fixture(scope="module")
