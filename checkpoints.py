@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -123,11 +124,35 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle / zip / format errors all mean "not our checkpoint"
-        raise InputError(f"checkpoint {path} could not be read as a weights-only torch file "
-                         f"({type(err).__name__}); pass a checkpoint written by this project") from None
+        raise InputError(f"checkpoint {path} {_unreadable(path, err)}") from None
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise InputError(f"checkpoint {path} lacks 'model_config'/'model' keys; it was not written by this project")
     return ckpt
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, and what to do (one line, no torch advice
+    to load it unsafely)."""
+    import re
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as os_err:
+        return f"cannot be read ({os_err.strerror or os_err}); check the file's permissions"
+    if not head:
+        return "is empty (a copy or a save that never finished); use another checkpoint (best.pt, epoch_N.pt)"
+    if head != b"PK\x03\x04":  # every checkpoint written here is a torch zip archive
+        return ("is not a torch checkpoint (no zip archive header: damaged, or another kind of file); pass a "
+                "checkpoint written by train_sound2sight.py")
+    blocked = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(err), re.IGNORECASE)
+    if isinstance(err, pickle.UnpicklingError) and blocked:
+        return (f"holds pickled objects (it refers to {blocked.group(1)}), which could run code and are never "
+                "loaded; pass a checkpoint written by train_sound2sight.py (state dicts only)")
+    if isinstance(err, RuntimeError) and "zip archive" in str(err):
+        return "is truncated or damaged (its zip archive is incomplete); use another checkpoint (best.pt, epoch_N.pt)"
+    return (f"could not be read as a weights-only torch file ({type(err).__name__}); pass a checkpoint written "
+            "by train_sound2sight.py")
 
 
 def saved_config(ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -51,7 +51,7 @@ import metrics
 import runtime
 from checkpoints import load_model
 from data import DATASETS, PRESETS
-from utils import InputError, atomic_write_json, atomic_write_text, run_cli
+from utils import InputError, atomic_write_json, atomic_write_text, check_output_folder, folder_problem, run_cli
 
 PROTOCOLS = tuple(metrics.PROTOCOLS)
 
@@ -145,28 +145,32 @@ def default_log_dir(ckpt_path: Path) -> Path:
     return (folder.parent if folder.name == "checkpoints" else folder) / "eval"
 
 
-def check_writable(log_dir: Path) -> None:
+def check_writable(log_dir: Path, flag: str = "--log_dir") -> None:
+    """The output folder ``flag`` can be written (created when missing); InputError naming it and why."""
+    check_output_folder(log_dir, flag)
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=log_dir, prefix=".write_test."):
             pass
     except OSError as err:
-        raise InputError(f"--log_dir {log_dir} cannot be written ({err.strerror or err}); "
+        raise InputError(f"{flag} {log_dir} cannot be written ({err.strerror or err}); "
                          "pass a writable folder") from None
 
 
 def check_log_path(path: Path) -> None:
     """``--log_path`` must be an existing folder or a file in a writable folder (checked before the work)."""
     if path.is_dir():
-        check_writable(path)
+        check_writable(path, "--log_path")
         return
     if path.exists() and not path.is_file():
         raise InputError(f"--log_path {path} is neither a folder nor a file; pass a folder or a file path")
     if not path.parent.is_dir():
         raise InputError(f"--log_path {path}: its folder {path.parent} does not exist; create it or pass an "
                          "existing folder")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise InputError(f"--log_path {path} cannot be written; pass a writable folder or file")
+    problem = folder_problem(path.parent)  # a real write: os.access says yes to root on a read-only folder
+    if problem or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"--log_path {path} cannot be written{f' ({problem})' if problem else ''}; pass a "
+                         "writable folder or file")
 
 
 def check_args(args: argparse.Namespace) -> None:

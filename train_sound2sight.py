@@ -159,7 +159,10 @@ def model_config(args: argparse.Namespace, audio_shape: tuple[int, int]) -> Soun
 
 def main(argv: list[str] | None = None) -> Path:
     """Train; returns the log folder."""
+    from utils import check_output_folder
+
     args = parse_args(argv)
+    check_output_folder(run_folder(args), "--model_dir" if args.model_dir else "--log_dir")  # before any work
     rank, world, device = runtime.setup_distributed(args.device)
     try:
         # one training per run folder: a second process pointed at it is refused by name

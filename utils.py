@@ -44,14 +44,36 @@ def input_error_line(err: BaseException) -> str:
     return text
 
 
+class StopRequested(Exception):
+    """A SIGTERM/SIGINT stopped the work at a safe point (:meth:`StopSignals.check`).
+
+    ``signum`` is the signal; the message is the one line to show (what happened, what is
+    left on disk, how to run it again). :func:`run_cli` prints it and exits with 128 + signum.
+    """
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        import signal
+
+        super().__init__(message or f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
 def run_cli(main, argv: Sequence[str] | None = None) -> None:
     """Run ``main(argv)``; turn an :class:`InputError` (also one from a DataLoader worker) into a
-    one-line error and exit 2."""
+    one-line error and exit 2, a :class:`StopRequested` into its one line and exit 128 + signal,
+    and a ``KeyboardInterrupt`` (a second Ctrl-C, or one before any handler) into one line and exit 130."""
     try:
         main(argv)
     except InputError as err:
         print(f"error: {input_error_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except StopRequested as stop:
+        print(str(stop), file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
+    except KeyboardInterrupt:
+        print("interrupted (SIGINT): stopped at once; a file being written keeps its previous version; run the "
+              "same command again", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def cpu_name() -> str:
@@ -84,6 +106,19 @@ def seed_everything(seed: int) -> None:
 
 
 # ------------------------------------------------------------------------ atomic writes
+#: errno values of a write that failed for lack of space or of permission: the user's to fix
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.EFBIG})
+
+
+class WriteError(InputError):
+    """A write refused by the file system (full, read-only, not permitted): ``path`` and ``reason``."""
+
+    def __init__(self, message: str, path: Path, reason: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -98,9 +133,68 @@ def _tmp_path_beside(path: Path) -> Path:
     return Path(tmp)
 
 
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def folder_problem(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be created in ``folder`` (which may not exist yet), or None when they can.
+
+    Finds the nearest existing ancestor (``folder`` itself when it exists), which must be a
+    folder, and creates and removes a temporary folder there: a real write, so a read-only
+    mount, an immutable folder or missing permission is found (root ignores permission bits,
+    so for root only the first two count). Nothing is left behind.
+    """
+    probe = Path(folder)
+    try:
+        while not (probe.exists() or probe.is_symlink()) and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"{probe} is a file, not a folder"
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".write_test."))
+    except OSError as err:
+        return f"{probe} is not writable ({_reason(err)})"
+    return None
+
+
+def check_output_folder(folder: str | os.PathLike, flag: str) -> None:
+    """Refuse, before any work, an output folder ``flag`` that cannot be created or written:
+    :class:`InputError` naming the flag, the folder and why. Nothing is created."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{flag} {folder} is a file, not a folder; pass a folder (it is created when missing)")
+    problem = folder_problem(folder)
+    if problem:
+        raise InputError(f"{flag} {folder} cannot be written: {problem}; pass a writable folder")
+
+
+def preallocate(path: str | os.PathLike) -> None:
+    """Reserve the disk blocks of ``path`` at its current size (``posix_fallocate``).
+
+    A file sized by seeking (``np.lib.format.open_memmap``) is sparse: writing it through a
+    memory map on a full disk kills the process with SIGBUS, and positioned writes fail one
+    by one late in the work. Reserving the blocks up front turns a full disk into one
+    ``OSError(ENOSPC)`` before the work. File systems without fallocate are left as they are.
+    """
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size:
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+            except OSError as err:
+                if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise OSError(err.errno, err.strerror, str(path)) from None
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    A write refused by the file system (:data:`WRITE_ERRNOS`: full, read-only, not permitted)
+    becomes a :class:`WriteError` naming ``path``; the temporary file is removed in any case.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +208,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as err:
-            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            if err.errno in WRITE_ERRNOS:
                 raise _write_error(path, err) from None
             raise
     finally:
@@ -122,11 +216,15 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _write_error(path: Path, err: OSError) -> InputError:
+def _write_error(path: Path, err: OSError) -> WriteError:
     """A failed write as one line: what, why, and that the previous version is untouched."""
-    kept = "; the previous file is intact" if path.exists() else ""
-    return InputError(f"could not write {path} ({err.strerror or err}){kept}; free some space or pass a "
-                      "writable location")
+    kept = "; the previous file is intact" if path.is_file() else ""
+    if isinstance(err, (NotADirectoryError, FileExistsError)):
+        why = folder_problem(path.parent) or _reason(err)
+    else:
+        why = _reason(err)
+    return WriteError(f"could not write {path} ({why}){kept}; free some space or pass a writable location",
+                      path, why)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -142,17 +240,48 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+class _PythonWrites:
+    """A file seen only through ``write``/``flush``, remembering the write error it passed on.
+
+    numpy and torch then write through Python's file object, whose errors carry their errno.
+    Given a real file, numpy's ``tofile`` reports a full disk as a bare ``OSError("N requested
+    and M written")``; torch's zip writer swallows the failing write's ``OSError(ENOSPC)``
+    and raises ``RuntimeError("unexpected pos ...")``, so :attr:`error` is re-raised instead.
+    """
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     import torch
 
     with atomic_file(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            out = _PythonWrites(f)
+            try:
+                torch.save(obj, out)
+            except RuntimeError:
+                if out.error is not None:  # a full disk, reported by torch as a bad zip position
+                    raise out.error from None
+                raise
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
+            np.save(_PythonWrites(f), array, allow_pickle=False)
 
 
 @contextlib.contextmanager
@@ -160,26 +289,56 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     """Build a folder in a temporary sibling and rename it to ``dest`` only on success.
 
     A half-written folder therefore never looks complete. An existing ``dest`` is
-    refused unless ``overwrite``; then it is replaced only after the new one is done.
+    refused unless ``overwrite``; then it is replaced only after the new one is done. A
+    ``dest`` that is a file is refused either way. Whatever stops the build (an error, a
+    signal turned into :class:`StopRequested`, Ctrl-C) removes the temporary folder and
+    leaves ``dest`` as it was; a write refused by the file system (:data:`WRITE_ERRNOS`,
+    e.g. a full disk) becomes one :class:`InputError` line naming ``dest``.
     """
     dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise InputError(f"--dest {dest} is a file, not a folder; choose another --dest")
     if dest.exists() and not overwrite:
         raise InputError(f"{dest} already exists; pass --overwrite to replace it or choose another --dest")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial"))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; a dataset is for everyone to read
     try:
-        yield tmp
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".old"))
-            os.replace(dest, old / "x")
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial"))
+    except OSError as err:
+        problem = folder_problem(dest.parent) or _reason(err)
+        raise InputError(f"--dest {dest}: cannot create it ({problem}); pass a --dest in a writable folder") from None
+    kept = dest.is_dir()
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; a dataset is for everyone to read
+        try:
+            yield tmp
+            if dest.exists():
+                old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".old"))
+                os.replace(dest, old / "x")
+                os.replace(tmp, dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, dest)
+        except WriteError as err:
+            raise _dir_write_error(dest, tmp, err.path, err.reason, kept) from None
+        except OSError as err:
+            if err.errno in WRITE_ERRNOS:
+                raise _dir_write_error(dest, tmp, err.filename, _reason(err), kept) from None
+            raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _dir_write_error(dest: Path, tmp: Path, path: Any, reason: str, kept: bool) -> InputError:
+    """A refused write while building ``dest`` in ``tmp``: one line naming ``dest`` (and the file, when known)."""
+    where = ""
+    if path:
+        try:
+            where = f" writing {Path(path).relative_to(tmp).as_posix()}"
+        except ValueError:
+            where = f" writing {path}"
+    left = "the previous dataset there is intact" if kept else "nothing was left behind"
+    return InputError(f"could not write {dest} ({reason}{where}); {left}; free some space or pass another --dest")
 
 
 # --------------------------------------------------------------------------- media out
@@ -286,8 +445,17 @@ class RunLock:
             return True
         return True
 
+    def _unusable(self, err: OSError) -> InputError:
+        folder = self.path.parent
+        problem = folder_problem(folder) or _reason(err)
+        return InputError(f"{folder} cannot hold the {self.what} ({problem}); pass a writable output folder")
+
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Take the lock (InputError when a live process holds it, or the folder cannot be written)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise self._unusable(err) from None
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -308,6 +476,8 @@ class RunLock:
                 except FileNotFoundError:
                     pass
                 continue
+            except OSError as err:
+                raise self._unusable(err) from None
             with os.fdopen(fd, "w") as f:
                 f.write(f"{os.getpid()} {self.what}\n")
             self.held = True
@@ -335,7 +505,8 @@ class RunLock:
 class StopSignals:
     """Turn SIGTERM / SIGINT into a request to stop at the next safe point.
 
-    ``with StopSignals() as stop:`` then poll ``stop.requested`` (the signal number, or 0).
+    ``with StopSignals() as stop:`` then poll ``stop.requested`` (the signal number, or 0),
+    or call ``stop.check()`` at each safe point (raises :class:`StopRequested`).
     A second SIGINT while a stop is pending raises ``KeyboardInterrupt`` at once (the user
     insists). The previous handlers come back on exit. Only the main thread can install
     handlers; elsewhere this is a no-op that never requests a stop.
@@ -355,6 +526,11 @@ class StopSignals:
         self.requested = signum
         print(f"\n{signal.Signals(signum).name} received: stopping at the next safe point", file=sys.stderr)
 
+    def check(self) -> None:
+        """At a safe point: raise :class:`StopRequested` when a signal asked to stop."""
+        if self.requested:
+            raise StopRequested(self.requested)
+
     def __enter__(self) -> "StopSignals":
         import signal
         import threading
@@ -371,6 +547,35 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def ignore_stop_signals() -> None:
+    """Worker-process initializer: leave SIGTERM/SIGINT to the parent.
+
+    A Ctrl-C (or a job scheduler's SIGTERM) reaches the whole process group; workers that
+    ignore it do not die half-way or print tracebacks, and the parent, which stops at a
+    safe point, ends the pool with :func:`stop_pool`. A forked worker also drops the
+    parent's :class:`StopSignals` handler this way.
+    """
+    import signal
+
+    for name in StopSignals.SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def stop_pool(pool: Any, event: Any = None) -> None:
+    """End a ``concurrent.futures.ProcessPoolExecutor`` now (after a stop or an error): set
+    ``event`` (a ``multiprocessing.Event`` its tasks poll, to give up early), cancel the queued
+    tasks, wait for the running ones and join every worker, so none (and no zombie) outlives
+    the call.
+
+    Workers are not killed: one killed while sending its result leaves half a message in the
+    result pipe, and the executor then waits for the rest forever (a large result, such as a
+    decoded video, is sent in several writes). Tasks must therefore be short or poll ``event``.
+    """
+    if event is not None:
+        event.set()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ------------------------------------------------------------------- config flags

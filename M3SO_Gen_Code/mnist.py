@@ -29,6 +29,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import io
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def _read_maybe_gz(folder: Path, name: str) -> tuple[bytes, Path]:
         if gz.is_file():
             with gzip.open(gz, "rb") as f:
                 return f.read(), gz
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as err:  # zlib.error: a damaged deflate stream
         path = plain if plain.is_file() else gz
         raise InputError(f"--mnist_dir: cannot read {path} ({err}); re-download that MNIST file") from None
     raise InputError(f"--mnist_dir: {name} (or {name}.gz) is missing in {folder}; "

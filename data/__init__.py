@@ -50,8 +50,8 @@ def detect_layout(data_root: str | Path) -> str:
     """``"m3so"`` when ``dataset.json`` exists, ``"legacy"`` when ``<split>/gif/`` does, else InputError."""
     root = Path(data_root)
     if not root.is_dir():
-        raise InputError(f"{root} does not exist or is not a folder; pass the dataset folder as --data_root "
-                         f"or make one with {GEN_HINT} {root}")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise InputError(f"{root} {what}; pass the dataset folder as --data_root or make one with {GEN_HINT} {root}")
     if (root / "dataset.json").is_file():
         return "m3so"
     if legacy.is_legacy(root):

@@ -160,12 +160,18 @@ def read_gif(path: str | Path, image_width: int | None, channels: int, max_frame
 
 
 def gif_info(path: str | Path) -> tuple[int, int, int, int]:
-    """(frames, width, height, channels) of a GIF; channels is 3 when its first frame is not grey."""
+    """(frames, width, height, channels) of a GIF; channels is 3 when its first frame is not grey.
+
+    The last frame is decoded too, so a truncated file is refused here (InputError), not
+    counted as a shorter clip."""
     path = Path(path)
     try:
         with Image.open(path) as img:
             n, (w, h) = getattr(img, "n_frames", 1), img.size
             rgb = np.asarray(img.convert("RGB"))  # [H, W, 3]
+            if n > 1:
+                img.seek(n - 1)
+                img.load()
     except FileNotFoundError:
         raise InputError(f"{path} is missing; re-download the dataset or re-generate it") from None
     except (OSError, EOFError, ValueError, SyntaxError, UnidentifiedImageError) as err:

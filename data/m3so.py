@@ -60,14 +60,42 @@ def check_seq_len(seq_len: Any) -> int:
     return value
 
 
-def _map(path: Path) -> np.ndarray:
-    """Memory-map one ``.npy`` (never unpickling), with a clear error when it is missing or broken."""
+def _map(path: Path, hint: str | None = None) -> np.ndarray:
+    """Memory-map one ``.npy`` (never unpickling), with a clear error when it is missing or broken.
+
+    ``hint``: the command that re-creates the dataset (default: the M3SO generator's)."""
+    hint = hint or f"{GEN_HINT} {path.parent.parent}"
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
-        raise InputError(f"{path} is missing; re-create the dataset (e.g. {GEN_HINT} {path.parent.parent})") from None
+        raise InputError(f"{path} is missing; re-create the dataset (e.g. {hint})") from None
     except (OSError, ValueError) as err:
-        raise InputError(f"{path} is not a readable .npy array ({err}); re-create the dataset") from None
+        raise InputError(f"{path} {_npy_problem(path, err)}; re-create the dataset (e.g. {hint})") from None
+
+
+def _npy_problem(path: Path, err: BaseException) -> str:
+    """What is wrong with a ``.npy`` file numpy refused to map (never the numpy advice to unpickle it)."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                return "is not a .npy file (no .npy header: damaged or another kind of file)"
+            f.seek(0)
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read(f)  # the header only, no data
+            offset = f.tell()
+    except IsADirectoryError:
+        return "is a folder, not a .npy file"
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return "has a damaged .npy header"
+    if dtype.hasobject:
+        return "holds Python objects (a pickle), which are never loaded"
+    need = offset + int(np.prod(shape)) * dtype.itemsize
+    have = path.stat().st_size
+    if have < need:
+        return f"is truncated: {have} bytes, its header ({dtype} {list(shape)}) needs {need}"
+    return f"is not a readable .npy array ({str(err).splitlines()[0][:200]})"
 
 
 def _check_finite(stft: np.ndarray, clip: int, path: Path) -> None:
@@ -106,7 +134,8 @@ class ClipDataset(Dataset):
         self.audio_shape = self.meta.audio_shape
         self.stft_path = split_dir / self.kind.file  # the features the model reads (stft.npy unless another kind)
         seq_len = check_seq_len(seq_len)
-        frames, stft = _map(self.frames_path), _map(self.stft_path)
+        self._hint = recreate_hint(self.root, self.meta.name)
+        frames, stft = _map(self.frames_path, self._hint), _map(self.stft_path, self._hint)
         self._validate(frames, stft, seq_len, image_width, channels)
         self.seq_len = int(seq_len)
         self._frames: np.ndarray | None = frames  # dropped when pickled, re-mapped on first use
@@ -161,7 +190,7 @@ class ClipDataset(Dataset):
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self._frames is None or self._stft is None:
-            self._frames, self._stft = _map(self.frames_path), _map(self.stft_path)
+            self._frames, self._stft = _map(self.frames_path, self._hint), _map(self.stft_path, self._hint)
         return self._frames, self._stft
 
     # ------------------------------------------------------------------- items

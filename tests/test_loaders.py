@@ -349,7 +349,7 @@ def test_new_layout_bad_files(tmp_path):
 
     root = _fresh(tmp_path, "pickled")
     np.save(root / "train" / "frames.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(InputError, match=r"frames.npy is not a readable .npy array"):
+    with pytest.raises(InputError, match=r"frames.npy holds Python objects \(a pickle\), which are never loaded"):
         open_dataset(root, "train", 4)
 
 
