@@ -3,7 +3,7 @@
 Usage::
 
     python M3SO_Gen_Code/generate_m3so.py --dest data_m3so            # M3SO, 10,000 + 1,000 clips
-    python M3SO_Gen_Code/generate_m3so.py --dest data_m3so_nb --no_block --workers 2
+    python M3SO_Gen_Code/generate_m3so.py --dest data_m3so_nb --no_block --num_workers 2
 
 or, in-process, ``generate(dest, num_train=..., no_block=True, ...)``. Output (see the
 dataset contract): ``dataset.json`` and ``{train,test}/{frames,audio,stft,labels,
@@ -16,10 +16,10 @@ Design choices, and the original generator's defects they fix (docs/DESIGN.md, "
 * **Determinism.** The output is a pure function of the flags. Clips are made in fixed
   chunks of ``CHUNK_CLIPS`` (256); chunk ``c`` of split ``s`` draws everything from
   ``np.random.default_rng([seed, s, c])`` (train s=0, test s=1), and workers write their
-  chunk into preallocated ``.npy`` memory maps at the chunk's offset. Chunking does not
-  depend on ``--workers``, torch's STFT runs single-threaded everywhere and the audio
+  chunk into the preallocated ``.npy`` files at the chunk's offset. Chunking does not
+  depend on ``--num_workers``, torch's STFT runs single-threaded everywhere and the audio
   uses element-wise numpy only (no BLAS), so any worker count gives byte-identical files
-  (``dataset.json`` included: it does not record ``--workers``). (The original seeded from an unseeded draw.)
+  (``dataset.json`` included: it does not record ``--num_workers``). (The original seeded from an unseeded draw.)
 * **Vectorised.** Inside a chunk, all clips move, are pasted, sound and are transformed
   together; the only Python loop is over the ``num_frames`` time steps of the motion
   (and over the digits of a clip). The original looped per clip, per frame and per audio
@@ -95,9 +95,11 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
 import json
 import math
 import multiprocessing
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,10 +110,10 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import numpy as np
 
-from data.dataset_format import SPLITS, DatasetMeta
+from data.dataset_format import SPLITS, DatasetMeta, check_dest, stoppable
 from data.features import DEFAULT_FEATURE, FEATURES, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSettings, get_feature
 from M3SO_Gen_Code.mnist import load_digits
-from utils import InputError, atomic_dir, run_cli, save_gif, write_wav
+from utils import InputError, atomic_dir, ignore_stop_signals, preallocate, run_cli, save_gif, stop_pool, write_wav
 
 CHUNK_CLIPS = 256
 FRAME_SETTINGS = FrameSettings()  # M3SO's audio analysis: 4,400 Hz, 440 samples per frame, n_fft 44, hop 22
@@ -176,7 +178,7 @@ def validate(cfg: GenConfig, workers: int = 1, previews: int = 0) -> None:
     need(cfg.frame_size >= cfg.digit_size + 2 * MAX_SPEED - 2 * EDGE_MARGIN,
          f"--frame_size {cfg.frame_size} is too small for --digit_size {cfg.digit_size}: need at least "
          f"{cfg.digit_size + 2 * MAX_SPEED - 2 * EDGE_MARGIN} so a digit moving {MAX_SPEED} px/frame can turn at a wall")
-    need(workers >= 1, f"--workers {workers}: must be >= 1")
+    need(workers >= 1, f"--num_workers {workers}: must be >= 1")
     need(previews >= 0, f"--previews {previews}: must be >= 0")
     need(cfg.features in FEATURES, f"--features {cfg.features}: choose one of {', '.join(FEATURES)}")
     try:
@@ -475,9 +477,13 @@ def file_specs(cfg: GenConfig, n: int) -> dict[str, tuple[tuple[int, ...], np.dt
 _WORKER_DIGITS: dict[str, dict[str, np.ndarray]] = {}
 
 
-def _init_worker(digits: dict[str, dict[str, np.ndarray]]) -> None:
+def _init_worker(digits: dict[str, dict[str, np.ndarray]], pool: bool = False) -> None:
+    """Set up a process that makes chunks; a pool worker (``pool``) also leaves SIGTERM/SIGINT
+    to the parent, which stops the pool at a safe point."""
     import torch
 
+    if pool:
+        ignore_stop_signals()
     torch.set_num_threads(1)
     _WORKER_DIGITS.update(digits)
 
@@ -503,19 +509,34 @@ def _run_chunk(task: tuple) -> int:
         values = np.ascontiguousarray(arrays[name], dtype=dtype)
         assert values.shape == shape, (name, values.shape, shape)
         # A plain positioned write (no memory map: page-faulting GBs costs more than the
-        # generation itself). The parent wrote the .npy header and sized the file.
-        with open(Path(split_dir) / f"{name}.npy", "r+b") as f:
-            f.seek(data_offsets[name] + start * (values.nbytes // max(n, 1)))
-            f.write(memoryview(values).cast("B"))
+        # generation itself). The parent wrote the .npy header, sized the file and reserved
+        # its blocks (utils.preallocate), so a full disk was found before any chunk.
+        path = Path(split_dir) / f"{name}.npy"
+        _pwrite_all(path, memoryview(values).cast("B"), data_offsets[name] + start * (values.nbytes // max(n, 1)))
     return n
 
 
-def _write_previews(split_dir: Path, count: int) -> None:
+def _pwrite_all(path: Path, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` of ``path`` (``os.pwrite`` may write less than asked);
+    an OSError keeps its errno and gets ``path`` as its filename."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        done = 0
+        while done < len(data):
+            done += os.pwrite(fd, data[done:], offset + done)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    finally:
+        os.close(fd)
+
+
+def _write_previews(split_dir: Path, count: int, stop) -> None:
     frames = np.load(split_dir / "frames.npy", mmap_mode="r")
     audio = np.load(split_dir / "audio.npy", mmap_mode="r")
     out = split_dir / "previews"
     out.mkdir(exist_ok=True)
     for i in range(min(count, len(frames))):
+        stop.check()
         save_gif(out / f"{i:06d}.gif", np.asarray(frames[i]), fps=FPS)
         write_wav(out / f"{i:06d}.wav", np.asarray(audio[i]), SAMPLE_RATE)
 
@@ -523,7 +544,7 @@ def _write_previews(split_dir: Path, count: int) -> None:
 def _metadata(cfg: GenConfig, sources: dict, previews: int) -> DatasetMeta:
     flags = asdict(cfg)
     flags["previews"] = previews
-    # --workers / --overwrite / --quiet are not recorded: they do not change any file, and
+    # --num_workers / --overwrite / --quiet are not recorded: they do not change any file, and
     # recording them would break byte-identity across worker counts.
     extra = {
         "generator": flags,
@@ -555,8 +576,10 @@ def generate(dest: str | Path, *, num_train: int = 10000, num_test: int = 1000, 
     """Write an M3SO (or, with ``no_block``, M3SO-NB) dataset to ``dest``; return its path.
 
     The files are a pure function of the arguments other than ``workers``, ``progress``
-    and ``overwrite``. Raises :class:`InputError` for bad arguments or an existing
-    ``dest`` without ``overwrite``; a failed run leaves no ``dest``.
+    and ``overwrite``. Raises :class:`InputError` for bad arguments or a bad ``dest``
+    (checked before any work: :func:`data.dataset_format.check_dest`), and for a full disk.
+    A SIGTERM/SIGINT stops it between chunks with :class:`utils.StopRequested` (worker
+    processes are ended too). A failed or stopped run leaves no ``dest`` (or the previous one).
     """
     cfg = GenConfig(num_train=int(num_train), num_test=int(num_test), seed=int(seed), no_block=bool(no_block),
                     frame_size=int(frame_size), num_frames=int(num_frames), nums_per_image=int(nums_per_image),
@@ -565,17 +588,25 @@ def generate(dest: str | Path, *, num_train: int = 10000, num_test: int = 1000, 
                     features=str(features))
     validate(cfg, workers, previews)
     dest = Path(dest)
-    if dest.exists() and not overwrite:
-        raise InputError(f"--dest {dest} already exists; pass --overwrite to replace it or choose another --dest")
+    check_dest(dest, overwrite)
+    with stoppable(dest) as stop:
+        digits, sources = {}, {}
+        for split in SPLITS:
+            images, labels, sources[split] = load_digits(split, cfg.mnist_dir)
+            digits[split] = prepare_digits(images, labels, cfg.digit_size)
+        stop.check()
+        _build(dest, cfg, digits, sources, workers=workers, previews=previews, overwrite=overwrite,
+               progress=progress, stop=stop)
+    return dest
 
-    digits, sources = {}, {}
-    for split in SPLITS:
-        images, labels, sources[split] = load_digits(split, cfg.mnist_dir)
-        digits[split] = prepare_digits(images, labels, cfg.digit_size)
 
-    sizes = {"train": cfg.num_train, "test": cfg.num_test}
+def _build(dest: Path, cfg: GenConfig, digits: dict, sources: dict, *, workers: int, previews: int,
+           overwrite: bool, progress: bool, stop) -> None:
+    """Make every chunk into a temporary folder renamed to ``dest`` at the end (``stop.check()``
+    between chunks)."""
     from tqdm import tqdm
 
+    sizes = {"train": cfg.num_train, "test": cfg.num_test}
     with atomic_dir(dest, overwrite=overwrite) as tmp:
         tasks = []
         for split in SPLITS:
@@ -585,6 +616,7 @@ def generate(dest: str | Path, *, num_train: int = 10000, num_test: int = 1000, 
             for name, (shape, dtype) in file_specs(cfg, sizes[split]).items():
                 path = split_dir / f"{name}.npy"
                 np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()  # header + size
+                preallocate(path)  # a full disk fails here, before the work
                 offsets[name] = path.stat().st_size - int(np.prod(shape)) * dtype.itemsize
             for index, start in enumerate(range(0, sizes[split], CHUNK_CLIPS)):
                 n = min(CHUNK_CLIPS, sizes[split] - start)
@@ -602,6 +634,7 @@ def generate(dest: str | Path, *, num_train: int = 10000, num_test: int = 1000, 
                 _init_worker(digits)
                 with progress_bar() as bar:
                     for task in tasks:
+                        stop.check()
                         bar.update(_run_chunk(task))
             finally:
                 torch.set_num_threads(threads)
@@ -609,23 +642,33 @@ def generate(dest: str | Path, *, num_train: int = 10000, num_test: int = 1000, 
         else:
             ctx = multiprocessing.get_context(_start_method())
             with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(digits,)) as pool:
+                                        initargs=(digits, True)) as pool:
                 # Submitting first starts (forks) every worker before tqdm starts its monitor thread.
                 futures = [pool.submit(_run_chunk, task) for task in tasks]
                 try:
                     with progress_bar() as bar:
                         for future in futures:
-                            bar.update(future.result())
-                except BaseException:
-                    for future in futures:   # fail fast: do not finish the other chunks
-                        future.cancel()
+                            while True:  # wait in short steps so a stop is seen within 0.1 s
+                                stop.check()
+                                try:
+                                    bar.update(future.result(timeout=0.1))
+                                    break
+                                except cf.TimeoutError:
+                                    pass
+                except BaseException as err:
+                    stop_pool(pool)  # fail fast: no new chunk starts; each worker finishes its one chunk
+                    if isinstance(err, BrokenProcessPool):
+                        raise InputError(f"a --num_workers process died while generating {dest} (killed by the "
+                                         "system, e.g. out of memory); nothing was written there; run again with "
+                                         "fewer --num_workers") from None
                     raise
 
         if previews:
             for split in SPLITS:
-                _write_previews(tmp / split, previews)
+                stop.check()
+                _write_previews(tmp / split, previews, stop)
+        stop.check()
         _metadata(cfg, sources, previews).write(tmp)
-    return dest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -647,7 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", default=d.features, choices=list(FEATURES),
                    help="audio features the model reads: stft ([23, 21], stft.npy) or mfcc ([32, 21], also writes "
                         "mfcc.npy); stft.npy is always written")
-    p.add_argument("--workers", type=int, default=1, help="processes; does not change the output")
+    p.add_argument("--num_workers", "--workers", dest="workers", type=int, default=1,
+                   help="processes (--workers is the old name); does not change the output")
     p.add_argument("--previews", type=int, default=0, help="GIF + WAV of the first N clips of each split")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

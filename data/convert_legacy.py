@@ -7,7 +7,10 @@ restricted unpickler of :mod:`data.legacy`), and writes ``DIR`` atomically:
 ``frames.npy`` (uint8, the loader's per-frame max scaling x 255, rounded), ``stft.npy``
 (float32, the pickled features as they are) and, when every clip of a split has a
 4,400 Hz WAV of exactly T*440 samples in ``wav/``, ``audio.npy``. Arrays are filled clip
-by clip into memory-mapped files, so memory stays bounded for a full-size download.
+by clip into memory-mapped files whose disk blocks are reserved first (a full disk is one
+error line before the work, never a SIGBUS), so memory stays bounded for a full-size
+download. Every clip is read (and checked: readable, shapes, NaN/inf) once before anything
+is written; a SIGTERM/SIGINT stops between clips and leaves no ``DIR`` (or the previous one).
 """
 from __future__ import annotations
 
@@ -18,22 +21,27 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from utils import InputError, atomic_dir, read_wav, run_cli, to_uint8
+from utils import InputError, StopSignals, atomic_dir, atomic_save_npy, preallocate, read_wav, run_cli, to_uint8
 
-from .dataset_format import DatasetMeta
+from .dataset_format import DatasetMeta, check_dest, stoppable
 from .features import DEFAULT_FEATURE, FEATURES, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSettings
 from .legacy import WAV_DIR, LegacyDataset, gif_info, legacy_splits, load_array_pickle
 
 
-def _clip_lengths(ds: LegacyDataset, desc: str) -> int:
-    """Shortest clip (GIF frames vs feature frames) of a split: all clips are stored with one T."""
+def _clip_lengths(ds: LegacyDataset, desc: str, stop: StopSignals) -> int:
+    """Shortest clip (GIF frames vs feature frames) of a split: all clips are stored with one T.
+    Every clip's files are checked here (readable, feature shape, finite), before any writing."""
     shortest = None
     for i in tqdm(range(len(ds)), desc=f"{desc}: scanning", unit="clip", leave=False):
+        stop.check()
         n_gif = gif_info(ds.gif_path(i))[0]
         spec = load_array_pickle(ds.pickle_path(i))
         if spec.shape[1:] != ds.audio_shape:
             raise InputError(f"{ds.pickle_path(i)} holds features of shape {spec.shape[1:]}, but "
                              f"{ds.pickle_path(0)} has {ds.audio_shape}; re-download or re-generate it")
+        if not np.isfinite(spec).all():
+            raise InputError(f"{ds.pickle_path(i)} (clip {i}) has NaN/inf audio features; re-download or "
+                             f"re-generate it")
         t = min(n_gif, spec.shape[0])
         shortest = t if shortest is None else min(shortest, t)
     return int(shortest)
@@ -62,14 +70,25 @@ def _read_audio(ds: LegacyDataset, num_frames: int) -> tuple[np.ndarray | None, 
 
 
 def convert(src: str | Path, dest: str | Path, *, overwrite: bool = False, image_width: int | None = None) -> dict:
-    """Convert legacy ``src`` into a new-layout ``dest``; returns the written ``dataset.json`` dict."""
+    """Convert legacy ``src`` into a new-layout ``dest``; returns the written ``dataset.json`` dict.
+
+    InputError for a bad ``src`` or ``dest`` (both checked before any work), a bad clip, or
+    a full disk; a SIGTERM/SIGINT raises :class:`utils.StopRequested` between clips."""
     src, dest = Path(src), Path(dest)
+    if not src.is_dir():
+        raise InputError(f"--src {src} {'is a file, not a folder' if src.exists() else 'does not exist'}; pass the "
+                         f"root folder of the legacy M3SO download (it has train/gif/, test/gif/)")
     splits = legacy_splits(src)
     if not splits:
-        raise InputError(f"{src} is not the legacy M3SO layout (no train/gif/ or test/gif/); pass the download's "
-                         f"root as --src")
-    if dest.exists() and not overwrite:
-        raise InputError(f"{dest} already exists; pass --overwrite to replace it or choose another --dest")
+        raise InputError(f"--src {src} is not the legacy M3SO layout (no train/gif/ or test/gif/); pass the "
+                         f"download's root as --src")
+    check_dest(dest, overwrite)
+    with stoppable(dest) as stop:
+        return _convert(src, dest, splits, overwrite, image_width, stop)
+
+
+def _convert(src: Path, dest: Path, splits: list[str], overwrite: bool, image_width: int | None,
+             stop: StopSignals) -> dict:
     datasets = {s: LegacyDataset(src, s, 1, image_width=image_width) for s in splits}
     first = datasets[splits[0]]
     # Every split must be stored with one image size, channel count and feature shape.
@@ -78,7 +97,7 @@ def convert(src: str | Path, dest: str | Path, *, overwrite: bool = False, image
             raise InputError(f"{src / s} has {ds.image_size}px, {ds.channels}-channel frames with features "
                              f"{ds.audio_shape}, unlike {src / splits[0]}; pass --image_width to unify the size")
         ds.image_width = first.image_size  # all clips resized to one size (no-op when it is native)
-    lengths = {s: _clip_lengths(ds, s) for s, ds in datasets.items()}
+    lengths = {s: _clip_lengths(ds, s, stop) for s, ds in datasets.items()}
     num_frames = min(lengths.values())
     f_bins, s_steps = first.audio_shape
     size, c = first.image_size, first.channels
@@ -99,7 +118,10 @@ def convert(src: str | Path, dest: str | Path, *, overwrite: bool = False, image
                                                shape=(len(ds), num_frames, *frame_shape))
             stft = np.lib.format.open_memmap(out / "stft.npy", mode="w+", dtype=np.float32,
                                              shape=(len(ds), num_frames, f_bins, s_steps))
+            for name in ("frames.npy", "stft.npy"):
+                preallocate(out / name)  # a full disk fails here, not as a SIGBUS inside the memory map
             for i in tqdm(range(len(ds)), desc=f"{s}: converting", unit="clip"):
+                stop.check()
                 pix, spec = ds.load_clip(i, max_frames=num_frames)  # [T, H, W, C] float, [T, F, S]
                 frames[i] = to_uint8(pix[..., 0] if c == 1 else pix)
                 stft[i] = spec.astype(np.float32)
@@ -108,8 +130,7 @@ def convert(src: str | Path, dest: str | Path, *, overwrite: bool = False, image
             del frames, stft
             audio, why = _read_audio(ds, num_frames)
             if audio is not None:
-                with open(out / "audio.npy", "wb") as f:
-                    np.save(f, audio, allow_pickle=False)
+                atomic_save_npy(out / "audio.npy", audio)
             else:
                 print(f"{s}: audio.npy left out: {why}")
             audio_files[s] = "audio.npy" if audio is not None else f"left out: {why}"

@@ -19,12 +19,13 @@ registry (:mod:`data.features`) by the recorded ``"features"`` name.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from utils import InputError, atomic_write_json
+from utils import InputError, StopRequested, StopSignals, atomic_write_json, folder_problem
 
 from .features import DEFAULT_FEATURE, FEATURES, FeatureKind, FrameSettings, get_feature
 
@@ -206,4 +207,52 @@ class DatasetMeta:
         return path
 
 
-__all__ = ["DatasetMeta", "FILE_NAME", "FORMAT_VERSION", "SPLITS", "GEN_HINT", "recreate_hint"]
+# -------------------------------------------------------------- writing a dataset folder
+def check_dest(dest: str | Path, overwrite: bool) -> None:
+    """Refuse, before any work, a ``--dest`` that cannot become a dataset folder.
+
+    Refused (one-line InputError naming ``--dest`` and the fix): a file; an existing folder
+    without ``overwrite``; with ``overwrite``, a non-empty folder that is not a dataset (no
+    ``dataset.json``: ``--overwrite`` replaces datasets, never other folders); a location
+    whose folder cannot be created or written. Nothing is created. The tools then build
+    the folder with :func:`utils.atomic_dir`, which refuses the same first two again.
+    """
+    dest = Path(dest)
+    if dest.exists() or dest.is_symlink():
+        if not dest.is_dir():
+            raise InputError(f"--dest {dest} is a file, not a folder; choose another --dest")
+        if not overwrite:
+            raise InputError(f"--dest {dest} already exists; pass --overwrite to replace it or choose another --dest")
+        if not (dest / FILE_NAME).is_file() and any(dest.iterdir()):
+            raise InputError(f"--dest {dest} is a folder with files but no {FILE_NAME}, not a dataset; --overwrite "
+                             "replaces only a dataset: choose another --dest, or empty that folder yourself")
+    problem = folder_problem(dest.parent)
+    if problem:
+        raise InputError(f"--dest {dest}: {problem}; pass a --dest in a writable folder")
+
+
+@contextlib.contextmanager
+def stoppable(dest: str | Path) -> Iterator[StopSignals]:
+    """SIGTERM/SIGINT while a dataset tool builds ``dest``: stop at its next ``stop.check()``.
+
+    Wrap the whole work (reading inputs, then :func:`utils.atomic_dir`): a stop raises
+    :class:`utils.StopRequested` whose one line says what happened, that nothing was
+    written to ``dest`` (a dataset already there is intact: ``atomic_dir`` removed the
+    temporary folder) and how to run it again; :func:`utils.run_cli` prints it and exits
+    with 128 + the signal number.
+    """
+    import signal
+
+    dest = Path(dest)
+    kept = (dest / FILE_NAME).is_file()
+    with StopSignals() as stop:
+        try:
+            yield stop
+        except StopRequested as err:
+            left = "the dataset already there is intact" if kept else "nothing was written there"
+            raise StopRequested(err.signum, f"stopped by {signal.Signals(err.signum).name} before {dest} was complete; "
+                                            f"{left}; run the same command again to build it") from None
+
+
+__all__ = ["DatasetMeta", "FILE_NAME", "FORMAT_VERSION", "SPLITS", "GEN_HINT", "recreate_hint", "check_dest",
+           "stoppable"]

@@ -33,7 +33,7 @@ Only the first video and first audio stream of each file are used; rotation meta
 ignored. A file is skipped (and listed in ``skipped.json``) when it cannot be opened or
 decoded (FFmpeg reports an error anywhere: a corrupt file is not trusted), ends more than
 ``max(0.25 s, 5 %)`` before the duration its header declares (a truncated file),
-has no video or no audio stream, or is shorter than one clip.
+has no video or no audio stream, has NaN/inf audio samples, or is shorter than one clip.
 
 Features
 --------
@@ -59,16 +59,19 @@ import math
 import multiprocessing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from data.dataset_format import SPLITS, DatasetMeta
+from data.dataset_format import SPLITS, DatasetMeta, check_dest, stoppable
 from data.features import DEFAULT_FEATURE, FEATURES, FrameSettings, get_feature
-from utils import InputError, atomic_dir, atomic_save_npy, atomic_write_json, run_cli
+from utils import (InputError, StopSignals, atomic_dir, atomic_save_npy, atomic_write_json, ignore_stop_signals,
+                   run_cli, stop_pool)
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 HOPS_PER_FRAME = 16  # samples_per_frame = 16 * hop_length -> 17 centred STFT time steps
@@ -126,7 +129,7 @@ class AVConfig:
             (2 <= self.n_fft and self.n_fft // 2 < self.samples_per_frame,
              f"--n_fft must be >= 2 and n_fft // 2 < samples_per_frame = 16 * hop_length = {self.samples_per_frame}"),
             (0.0 <= self.test_fraction < 1.0, "--test_fraction must be in [0, 1)"),
-            (self.workers >= 1, "--workers must be >= 1"),
+            (self.workers >= 1, "--num_workers must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -139,6 +142,10 @@ class AVConfig:
 
 class SkipVideo(Exception):
     """A file that yields no usable clip; the message is the reason recorded in skipped.json."""
+
+
+class Cancelled(Exception):
+    """Decoding gave up because a stop was asked for (``should_stop``)."""
 
 
 @dataclass
@@ -223,10 +230,11 @@ def _frame_time(frame, stream) -> Fraction | None:
     return Fraction(frame.pts) * Fraction(tb)
 
 
-def decode_video(path: str | Path, cfg: AVConfig) -> DecodedVideo:
+def decode_video(path: str | Path, cfg: AVConfig, should_stop: Callable[[], bool] | None = None) -> DecodedVideo:
     """Decode one file onto the output grid (see the module docstring for the sync rule).
 
-    Raises :class:`SkipVideo` with a one-line reason when the file is not usable.
+    Raises :class:`SkipVideo` with a one-line reason when the file is not usable, and
+    :class:`Cancelled` as soon as ``should_stop()`` says so (it is asked once per packet).
     """
     import av
 
@@ -271,6 +279,8 @@ def decode_video(path: str | Path, cfg: AVConfig) -> DecodedVideo:
 
         try:
             for packet in container.demux(vstream, astream):
+                if should_stop is not None and should_stop():
+                    raise Cancelled
                 for frame in packet.decode():
                     if packet.stream.type == "video":
                         t = _frame_time(frame, vstream)
@@ -311,6 +321,9 @@ def decode_video(path: str | Path, cfg: AVConfig) -> DecodedVideo:
         origin = container.start_time / 1e6 if container.start_time is not None else 0.0
 
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    bad = np.flatnonzero(~np.isfinite(audio))
+    if len(bad):  # a float PCM stream can carry them; its features would be NaN too
+        raise SkipVideo(f"audio has {len(bad)} NaN/inf samples (the first at {float(a0) + bad[0] / sr:.2f} s)")
     # A file cut short still decodes (mkv, webm): trust its header's duration over what came out.
     decoded_end = max(float(prev_t + last_dur), float(a0) + len(audio) / sr) - origin
     if declared and declared - decoded_end > max(_TRUNCATION_TOLERANCE_S, 0.05 * declared):
@@ -358,11 +371,23 @@ def _short(err: BaseException) -> str:
     return text[:200]
 
 
-def _decode_job(args: tuple[str, AVConfig]) -> tuple[str, DecodedVideo | None, str | None]:
-    """Process-pool entry point: (path, decoded or None, skip reason or None)."""
+_WORKER_STOP: list[Any] = []  # in a decoding process: the parent's stop event
+
+
+def _init_decoder(event: Any) -> None:
+    """Decoding-process initializer: signals are the parent's; ``event`` set = give up the current file."""
+    ignore_stop_signals()
+    _WORKER_STOP[:] = [event]
+
+
+def _decode_job(args: tuple[str, AVConfig],
+                should_stop: Callable[[], bool] | None = None) -> tuple[str, DecodedVideo | None, str | None]:
+    """Process-pool entry point: (path, decoded or None, skip reason or None); :class:`Cancelled` on a stop."""
     path, cfg = args
+    if should_stop is None and _WORKER_STOP:
+        should_stop = _WORKER_STOP[0].is_set
     try:
-        return path, decode_video(path, cfg), None
+        return path, decode_video(path, cfg, should_stop), None
     except SkipVideo as why:
         return path, None, str(why)
 
@@ -385,48 +410,88 @@ def prepare(src: str | Path, dest: str | Path, overwrite: bool = False, progress
     """Prepare ``src`` videos into the dataset folder ``dest`` and return its path.
 
     ``flags`` are the fields of :class:`AVConfig` (the CLI flags without dashes).
-    Raises :class:`InputError` for bad flags or paths, or when no file gives a clip.
+    Raises :class:`InputError` for bad flags or paths (``dest`` is checked before any
+    decoding: :func:`data.dataset_format.check_dest`), when no file gives a clip, or for a
+    full disk. A SIGTERM/SIGINT stops it between videos (and between the writing steps)
+    with :class:`utils.StopRequested`; decoding processes are ended too, and nothing is
+    left at ``dest`` (or the previous dataset is).
     """
-    from tqdm import tqdm
-
     unknown = set(flags) - set(AVConfig.__dataclass_fields__)
     if unknown:
         raise InputError(f"prepare(): unknown option(s) {sorted(unknown)}; see python -m data.prepare_av --help")
     cfg = AVConfig(**flags)
     cfg.validate()
     dest = Path(dest)
-    if dest.exists() and not overwrite:
-        raise InputError(f"--dest {dest} already exists; pass --overwrite to replace it or choose another --dest")
+    check_dest(dest, overwrite)
     paths, root = list_videos(src)
+    with stoppable(dest) as stop:
+        results = _decode_all([str(p) for p in paths], cfg, progress, stop)
+        skipped = [{"source": _display_name(Path(p), root), "reason": why} for p, v, why in results if v is None]
+        videos = {_display_name(Path(p), root): v for p, v, _ in results if v is not None}
+        if not videos:
+            reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:3])
+            raise InputError(f"--src {src}: no usable video (need video + audio, >= --seq_len {cfg.seq_len} frames "
+                             f"at {cfg.fps} fps); {len(skipped)} skipped, e.g. {reasons}")
+        assignment = split_videos(list(videos), cfg.test_fraction, cfg.seed)
+        warn = []
+        if cfg.test_fraction > 0 and len(videos) == 1:
+            warn.append("only one usable video: every clip is in train and the test split is empty")
+            warnings.warn(f"data.prepare_av: {warn[-1]}", UserWarning, stacklevel=2)
+        stop.check()
+        _write(dest, overwrite, cfg, src, videos, assignment, skipped, warn, stop)
+    return dest
 
-    jobs = [(str(p), cfg) for p in paths]
-    results: list[tuple[str, DecodedVideo | None, str | None]] = []
+
+def _decode_all(paths: list[str], cfg: AVConfig, progress: bool,
+                stop: StopSignals) -> list[tuple[str, DecodedVideo | None, str | None]]:
+    """Decode every file, in order (``cfg.workers`` processes); ``stop.check()`` between files.
+
+    A stop is seen within one packet: in one process, decoding asks ``stop`` itself; with
+    worker processes (which ignore SIGTERM/SIGINT, the parent's to handle) the parent polls
+    for each result every 0.1 s and on a stop or an error sets an event that makes the
+    running decodes give up, then joins the workers (:func:`utils.stop_pool`)."""
+    from tqdm import tqdm
+
+    jobs = [(p, cfg) for p in paths]
     bar = dict(total=len(jobs), desc="videos", unit="file", disable=not progress)
     if cfg.workers == 1 or len(jobs) == 1:
-        results = [_decode_job(j) for j in tqdm(jobs, **bar)]
-    else:
-        # fork where available: a spawned worker would re-import the `data` package (and
-        # with it torch: seconds per worker). Safe here because workers only use PyAV,
-        # PIL and numpy, never torch, and the parent has no decoder threads yet.
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=ctx) as pool:
-            results = list(tqdm(pool.map(_decode_job, jobs), **bar))
-
-    skipped = [{"source": _display_name(Path(p), root), "reason": why} for p, v, why in results if v is None]
-    videos = {_display_name(Path(p), root): v for p, v, _ in results if v is not None}
-    if not videos:
-        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:3])
-        raise InputError(f"--src {src}: no usable video (need video + audio, >= --seq_len {cfg.seq_len} frames "
-                         f"at {cfg.fps} fps); {len(skipped)} skipped, e.g. {reasons}")
-    assignment = split_videos(list(videos), cfg.test_fraction, cfg.seed)
-    warn = []
-    if cfg.test_fraction > 0 and len(videos) == 1:
-        warn.append("only one usable video: every clip is in train and the test split is empty")
-        warnings.warn(f"data.prepare_av: {warn[-1]}", UserWarning, stacklevel=2)
-
-    _write(dest, overwrite, cfg, src, videos, assignment, skipped, warn)
-    return dest
+        results = []
+        for job in tqdm(jobs, **bar):
+            stop.check()
+            try:
+                results.append(_decode_job(job, should_stop=lambda: bool(stop.requested)))
+            except Cancelled:
+                stop.check()
+                raise
+        return results
+    # fork where available: a spawned worker would re-import the `data` package (and
+    # with it torch: seconds per worker). Safe here because workers only use PyAV,
+    # PIL and numpy, never torch, and the parent has no decoder threads yet.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    event = ctx.Event()
+    with ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=ctx, initializer=_init_decoder,
+                             initargs=(event,)) as pool:
+        futures = [pool.submit(_decode_job, job) for job in jobs]
+        results = []
+        try:
+            with tqdm(**bar) as progress_bar:
+                for future in futures:
+                    while True:
+                        stop.check()
+                        try:
+                            results.append(future.result(timeout=0.1))
+                            break
+                        except FutureTimeout:
+                            pass
+                    progress_bar.update(1)
+        except BaseException as err:
+            stop_pool(pool, event)
+            if isinstance(err, BrokenProcessPool):
+                raise InputError("a --num_workers decoding process died (killed by the system, e.g. out of "
+                                 "memory); run again with fewer --num_workers") from None
+            raise
+    return results
 
 
 def _clip_starts(n_frames: int, seq_len: int, stride: int) -> range:
@@ -434,7 +499,7 @@ def _clip_starts(n_frames: int, seq_len: int, stride: int) -> range:
 
 
 def _write(dest: Path, overwrite: bool, cfg: AVConfig, src, videos: dict[str, DecodedVideo],
-           assignment: dict[str, str], skipped: list[dict], warn: list[str]) -> None:
+           assignment: dict[str, str], skipped: list[dict], warn: list[str], stop: StopSignals) -> None:
     from utils import save_gif, write_wav
 
     T, L = cfg.seq_len, cfg.samples_per_frame
@@ -445,6 +510,7 @@ def _write(dest: Path, overwrite: bool, cfg: AVConfig, src, videos: dict[str, De
     counts = {}
     with atomic_dir(dest, overwrite=overwrite) as tmp:
         for split in SPLITS:
+            stop.check()
             names = [n for n in sorted(videos) if assignment[n] == split]
             per_video = [(n, _clip_starts(len(videos[n].frames), T, cfg.clip_stride)) for n in names]
             n_clips = sum(len(starts) for _, starts in per_video)
@@ -467,12 +533,14 @@ def _write(dest: Path, overwrite: bool, cfg: AVConfig, src, videos: dict[str, De
             atomic_save_npy(out / "frames.npy", frames[..., 0] if C == 1 else frames)
             atomic_save_npy(out / "audio.npy", audio)
             for kind in kinds:
+                stop.check()
                 atomic_save_npy(out / kind.file, kind.compute(audio, cfg.frame_settings))  # [N, T, F, S]
             if cfg.previews and n_clips:
                 save_gif(out / "previews" / "clip0.gif", frames[0], fps=cfg.fps)
                 write_wav(out / "previews" / "clip0.wav", audio[0], cfg.sample_rate)
             counts[split] = n_clips
 
+        stop.check()
         flags = {k: v for k, v in asdict(cfg).items()}
         flags["stride"] = cfg.clip_stride
         extra = {
@@ -510,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_mels", type=int, default=d.n_mels, help="mel bands before the DCT (--features mfcc)")
     p.add_argument("--test_fraction", type=float, default=d.test_fraction, help="fraction of source VIDEOS in test")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the video split")
-    p.add_argument("--workers", type=int, default=d.workers, help="decoding processes")
+    p.add_argument("--num_workers", "--workers", dest="workers", type=int, default=d.workers,
+                   help="decoding processes (--workers is the old name)")
     p.add_argument("--no_previews", action="store_true", help="skip previews/clip0.gif and .wav")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
     return p

@@ -381,7 +381,8 @@ def test_existing_dest_refused_and_failed_run_leaves_nothing(tmp_path, monkeypat
     (["--block_size", "40"], "--block_size"),
     (["--block_size", "0"], "--block_size"),
     (["--mnist_dir", "/nonexistent/mnist"], "--mnist_dir"),
-    (["--workers", "0"], "--workers"),
+    (["--num_workers", "0"], "--num_workers"),
+    (["--workers", "0"], "--num_workers"),  # the old spelling: the same flag
     (["--num_train", "-1"], "--num_train"),
     (["--num_train", "0", "--num_test", "0"], "--num_train"),
     (["--seed", "-3"], "--seed"),
