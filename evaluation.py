@@ -582,8 +582,9 @@ def write_tensorboard(folder: Path, result: dict[str, Any]) -> None:
 
 def write_outputs(log_dir: Path, result: dict[str, Any], res: dict[str, Any], *, save_samples: bool = False,
                   tensorboard: bool = True) -> None:
-    """metrics.json, metrics.csv, curves.png, events.png (with events), TensorBoard, gifs/, samples.npz."""
-    atomic_write_json(log_dir / "metrics.json", result)
+    """metrics.csv, curves.png, events.png (with events), TensorBoard, gifs/, samples.npz, and
+    metrics.json last. Each file is written atomically, and metrics.json comes after the rest,
+    so a write failing part-way never leaves a new metrics.json beside older curves and GIFs."""
     write_csv(log_dir / "metrics.csv", result)
     plot_curves(log_dir / "curves.png", result,
                 f"{result.get('checkpoint', 'model')} on {result.get('data_root', 'data')} ({result['num_clips']} clips, "
@@ -599,6 +600,7 @@ def write_outputs(log_dir: Path, result: dict[str, Any], res: dict[str, Any], *,
             with open(tmp, "wb") as f:
                 np.savez(f, gt=res["gt"].astype(np.float32), samples=res["samples"].astype(np.float32),
                          clip_index=res["clip"])
+    atomic_write_json(log_dir / "metrics.json", result)
 
 
 # ------------------------------------------------------------------ a checkpoint file
