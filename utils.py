@@ -1,4 +1,5 @@
-"""Helpers shared by more than one script: devices, seeding, atomic writes, media output.
+"""Helpers shared by more than one script: one-line input errors, seeding, atomic writes,
+run locks and stop signals, media output, flags made from a config dataclass.
 
 Everything that writes a file here writes it atomically (temporary file in the same
 folder, then ``os.replace``), so a run killed at any moment leaves either the previous
