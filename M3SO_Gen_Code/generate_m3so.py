@@ -38,18 +38,13 @@ Design choices, and the original generator's defects they fix (docs/DESIGN.md, "
   Event codes: 1 wall, 2 block; block wins when both happen in one step. Flags are per
   digit (the original shared one flag between all digits of a clip).
 * **Block (M3SO).** The original's 32 px block in a 48 px canvas could not avoid a 28 px
-  digit (re-running its placement: it overlapped the digit 200/200 times). Here: a solid square (value 255)
+  digit (docs/DESIGN.md, "M3SO's block"). Here: a solid square (value 255)
   of side ``--block_size`` (default 8 px), top-left uniform over the integer spots of the
   inner region ``[frame_size//4, frame_size - frame_size//4 - block_size]`` (the block
   lies inside the centre half of the canvas) that do not overlap any digit's INK (the
   bounding box of its pixels > 0, not its 28 px box) at frame ``block_start_frame``;
-  drawn in every frame from then on. Why 8 px (measured on 4,000 trial clips at 48 px,
-  28 px digits, block from frame 10): digit ink is ~16x20 px and sweeps a 24 px range
-  per axis, so every side leaves little room. A trial is rejected (below) when no spot
-  is free or a digit gets squeezed between block and wall: 25 % of trials at 6 px,
-  37 % at 8, 55 % at 10, 73 % at 12; of the kept clips ~90 % bounce off the block at
-  least once (~4 block bounces per clip at 8 px). 8 px (1/6 of the canvas, 17x17 spots)
-  keeps rejection moderate, is clearly visible, and is met in almost every clip.
+  drawn in every frame from then on (why 8 px, with the measurements: docs/DESIGN.md,
+  "M3SO's block").
   Collision uses the rounded (pasted)
   positions: when a digit's next ink box would overlap the block, the velocity
   component normal to the face it crosses is reversed -- the axis (or axes, at a
