@@ -571,9 +571,10 @@ SET_METRICS: dict[str, SetMetric] = {
 
 # ------------------------------------------------------------------------------ protocols
 def _as_scores(scores: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``{name: [N, S, T]}`` (tensors or arrays) as float64 arrays of one shape, else ValueError."""
     out = {k: np.asarray(torch.as_tensor(v).detach().cpu(), dtype=np.float64) for k, v in scores.items()}
     shapes = {v.shape for v in out.values()}
-    if len(shapes) != 1 or next(iter(shapes)).__len__() != 3:
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3:
         raise ValueError(f"expected scores of one shape [N, S, T], got {[v.shape for v in out.values()]}")
     return out
 
