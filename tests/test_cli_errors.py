@@ -28,11 +28,9 @@ import subprocess
 import sys
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -86,31 +84,9 @@ class World:
         return self.root, self.m3so
 
 
-def nan_audio_video(path: Path, seconds: float = 1.5, fps: int = 25, sr: int = 16000) -> Path:
-    """A video whose float PCM audio carries NaN samples from 0.7 s on (mkv, pcm_f32le)."""
-    container = av.open(str(path), "w")
-    vs = container.add_stream("mpeg4", rate=fps)
-    vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
-    stream = container.add_stream("pcm_f32le", rate=sr)
-    stream.layout = "mono"
-    for i in range(int(seconds * fps)):
-        frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 100, np.uint8), format="rgb24")
-        frame.pts = i
-        for packet in vs.encode(frame):
-            container.mux(packet)
-    for packet in vs.encode():
-        container.mux(packet)
-    wave = (0.3 * np.sin(np.arange(int(seconds * sr)) * 0.1)).astype(np.float32)
-    wave[int(0.7 * sr):int(0.7 * sr) + 50] = np.nan
-    for s in range(0, len(wave), 1024):
-        frame = av.AudioFrame.from_ndarray(wave[None, s:s + 1024].copy(), format="flt", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = sr, s, Fraction(1, sr)
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
+def nan_audio_video(path: Path) -> Path:
+    """A 1.5 s video whose float PCM audio (mkv, pcm_f32le) carries NaN samples from 0.7 s on."""
+    return write_video(path, seconds=1.5, acodec="pcm_f32le", audio_nan=(0.7, 0.71))
 
 
 @pytest.fixture(scope="module")

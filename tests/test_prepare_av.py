@@ -47,10 +47,12 @@ def tone_slot_bin(slot: np.ndarray) -> np.ndarray:
 
 def write_video(path: Path, fps: int = 25, seconds: float = 3.0, audio: bool = True, video_offset: float = 0.0,
                 audio_offset: float = 0.0, vcodec: str = "mpeg4", acodec: str = "aac",
-                audio_gap: tuple[float, float] | None = None) -> Path:
+                audio_gap: tuple[float, float] | None = None, audio_nan: tuple[float, float] | None = None) -> Path:
     """Encode a test video with PyAV; streams start at the given offsets (seconds).
 
     ``audio_gap=(a, b)``: audio frames starting in [a, b) s are not written (a timestamp jump).
+    ``audio_nan=(a, b)``: the samples in [a, b) s are NaN (needs a float PCM codec such as
+    ``acodec="pcm_f32le"`` in an .mkv: a lossy codec would not carry them).
     """
     n = int(round(seconds * fps))
     assert background(n - 1) <= 255, "too many frames for the background code"
@@ -76,6 +78,8 @@ def write_video(path: Path, fps: int = 25, seconds: float = 3.0, audio: bool = T
         t = audio_offset + np.arange(int(seconds * AUDIO_SR)) / AUDIO_SR  # absolute time of each sample
         freq = tone_slot_bin(np.floor(t * 10 + 1e-9).astype(int)) * BIN_HZ
         wave = (0.5 * np.sin(2 * np.pi * np.cumsum(freq) / AUDIO_SR)).astype(np.float32)
+        if audio_nan:
+            wave[(t >= audio_nan[0]) & (t < audio_nan[1])] = np.nan
         step = aus.codec_context.frame_size or 1024
         a0 = int(round(audio_offset * AUDIO_SR))
         for s in range(0, len(wave), step):
