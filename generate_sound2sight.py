@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -147,11 +146,9 @@ def default_log_dir(ckpt_path: Path) -> Path:
 
 def check_writable(log_dir: Path, flag: str = "--log_dir") -> None:
     """The output folder ``flag`` can be written (created when missing); InputError naming it and why."""
-    check_output_folder(log_dir, flag)
+    check_output_folder(log_dir, flag)  # probes a real write, before any work
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=log_dir, prefix=".write_test."):
-            pass
     except OSError as err:
         raise InputError(f"{flag} {log_dir} cannot be written ({err.strerror or err}); "
                          "pass a writable folder") from None
