@@ -21,6 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import evaluation  # noqa: E402
+from data.dataset_format import DatasetMeta  # noqa: E402
+from data.features import FrameSettings  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
 from utils import run_cli  # noqa: E402
 
@@ -39,11 +41,8 @@ def make_data(root: Path, clips: int, frames: int) -> None:
     video = (inside * rng.integers(80, 256, inside.shape)).astype(np.uint8)
     np.save(root / "test" / "frames.npy", video)
     np.save(root / "test" / "stft.npy", rng.random((clips, frames, 23, 21), dtype=np.float32))
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "bench", "format_version": 1, "image_size": 48, "channels": 1, "num_frames": frames, "fps": 10,
-        "sample_rate": 4400, "samples_per_frame": 440,
-        "stft": {"n_fft": 44, "hop_length": 22, "center": True, "window": "hann", "shape": [23, 21]},
-        "splits": {"test": clips}}))
+    DatasetMeta.for_features("bench", image_size=48, channels=1, num_frames=frames, fps=10,
+                             splits={"test": clips}, settings=FrameSettings()).write(root)
 
 
 def main(argv=None) -> dict:
