@@ -20,6 +20,9 @@ scikit-image as the release called it). Reported, for every metric:
 * ``audio_shuffled``: the same model scored again, same noise, with each clip's audio
   replaced by another test clip's (a fixed derangement), and the drop that causes. A
   model trained without audio ignores it: its drop is zero by construction (not re-run).
+* ``prior``: whether the learned prior reads the sound (:mod:`prior_monitor`: its mean's
+  spread over clips, its change under swapped audio, sigma, KL) on the first
+  :data:`PRIOR_CLIPS` test clips.
 
 Every clip draws its noise from its own generator, seeded from (``seed``, clip index), so
 the numbers do not depend on batching, on sharding over ``torchrun`` processes, or on
@@ -46,6 +49,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import metrics
+import prior_monitor
 import runtime
 from utils import (InputError, RunLock, StopSignals, atomic_file, atomic_write_bytes, atomic_write_json,
                    atomic_write_text, framed_row, gif_colours, save_gif)
@@ -54,6 +58,7 @@ from utils import (InputError, RunLock, StopSignals, atomic_file, atomic_write_b
 # skipping the posterior never shifts the prior samples.
 _STREAM_PRIOR, _STREAM_POSTERIOR, _STREAM_GIF = 0, 1, 2
 _GIF_RANDOM = 3  # random samples shown per GIF beside the best one
+PRIOR_CLIPS = 64  # test clips for the prior's figures (prior_monitor), as the training's validation batch
 
 
 # (the settings' field "metrics" shadows the module inside the class body)
@@ -441,6 +446,8 @@ def evaluate(model, dataset, settings: EvalSettings, device: torch.device, *, ra
             shuffled = score_dataset(model, swapped, mine, plain, device, desc="shuffled audio", tag="shuffled",
                                      **common)
     summary = summarise(res, settings)
+    with timer("prior"):
+        summary["prior"] = prior_figures(model, dataset, num_clips, device)
     if events is not None:
         masks = metrics.event_masks(events[0][:num_clips], None if events[1] is None else events[1][:num_clips],
                                     settings.n_past, settings.n_future, settings.event_window)
@@ -455,6 +462,16 @@ def evaluate(model, dataset, settings: EvalSettings, device: torch.device, *, ra
                     "psnr_data_range": metrics.PSNR_DATA_RANGE, "psnr_cap_db": metrics.PSNR_CAP_DB,
                     "use_audio": bool(model.cfg.use_audio), "world_size": world})
     return Evaluation(summary, res, {k: round(v, 3) for k, v in timer.seconds.items()})
+
+
+def prior_figures(model, dataset, num_clips: int, device: torch.device) -> dict[str, float] | None:
+    """:func:`prior_monitor.prior_stats` on the first ``min(PRIOR_CLIPS, num_clips)`` clips of ``dataset``
+    (None with fewer than 2 clips). Deterministic, so every torchrun process gets the same figures."""
+    n = min(PRIOR_CLIPS, num_clips)
+    if n < 2:
+        return None
+    frames, audio = runtime.to_time_major(torch.utils.data.default_collate([dataset[i] for i in range(n)]), device)
+    return prior_monitor.prior_stats(model, frames, audio if model.cfg.use_audio else None).as_dict()
 
 
 # --------------------------------------------------------------------------- reports
@@ -561,6 +578,8 @@ def headline(m: dict[str, Any]) -> str:
     for name in metrics.SET_METRICS:
         if m.get(name) is not None:
             parts.append(f"{name} {m[name]:.5f}")
+    if m.get("prior"):
+        parts.append(prior_monitor.describe(prior_monitor.PriorStats(**m["prior"])))
     return " | ".join(parts)
 
 
@@ -574,6 +593,8 @@ def write_tensorboard(folder: Path, result: dict[str, Any]) -> None:
                     tb.add_scalar(f"eval/{proto}/{who}_{m}", block[m], step)
                     for i, v in enumerate(block[f"{m}_per_frame"]):
                         tb.add_scalar(f"eval_per_frame/{proto}/{who}_{m}", v, result["n_past"] + i)
+        for k, v in (result.get("prior") or {}).items():
+            tb.add_scalar(f"eval/prior_{k}", v, step)
         if "audio_shuffled" in result:
             for m in result["metrics"]:
                 tb.add_scalar(f"eval/audio_shuffle_drop_{m}", result["audio_shuffled"]["drop"][result["protocols"][0]][m],

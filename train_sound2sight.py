@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from tqdm import tqdm
 
 import checkpoints
+import prior_monitor
 import runtime
 import training
 from data import DATASETS, PRESETS, check_preset, dataset_info, dataset_shapes, open_dataset
@@ -106,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_bias", type=float, default=0.0,
                    help="initial bias of the decoder's output convolution, before the sigmoid (0 as the original; "
                         "negative starts the frames dark, as M3SO's mostly black frames are)")
+    # --- what keeps the prior reading the sound (RESULTS.md, "Keeping the prior on the sound");
+    # each default is the release's behaviour
+    p.add_argument("--kl_warmup", type=float, default=0.0,
+                   help="epochs over which the KL weight ramps linearly from 0 to --beta, per iteration "
+                        "(0: the full weight from the start, as released)")
+    p.add_argument("--noise_warmup", type=float, default=0.0,
+                   help="epochs over which the noise of the training's z ramps linearly from 0 to 1, per "
+                        "iteration: z = mu + ramp * eps * sigma, so the predictor first reads the latent's "
+                        "mean (0: full noise from the start, as released)")
+    p.add_argument("--logvar_bias", type=float, default=0.0,
+                   help="initial bias of the prior's and posterior's log-variance heads (0 as released: "
+                        "sigma starts near 1; negative starts the latent's noise small)")
     p.add_argument("--no_tensorboard", action="store_true",
                    help="do not write TensorBoard event files (LOG_DIR/tensorboard/: losses per iteration, "
                         "validation figures, the loss-schedule weights and sample clips per epoch)")
@@ -230,6 +243,9 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
     model = Sound2Sight(cfg)
     with torch.no_grad():
         model.decoder.output_conv.bias.fill_(args.output_bias)
+        if args.logvar_bias:
+            model.prior.lstm.logvar.bias.fill_(args.logvar_bias)
+            model.posterior.lstm.logvar.bias.fill_(args.logvar_bias)
     model = model.to(device)
     optimizer = model.configure_optimizer(args.lr, args.disc_lr, args.beta1, args.optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda")
@@ -328,7 +344,9 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                             model=model, optimizer=optimizer, scaler=scaler, epoch=epoch, best_val=best_val, args=vars(args),
                             partial_epoch={"iteration": i, "sums": sums, "seconds": time.perf_counter() - t0}))
                     frames, audio = runtime.to_time_major(batch, device)
-                    terms = training.train_step(net, optimizer, frames, audio, w, scaler=scaler, amp=args.amp)
+                    terms = training.train_step(net, optimizer, frames, audio, w, scaler=scaler, amp=args.amp,
+                                                kl_scale=training.warmup(epoch, i, iters, args.kl_warmup),
+                                                noise_scale=training.warmup(epoch, i, iters, args.noise_warmup))
                     for k, v in terms.items():
                         sums[k] = sums.get(k, 0.0) + v
                         if tb is not None:
@@ -340,7 +358,9 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                 training.recalibrate_batchnorm(model, calib_batches)
                 val = training.validate(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
                                         args.val_nsample, seed=args.seed)
-                row = {"epoch": epoch, "adv_weight": w, "lr": args.lr * lr_scale, **means, **val, "seconds": time.perf_counter() - t0}
+                prior = prior_monitor.prior_stats(model, val_frames, val_audio if cfg.use_audio else None)
+                row = {"epoch": epoch, "adv_weight": w, "lr": args.lr * lr_scale, **means, **val,
+                       **prior.as_dict("prior_"), "seconds": time.perf_counter() - t0}
                 metrics_log.append(row)
                 metrics_log.plot(log_dir / "losses.png")
                 grid = training.sample_grid(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
@@ -350,6 +370,8 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                     step = (epoch + 1) * iters
                     for k, v in val.items():
                         tb.add_scalar(f"val/{k[4:]}", v, step)
+                    for k, v in prior.as_dict().items():
+                        tb.add_scalar(f"prior/{k}", v, step)
                     tb.add_scalar("schedule/adv_weight", w, step)
                     tb.add_scalar("schedule/lr", args.lr * lr_scale, step)
                     # every time step of the GIF grid (rows: clips; columns: truth | posterior | samples)
@@ -366,7 +388,8 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                     checkpoints.save_checkpoint(ckpt_dir / f"epoch_{epoch + 1}.pt", **state)
                 print(f"epoch {epoch}: mse {means.get('mse', float('nan')):.5f} kld {means.get('kld', float('nan')):.4g} "
                       f"| val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
-                      f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | {row['seconds']:.1f}s"
+                      f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | prior audio change "
+                      f"{prior.audio_change:.3g} | {row['seconds']:.1f}s"
                       + (" *best*" if improved else ""))
             if world > 1:
                 torch.distributed.barrier()

@@ -57,10 +57,20 @@ def lr_scale(epoch: int, epochs: int, schedule: str) -> float:
     raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of {list(LR_SCHEDULES)}")
 
 
+def warmup(epoch: int, iteration: int, iters: int, epochs: float) -> float:
+    """A linear ramp from 0 to 1 over the first ``epochs`` epochs of ``iters`` iterations, evaluated at
+    ``iteration`` (0-based) of ``epoch`` (0-based): ``min(1, (epoch * iters + iteration + 1) / (epochs * iters))``;
+    1 throughout when ``epochs <= 0`` (no warm-up). A function of the position only, so a resumed
+    run gets the same factors."""
+    if epochs <= 0:
+        return 1.0
+    return min(1.0, (epoch * iters + iteration + 1) / (epochs * iters))
+
+
 # --------------------------------------------------------------------- one step
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
                audio: torch.Tensor, adv_w: float, *, scaler: torch.amp.GradScaler | None = None,
-               amp: bool = False) -> dict[str, float]:
+               amp: bool = False, kl_scale: float = 1.0, noise_scale: float = 1.0) -> dict[str, float]:
     """One optimisation step of generator and discriminator together.
 
     frames: [T, B, C, H, W]; audio: [T, B, 1, F, S]. The model's ``forward`` returns a
@@ -68,10 +78,14 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames:
     frames detached for the discriminator, discriminator weights detached for the
     generator's adversarial terms), so one backward and one optimiser step make the
     whole iteration; that is what lets DDP, AMP and ``torch.compile`` wrap it unchanged.
+    ``kl_scale`` / ``noise_scale``: the warm-up factors of the model's ``forward`` (1: none).
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast(frames.device, amp):
-        out = model(frames, audio, adv_w)
+        if kl_scale == 1.0 and noise_scale == 1.0:
+            out = model(frames, audio, adv_w)
+        else:
+            out = model(frames, audio, adv_w, kl_scale=kl_scale, noise_scale=noise_scale)
     loss = out["loss"]
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite training loss {loss.item()} (terms: "
@@ -230,7 +244,8 @@ class MetricsLog:
         panels = [("reconstruction MSE (per step)", ["mse"]), ("KL", ["kld"]),
                   ("adversarial", ["g_adv", "d_loss"]),
                   ("validation min-MSE", ["val_min_mse", "val_copy_last_mse"]),
-                  ("validation SSIM", ["val_ssim", "val_copy_last_ssim"])]
+                  ("validation SSIM", ["val_ssim", "val_copy_last_ssim"]),
+                  ("prior reads the sound? (log)", ["prior_audio_change", "prior_mu_spread"])]
         fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
         for ax, (title, keys) in zip(axes, panels):
             for k in keys:
@@ -238,6 +253,8 @@ class MetricsLog:
                 if any(isinstance(y, float) for y in ys):
                     ax.plot(ep, [y if isinstance(y, float) else np.nan for y in ys], marker="o", label=k)
             ax.set_title(title)
+            if "(log)" in title and any(isinstance(r.get(k), float) and r[k] > 0 for r in self.rows for k in keys):
+                ax.set_yscale("log")  # a collapse is a drop by orders of magnitude
             ax.set_xlabel("epoch")
             ax.legend(fontsize=7)
         fig.tight_layout()

@@ -1,12 +1,13 @@
 """Does a trained prior read the sound? Its mean's spread over clips and its change under swapped audio.
 
 For each checkpoint, the prior runs teacher-forced over the first ``--clips`` test clips
-(the training's computation, in eval mode) and this prints one JSON line with:
+(the training's computation, in eval mode) and this prints one JSON line with the figures
+of :mod:`prior_monitor` (the same ones training logs per epoch):
 
 * ``mu_spread``: the prior mean's standard deviation over clips (mean over steps and z
   dimensions): 0 when the prior outputs the same distribution whatever the clip;
-* ``mu_change_swapped_audio``: the mean absolute change of the prior mean when every clip's
-  audio is replaced by the next clip's: 0 when the prior ignores the sound;
+* ``audio_change``: the mean absolute change of the prior mean when every clip's audio is
+  replaced by another clip's: 0 when the prior ignores the sound;
 * ``sigma``: the prior's mean standard deviation; ``kl``: the mean KL(posterior || prior)
   per step and clip.
 
@@ -32,26 +33,8 @@ if str(ROOT) not in sys.path:
 import runtime  # noqa: E402
 from checkpoints import load_model  # noqa: E402
 from data import open_dataset  # noqa: E402
-from models.lstm import gaussian_kl  # noqa: E402
+from prior_monitor import prior_stats  # noqa: E402
 from utils import run_cli  # noqa: E402
-
-
-@torch.no_grad()
-def prior_stats(model, frames: torch.Tensor, audio: torch.Tensor) -> dict[str, float]:
-    """frames ``[T, B, C, H, W]``, audio ``[T, B, 1, F, S]`` (B >= 2) -> the figures above."""
-    h, _ = model.encode_frames(frames)                       # [T, B, g]
-    a_ctx = model.audio_context(audio)                        # [T-1, B, g] or None
-    mu, logvar, _ = model.prior.forward_seq(h[:-1], a_ctx)     # [T-1, B, z]
-    mu_q, logvar_q, _ = model.posterior.forward_seq(h[1:], a_ctx)
-    out = {"mu_spread": float(mu.std(dim=1).mean()), "sigma": float((0.5 * logvar).exp().mean()),
-           "kl": float(gaussian_kl(mu_q, logvar_q, mu, logvar).sum(-1).mean())}
-    if a_ctx is None:
-        out["mu_change_swapped_audio"] = 0.0
-    else:
-        swapped = model.audio_context(audio.roll(1, dims=1))
-        mu_s, _, _ = model.prior.forward_seq(h[:-1], swapped)
-        out["mu_change_swapped_audio"] = float((mu_s - mu).abs().mean())
-    return out
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -68,8 +51,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         data = open_dataset(args.data_root, "test", args.frames, image_width=model.cfg.image_width,
                             channels=model.cfg.channels)
         frames, audio = runtime.to_time_major(next(iter(DataLoader(data, batch_size=max(2, args.clips)))), device)
+        stats = prior_stats(model, frames, audio if model.cfg.use_audio else None).as_dict()
         row = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "use_audio": model.cfg.use_audio,
-               **{k: round(v, 6) for k, v in prior_stats(model, frames, audio).items()}}
+               **{k: round(v, 6) for k, v in stats.items()}}
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

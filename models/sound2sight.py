@@ -290,12 +290,17 @@ class Sound2Sight(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, frames: torch.Tensor, audio: torch.Tensor | None, adv_weight: float = 0.0,
-                eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                eps: torch.Tensor | None = None, *, kl_scale: float = 1.0,
+                noise_scale: float = 1.0) -> dict[str, torch.Tensor]:
         """One training computation (teacher forcing; z from the prior, or the posterior with
         ``cfg.train_latent == "posterior"``).
 
         frames ``[T, B, C, H, W]`` in [0, 1]; audio ``[T, B, 1, F, S]`` (scaled features; may be
         None without audio); eps ``[T-1, B, z]`` prior noise (drawn if None).
+        ``kl_scale`` multiplies ``beta`` (a KL warm-up ramps it from 0 to 1); ``noise_scale``
+        multiplies the noise of the training's z, ``z = mu + noise_scale * eps * sigma`` (a noise
+        warm-up ramps it from 0 to 1: at 0 the predictor reads the latent's mean). Both default
+        to 1, the release's maths, and are then not applied at all (bit-identical).
         Returns ``loss`` (the one scalar to backward) and, detached: ``mse`` and ``kld``
         (sums over steps divided by the T-1 steps), ``g_adv`` (unweighted), ``d_loss``,
         ``pred [T-1, B, C, H, W]`` (predictions of frames 1..T-1).
@@ -306,12 +311,14 @@ class Sound2Sight(nn.Module):
             raise ValueError("forward needs at least 2 frames")
         if eps is None:
             eps = self.draw_noise(steps, batch, frames)
+        if noise_scale != 1.0:
+            eps = eps * noise_scale
         tf = self.teacher_forced(frames, audio, eps, self.cfg.train_latent, with_prior=True)
         pred, target = tf["pred"], frames[1:]
         mse = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(2).mean(-1).mean(-1).sum()
         kld = gaussian_kl(tf["mu_q"].float(), tf["logvar_q"].float(), tf["mu_p"].float(),
                           tf["logvar_p"].float()).sum() / batch
-        loss = mse + self.cfg.beta * kld
+        loss = mse + (self.cfg.beta if kl_scale == 1.0 else self.cfg.beta * kl_scale) * kld
         zero = loss.new_zeros(())
         g_adv, d_loss = zero, zero
         if self.cfg.use_disc:
