@@ -63,13 +63,16 @@ def prior_stats(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tenso
         a_ctx = model.audio_context(audio)                         # [T-1, B, g] or None
         mu_p, logvar_p, _ = model.prior.forward_seq(h[:-1], a_ctx)  # [T-1, B, z]
         mu_q, logvar_q, _ = model.posterior.forward_seq(h[1:], a_ctx)
+        # the statistics in float64: a collapsed prior's spread and KL are small differences of
+        # nearly equal numbers, which float32 arithmetic would blur
+        mu_p, logvar_p, mu_q, logvar_q = (x.double() for x in (mu_p, logvar_p, mu_q, logvar_q))
         change = 0.0
         if a_ctx is not None:
             mu_s, _, _ = model.prior.forward_seq(h[:-1], model.audio_context(derange_audio(audio)))
-            change = float((mu_s.float() - mu_p.float()).abs().mean())
-        kl = gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float()).sum(-1)  # [T-1, B]
-        return PriorStats(mu_spread=float(mu_p.float().std(dim=1).mean()), audio_change=change,
-                          sigma=float((0.5 * logvar_p.float()).exp().mean()), kl=float(kl.mean()))
+            change = float((mu_s.double() - mu_p).abs().mean())
+        kl = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).sum(-1)  # [T-1, B]
+        return PriorStats(mu_spread=float(mu_p.std(dim=1).mean()), audio_change=change,
+                          sigma=float((0.5 * logvar_p).exp().mean()), kl=float(kl.mean()))
     finally:
         model.train(was_training)
 
