@@ -33,6 +33,7 @@ FIGURES = [
     ("shuffled-audio SSIM drop", ("audio_shuffled", "drop", "paper", "ssim")),
     ("shuffled-audio PSNR drop", ("audio_shuffled", "drop", "paper", "psnr")),
     ("diversity", ("diversity",)),
+    ("prior's change under swapped audio", ("prior", "audio_change")),
 ]
 #: copy-last-frame's figures where it has them (same clips, deterministic).
 COPY_FIGURES = {

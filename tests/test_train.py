@@ -177,6 +177,9 @@ def test_demo_with_overrides(tmp_path, monkeypatch, capsys):
     assert (args["output_bias"], args["lr_schedule"], args["val_clips"]) == (-6.0, "cosine", 64)
     out = capsys.readouterr().out
     assert "Sound2Sight   copy last frame" in out and f"{m['paper']['ssim']:.4f}" in out
+    drop = m["audio_shuffled"]["drop"]["paper"]  # the demo scores swapped audio too, and says what it costs
+    assert f"swapped audio costs SSIM {drop['ssim']:+.4f}, PSNR {drop['psnr']:+.2f} dB" in out
+    assert f"prior's change under swapped audio {m['prior']['audio_change']:.3g}" in out
     ckpt = torch.load(log / "checkpoints" / "last.pt", weights_only=True)
     assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == pytest.approx([0.001, 0.00125])  # cosine
 
