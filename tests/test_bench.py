@@ -74,3 +74,11 @@ def test_bench_learning_runs_the_demo_end_to_end(tmp_path, capsys, tiny_data):
     assert [r["epoch"] for r in out["curve"]] == [0, 1] and out["iterations_per_epoch"] == 2
     assert out["final"]["clips"] == 8 and out["final"]["nsample"] == 2  # all 8 test clips
     assert out["first_win"] is None or out["first_win"]["epoch"] in (0, 1)
+
+
+def test_bench_prior_monitor(capsys):
+    out = bench("prior_monitor").main(["--iters", "1", "--epoch_size", "50", "--val_clips", "4", "--nf", "8"])
+    assert last_json(capsys) == out
+    assert out["train_step_s"] > 0 and out["monitor_s"] > 0
+    share = out["monitor_s"] / (out["monitor_s"] + 50 * out["train_step_s"])  # from the rounded times
+    assert 0 < out["monitor_share_of_epoch"] < 1 and abs(out["monitor_share_of_epoch"] - share) < 2e-3
