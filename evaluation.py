@@ -52,7 +52,7 @@ import metrics
 import prior_monitor
 import runtime
 from utils import (InputError, RunLock, StopSignals, atomic_file, atomic_write_bytes, atomic_write_json,
-                   atomic_write_text, framed_row, gif_colours, save_gif)
+                   atomic_write_text, framed_row, gif_colours, label_columns, save_gif)
 
 # Noise streams of one clip: independent generators, so e.g. changing num_gifs or
 # skipping the posterior never shifts the prior samples.
@@ -231,9 +231,12 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clip
                             else np.full(batch, np.nan))
     gifs = {}
     for b in gif_rows:
-        panels = [frames[:, b].cpu(), post[b], gif_best[b][1]] + [gif_random[b][j] for j in gif_pick[b]]
+        truth = frames[:, b].float().cpu()
+        posterior = torch.cat([truth[:n_past], post[b][n_past:]])  # as the release drew it: given frames first
+        panels = [truth, posterior, gif_best[b][1]] + [gif_random[b][j] for j in gif_pick[b]]
         kinds = ["gt", "posterior"] + ["sample"] * (len(panels) - 2)
-        gifs[clips[b]] = framed_row(panels, [gif_colours(total, n_past, k) for k in kinds])
+        labels = ["truth", "posterior", "best"] + ["random"] * (len(panels) - 3)
+        gifs[clips[b]] = label_columns(framed_row(panels, [gif_colours(total, n_past, k) for k in kinds]), labels)
     result["gifs"] = gifs
     if kept is not None:
         result["gt"] = frames.transpose(0, 1).float().cpu().numpy()  # [B, T, C, H, W]

@@ -374,8 +374,10 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                         tb.add_scalar(f"prior/{k}", v, step)
                     tb.add_scalar("schedule/adv_weight", w, step)
                     tb.add_scalar("schedule/lr", args.lr * lr_scale, step)
-                    # every time step of the GIF grid (rows: clips; columns: truth | posterior | samples)
-                    tb.add_images("samples", grid, step, dataformats="NHWC")
+                    # one still per clip: rows truth | posterior | samples, time left to right
+                    for b, strip in enumerate(training.clip_strips(grid, min(4, val_frames.shape[1]), 5)):
+                        tb.add_image(f"samples/clip_{b} (rows: truth, posterior, 3 samples)", strip, step,
+                                     dataformats="HWC")
                     tb.flush()
                 improved = val["val_min_mse"] < best_val
                 best_val = min(best_val, val["val_min_mse"])

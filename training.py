@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from runtime import autocast
-from utils import atomic_write_text, framed_row, gif_colours
+from utils import atomic_write_text, framed_row, gif_colours, label_columns
 
 
 # ------------------------------------------------------------------ loss schedule
@@ -181,10 +181,13 @@ def validate(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor |
 @torch.no_grad()
 def sample_grid(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor, n_past: int,
                 n_future: int, nsample: int = 3, max_clips: int = 4, seed: int = 0) -> np.ndarray:
-    """A GIF-ready grid: one row per clip, columns ground truth | posterior | ``nsample`` prior samples.
+    """A GIF-ready grid: one row per clip, columns ground truth | posterior | ``nsample`` prior samples,
+    under a header naming the columns.
 
-    Returns uint8 ``[T, rows*(H+4), cols*(W+4), 3]`` framed as the evaluation's GIFs
+    Returns uint8 ``[T, 14 + rows*(H+4), cols*(W+4), 3]`` framed as the evaluation's GIFs
     (:func:`utils.gif_colours`: green = given to the model, red = generated, grey = real future).
+    The posterior column is drawn as the release's training script drew it: the given frames
+    during the context, then the teacher-forced posterior reconstruction.
     """
     was_training = model.training
     model.eval()
@@ -198,11 +201,27 @@ def sample_grid(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tenso
     model.train(was_training)
     post, prior = post.float().cpu(), prior.float().cpu()
     frames = frames.float().cpu()
+    post[:n_past] = frames[:n_past]
     kinds = ["gt", "posterior"] + ["sample"] * nsample
     colours = [gif_colours(t, n_past, k) for k in kinds]
     rows = [framed_row([frames[:, b], post[:, b]] + [prior[:, b, s] for s in range(nsample)], colours)
             for b in range(frames.shape[1])]
-    return np.concatenate(rows, axis=1)  # rows stacked vertically: [t, B*(H+4), K*(W+4), 3]
+    labels = ["truth", "posterior"] + [f"sample {s + 1}" for s in range(nsample)]
+    return label_columns(np.concatenate(rows, axis=1), labels)  # rows stacked: [t, 14 + B*(H+4), K*(W+4), 3]
+
+
+def clip_strips(grid: np.ndarray, clips: int, kinds: int, header: int = 14) -> list[np.ndarray]:
+    """One still image per clip of a :func:`sample_grid` grid (uint8 ``[T, header + clips*h, kinds*w, 3]``):
+    its rows (truth, posterior, samples) stacked vertically, each with time running left to
+    right: ``[kinds*h, T*w, 3]``. A whole clip at a glance, legible as a TensorBoard thumbnail."""
+    t, height, width, _ = grid.shape
+    ph, pw = (height - header) // clips, width // kinds
+    out = []
+    for b in range(clips):
+        row = grid[:, header + b * ph:header + (b + 1) * ph]                     # [T, h, kinds*w, 3]
+        out.append(np.concatenate([np.concatenate(list(row[:, :, k * pw:(k + 1) * pw]), axis=1)
+                                   for k in range(kinds)], axis=0))             # [kinds*h, T*w, 3]
+    return out
 
 
 # ------------------------------------------------------------------ metrics log

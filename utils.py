@@ -367,19 +367,40 @@ def framed_row(panels: list, colours: list, pad: int = 2) -> np.ndarray:
     return (grid.numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
+def label_columns(grid: np.ndarray, labels: list[str], height: int = 14) -> np.ndarray:
+    """A header strip above every frame of ``grid`` (uint8 ``[T, H, W, 3]``, panels of equal width side
+    by side) naming each panel: returns uint8 ``[T, height + H, W, 3]``, white text on black, each
+    label centred over its panel (``W / len(labels)`` pixels wide; Pillow's default font, shrunk
+    until the longest label fits)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    t, _, width, _ = grid.shape
+    panel = width / max(len(labels), 1)
+    head = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(head)
+    for size in range(height - 3, 5, -1):
+        font = ImageFont.load_default(size=size)
+        if max(draw.textlength(text, font=font) for text in labels) <= panel - 2:
+            break
+    for i, text in enumerate(labels):
+        x = (i + 0.5) * panel - draw.textlength(text, font=font) / 2
+        draw.text((x, height / 2), text, fill=(255, 255, 255), font=font, anchor="lm")
+    strip = np.broadcast_to(np.asarray(head, dtype=np.uint8), (t, height, width, 3))
+    return np.concatenate([strip, grid], axis=1)
+
+
 def gif_colours(total: int, n_past: int, kind: str):
     """Frame colours ``[T, 3]`` for :func:`framed_row`: green = a real frame the model was given,
     red = a model output, grey = a ground-truth future frame (real, never shown to the model).
-    ``kind``: ``"gt"``, ``"posterior"`` (frame 0 is the input, every later one decoded) or ``"sample"``."""
+    ``kind``: ``"gt"``, or ``"posterior"`` / ``"sample"`` (rows that show the ``n_past`` given frames
+    and then the model's frames, as the release drew its posterior and sample rows)."""
     import torch
 
+    if kind not in ("gt", "posterior", "sample"):
+        raise ValueError(f"kind must be gt, posterior or sample, got {kind!r}")
     green, red, grey = torch.tensor([0.1, 0.8, 0.1]), torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.5, 0.5, 0.5])
     t = torch.arange(total)[:, None]
-    if kind == "gt":
-        return torch.where(t < n_past, green, grey)
-    if kind == "posterior":
-        return torch.where(t < 1, green, red)
-    return torch.where(t < n_past, green, red)
+    return torch.where(t < n_past, green, grey if kind == "gt" else red)
 
 
 def save_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> None:

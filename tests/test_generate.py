@@ -139,9 +139,14 @@ def test_csv_png_gifs_log(setup):
     gifs = sorted((out / "gifs").glob("*.gif"))
     assert [g.name for g in gifs] == ["clip_00000.gif", "clip_00001.gif"]
     g = iio.imread(gifs[0])
-    assert g.shape == (T, 48 + 4, 6 * (48 + 4), 3)  # gt | posterior | best | 3 random, 2-px frames
-    assert g[N_PAST, 0, 52 * 2 + 10, 0] > 150 and g[N_PAST, 0, 52 * 2 + 10, 1] < 100  # generated: red frame
-    assert g[0, 0, 52 * 2 + 10, 1] > 150 and g[0, 0, 52 * 2 + 10, 0] < 100  # context: green frame
+    assert g.shape == (T, 14 + 48 + 4, 6 * (48 + 4), 3)  # label strip; gt | posterior | best | 3 random, 2-px frames
+    assert all(g[0, :14, 52 * i:52 * (i + 1)].max() > 200 for i in range(6))  # every panel named
+    top = 14  # the panels' first row: their frame
+    for col in (1, 2):  # the posterior and the best sample, drawn as the release drew them
+        assert g[N_PAST, top, 52 * col + 10, 0] > 150 and g[N_PAST, top, 52 * col + 10, 1] < 100  # generated: red
+        assert g[0, top, 52 * col + 10, 1] > 150 and g[0, top, 52 * col + 10, 0] < 100  # context: green
+    # the posterior row shows the given frames during the context, as the ground-truth row does
+    np.testing.assert_array_equal(g[:N_PAST, top + 2:top + 50, 54:102], g[:N_PAST, top + 2:top + 50, 2:50])
     lines = (setup["tmp"] / "log.txt").read_text().splitlines()
     assert len(lines) == 1 and "paper: SSIM" in lines[0] and str(setup["ckpt"]) in lines[0]
 
@@ -204,7 +209,7 @@ def test_no_audio_model_one_sample_capped_clips_worker(setup, tmp_path):
     assert len(list(csv.DictReader(open(out / "metrics.csv")))) == 3
     assert "audio_shuffled" not in m  # not asked for
     # gt | posterior | best | min(3, nsample) random samples
-    assert iio.imread(out / "gifs" / "clip_00000.gif").shape == (5, 52, 4 * 52, 3)
+    assert iio.imread(out / "gifs" / "clip_00000.gif").shape == (5, 14 + 52, 4 * 52, 3)
 
 
 def test_noise_is_per_clip_and_seed():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -419,9 +420,24 @@ def test_tensorboard_event_files(tmp_path, tiny_data):
     assert [e.step for e in acc.Scalars("train/mse")] == list(range(6))  # every iteration
     assert [e.step for e in acc.Scalars("val/ssim")] == [3, 6]  # every epoch
     assert [round(e.value, 6) for e in acc.Scalars("schedule/adv_weight")] == [0.0, 0.0001]
-    assert "samples" in tags["images"] and len(acc.Images("samples")) > 0
+    clip_tags = [t for t in tags["images"] if t.startswith("samples/clip_")]
+    assert len(clip_tags) == 4 and all(len(acc.Images(t)) == 2 for t in clip_tags)  # 4 clips, every epoch
+    img = acc.Images(clip_tags[0])[0]
+    assert (img.height, img.width) == (5 * 52, 8 * 52)  # rows: truth, posterior, 3 samples; 8 frames across
     none = run(tmp_path / "none", tiny_data, "--niter", "1", "--epoch_size", "1", "--no_tensorboard")
     assert not (none / "tensorboard").exists()
+
+
+def test_clip_strips_lay_each_clip_out_in_time():
+    t, h, w, clips, kinds = 3, 4, 5, 2, 3
+    grid = np.random.default_rng(0).integers(0, 255, (t, 14 + clips * h, kinds * w, 3), dtype=np.uint8)
+    strips = training.clip_strips(grid, clips, kinds)
+    assert len(strips) == clips and strips[0].shape == (kinds * h, t * w, 3)
+    for b in range(clips):
+        for k in range(kinds):
+            for i in range(t):  # clip b, row k, time i is the grid's frame i at that clip's row and kind's column
+                np.testing.assert_array_equal(strips[b][k * h:(k + 1) * h, i * w:(i + 1) * w],
+                                              grid[i, 14 + b * h:14 + (b + 1) * h, k * w:(k + 1) * w])
 
 
 def test_cap_workers(capsys):

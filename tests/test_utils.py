@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils import InputError, atomic_dir, atomic_write_text, framed_row, gif_colours
+from utils import InputError, atomic_dir, atomic_write_text, framed_row, gif_colours, label_columns
 
 
 def test_gif_colours_mark_given_generated_and_future_frames():
@@ -16,7 +16,7 @@ def test_gif_colours_mark_given_generated_and_future_frames():
         return torch.allclose(c, colour.expand_as(c))
 
     assert same(gt[:2], green) and same(gt[2:], grey)
-    assert same(post[:1], green) and same(post[1:], red)
+    assert same(post[:2], green) and same(post[2:], red)  # the release's posterior row: given frames, then decoded
     assert same(sample[:2], green) and same(sample[2:], red)
 
 def test_framed_row_places_panels_inside_their_borders():
@@ -29,6 +29,17 @@ def test_framed_row_places_panels_inside_their_borders():
     assert (out[:, pad:pad + h, w + 3 * pad:2 * w + 3 * pad] == 255).all()  # panel b: white
     assert out[0, 0, 0].tolist() == [26, 204, 26]  # frame 0 of panel a: green border
     assert out[2, 0, w + 2 * pad].tolist() == [230, 26, 26]  # frame 2 of panel b: red border
+
+
+def test_label_columns_names_every_panel():
+    grid = np.full((3, 10, 4 * 52, 3), 7, dtype=np.uint8)
+    out = label_columns(grid, ["truth", "posterior", "best", "random"])
+    assert out.shape == (3, 14 + 10, 4 * 52, 3) and out.dtype == np.uint8
+    assert (out[:, 14:] == 7).all() and (out[0] == out[2]).all()  # the frames untouched, one header for all
+    for i in range(4):  # text (white-ish pixels) over every panel, inside its own width
+        assert out[0, :14, i * 52:(i + 1) * 52].max() > 200, i
+    with pytest.raises(ValueError, match="kind"):
+        gif_colours(4, 2, "prior")
 
 
 def test_atomic_writes_keep_plain_permissions_and_refuse_clobbering(tmp_path):
