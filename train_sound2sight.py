@@ -177,10 +177,16 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     check_output_folder(run_folder(args), "--model_dir" if args.model_dir else "--log_dir")  # before any work
     rank, world, device = runtime.setup_distributed(args.device)
+    folder = run_folder(args)
+    existed = folder.exists()
     try:
         # one training per run folder: a second process pointed at it is refused by name
-        with RunLock(run_folder(args), "training") if rank == 0 else contextlib.nullcontext():
+        with RunLock(folder, "training") if rank == 0 else contextlib.nullcontext():
             return train(args, argv, rank, world, device)
+    except BaseException:
+        if rank == 0 and not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # a start that failed leaves no empty run folder behind
+        raise
     finally:
         runtime.cleanup_distributed()
 
@@ -307,7 +313,9 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                      for j in range(0, calib_n, per_rank)]
 
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
-    workers = runtime.cap_workers(args.data_threads, world, say=rank == 0)
+    given = sys.argv[1:] if argv is None else argv
+    asked = any(a.split("=")[0] in ("--num_workers", "--data_threads") for a in given)
+    workers = runtime.cap_workers(args.data_threads, world, say=rank == 0 and asked)  # silent for the default
     loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=workers,
                         drop_last=True, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     iters = len(loader) if args.epoch_size <= 0 else min(args.epoch_size, len(loader))
@@ -340,6 +348,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
                     if i < skip:  # done before the run was stopped: the epoch's data order is its own
                         continue
                     if runtime.stop_agreed(stop, device, world):
+                        bar.close()  # the "stopped ..." line then stands on its own line
                         stop_run(stop, args, argv, rank, world, ckpt_dir, dict(
                             model=model, optimizer=optimizer, scaler=scaler, epoch=epoch, best_val=best_val, args=vars(args),
                             partial_epoch={"iteration": i, "sums": sums, "seconds": time.perf_counter() - t0}))

@@ -137,6 +137,22 @@ def test_bad_inputs(tmp_path, tiny_data):
         run(tmp_path / "i", tiny_data, "--model", "resnet")
     with pytest.raises(InputError, match="fewer than one batch"):
         run(tmp_path / "j", tiny_data, "--niter", "1", "--batch_size", "64")
+    for name in "fghj":  # a start that failed leaves no empty run folder behind
+        assert not (tmp_path / name).exists(), name
+    (tmp_path / "k").mkdir()
+    with pytest.raises(InputError):
+        run(tmp_path / "k", tiny_data, "--niter", "1", "--batch_size", "64")
+    assert (tmp_path / "k").is_dir()  # a folder the user made stays
+
+
+def test_worker_cap_is_said_only_when_asked_for(tmp_path, tiny_data, capsys):
+    cores = len(os.sched_getaffinity(0))
+    run(tmp_path / "a", tiny_data, "--niter", "1", "--epoch_size", "1", "--num_workers", str(cores + 1))
+    assert f"--num_workers {cores + 1}: this machine" in capsys.readouterr().out
+    i = TINY.index("--data_threads")
+    train_sound2sight.main(["--data_root", str(tiny_data), "--log_dir", str(tmp_path / "b"), *TINY[:i], *TINY[i + 2:],
+                            "--niter", "1", "--epoch_size", "1"])
+    assert "--num_workers" not in capsys.readouterr().out  # the release's default of 5, capped silently
 
 
 def test_training_lowers_reconstruction_loss(tmp_path, tiny_data):
@@ -348,6 +364,8 @@ def test_sigterm_stops_cleanly_and_resume_equals_a_straight_run(tmp_path, tiny_d
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "SIGTERM received" in err and "Resume with:" in err
+    line = next(x for x in err.splitlines() if "stopped " in x)
+    assert line.split("stopped ")[0].replace("\r", "").strip() == ""  # on its own line, not after the progress bar
     resume_line = err.strip().splitlines()[-1].strip()
     assert resume_line.startswith("python train_sound2sight.py") and resume_line.endswith("--resume")
     assert "Traceback" not in err
