@@ -11,10 +11,11 @@ fields (:func:`saved_config`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pickle
 import random
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,60 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
     if partial_epoch is not None:
         ckpt["partial_epoch"] = partial_epoch
     atomic_torch_save(ckpt, path)
+
+
+@dataclass
+class Progress:
+    """Where a training run stands, as its checkpoint records it.
+
+    ``epoch``: completed epochs; ``best_val``: the lowest validation min-MSE so far. A run
+    stopped mid-epoch also records ``iteration`` (steps done in epoch ``epoch``), ``sums``
+    (that epoch's running loss sums) and ``seconds`` (its time so far); all zero/empty at an
+    epoch boundary. The checkpoint's ``partial_epoch`` entry holds those three (written only
+    for a partial epoch, so an epoch-boundary checkpoint has none)."""
+
+    epoch: int = 0
+    best_val: float = math.inf
+    iteration: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def partial_epoch(self) -> dict[str, Any] | None:
+        """The checkpoint's ``partial_epoch`` entry (None at an epoch boundary)."""
+        if not self.iteration:
+            return None
+        return {"iteration": self.iteration, "sums": dict(self.sums), "seconds": self.seconds}
+
+    @classmethod
+    def of(cls, ckpt: dict[str, Any]) -> "Progress":
+        """The progress a checkpoint dict records (its ``epoch``, ``best_val``, ``partial_epoch``)."""
+        partial = ckpt.get("partial_epoch") or {}
+        return cls(epoch=int(ckpt["epoch"]), best_val=float(ckpt["best_val"]),
+                   iteration=int(partial.get("iteration", 0)), sums=dict(partial.get("sums", {})),
+                   seconds=float(partial.get("seconds", 0.0)))
+
+
+def save_training(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  scaler: torch.amp.GradScaler | None, progress: Progress, args: dict[str, Any]) -> None:
+    """Write a resumable training checkpoint at ``progress`` (see :func:`save_checkpoint`)."""
+    save_checkpoint(path, model=model, optimizer=optimizer, scaler=scaler, epoch=progress.epoch,
+                    best_val=progress.best_val, args=args, partial_epoch=progress.partial_epoch())
+
+
+def resume_training(path: str | os.PathLike, model: Sound2Sight, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None, device: torch.device) -> Progress:
+    """Continue a run from its checkpoint ``path``: refuse another configuration (naming the
+    fields), load the model, optimiser and scaler states (migrating older names), restore every
+    RNG, and return where the run stood. ``model`` is the unwrapped module, already built from
+    this run's config."""
+    ckpt = read_checkpoint(path, map_location=device)
+    check_config(path, saved_config(ckpt), model.cfg)
+    model.load_state_dict(migrate_state_dict(ckpt["model"]))
+    optimizer.load_state_dict(migrate_optimizer_state(ckpt["optimizer"], ckpt["model"], model))
+    if ckpt.get("scaler") and scaler is not None:
+        scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    return Progress.of(ckpt)
 
 
 def migrate_optimizer_state(opt_state: dict[str, Any], saved_model: dict[str, torch.Tensor],

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ import prior_monitor
 import runtime
 import training
 from data import DATASETS, PRESETS, check_preset, dataset_info, dataset_shapes, open_dataset
-from models.sound2sight import OPTIMIZERS, Sound2SightConfig
+from models.sound2sight import OPTIMIZERS, Sound2Sight, Sound2SightConfig
 from utils import (InputError, RunLock, StopSignals, add_config_flags, atomic_write_json, config_kwargs, native_bf16, run_cli,
                    save_gif, seed_everything)
 
@@ -198,11 +198,61 @@ def run_folder(args: argparse.Namespace) -> Path:
     return Path(args.log_dir) / args.name if args.name else Path(args.log_dir)
 
 
-def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Path:
-    from checkpoints import check_config, read_checkpoint, saved_config
-    from models.latent import migrate_state_dict
-    from models.sound2sight import Sound2Sight
+@dataclass
+class Run:
+    """Everything one training run holds between its epochs (built once by :func:`setup_run`)."""
 
+    args: argparse.Namespace
+    argv: list[str] | None
+    rank: int
+    world: int
+    device: torch.device
+    log_dir: Path
+    cfg: Sound2SightConfig
+    model: torch.nn.Module                 # the unwrapped Sound2Sight (checkpoints, validation)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    train_set: Any
+    n_eval: int
+    metrics_log: training.MetricsLog
+    net: torch.nn.Module | None = None     # what the step runs: the model, DDP-wrapped and/or compiled
+    sampler: Any = None
+    loader: Any = None
+    iters: int = 0
+    val_frames: torch.Tensor | None = None  # [n_eval, V, C, H, W] the fixed validation batch
+    val_audio: torch.Tensor | None = None   # [n_eval, V, 1, F, S]
+    calib_batches: list = field(default_factory=list)
+    tb: Any = None
+    info: dict[str, Any] = field(default_factory=dict)  # the dataset's dataset_info
+    epoch_start: float = 0.0                            # perf_counter at the current epoch's start
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.log_dir / "checkpoints"
+
+    def save(self, name: str, progress: checkpoints.Progress) -> None:
+        checkpoints.save_training(self.ckpt_dir / name, self.model, self.optimizer, self.scaler, progress,
+                                  vars(self.args))
+
+
+def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Path:
+    """Set up, resume, then per epoch: run it, end it (validate, log, checkpoint)."""
+    run = setup_run(args, argv, rank, world, device)
+    progress = resume(run)
+    finish_setup(run, progress)
+    with StopSignals() as stop, (run.tb or contextlib.nullcontext()):
+        for epoch in range(progress.epoch, args.niter):
+            means = run_epoch(run, epoch, progress, stop)
+            progress = end_epoch(run, epoch, means, progress, stop)
+    if rank == 0:
+        if args.demo:
+            run_demo_eval(args, run.log_dir, run.n_eval)
+        print(f"done. logs: {run.log_dir}  (config.json, metrics.csv, losses.png, samples/, checkpoints/)")
+    return run.log_dir
+
+
+def check_flags(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> None:
+    """Flag fix-ups and checks that need no data: --model_dir, the demo's data, --no_audio, --amp."""
     log_dir = run_folder(args)
     if args.model_dir:
         args.log_dir, args.name, args.resume = args.model_dir, "", True
@@ -225,10 +275,14 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
               "many times slower than float32 here (measured ~25x on an AVX2 EPYC); drop --amp", file=sys.stderr)
     if args.batch_size % world:
         raise InputError(f"--batch_size {args.batch_size} must be divisible by the {world} torchrun processes")
-    seq_len = args.n_past + args.n_future
     if args.n_past < 1 or args.n_future < 1:
         raise InputError("--n_past and --n_future must be at least 1")
 
+
+def setup_run(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Run:
+    """Checks, data, the model (seeded) with its optimiser; nothing is written yet."""
+    check_flags(args, argv, rank, world, device)
+    seq_len = args.n_past + args.n_future
     info = dataset_info(args.data_root)
     check_preset(args.dataset, dataset_shapes(args.data_root), args.data_root)  # the data may be new since parse_args
     if seq_len > info["num_frames"]:
@@ -238,9 +292,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
     if n_eval <= args.n_past:
         raise InputError(f"--n_eval {args.n_eval} must exceed --n_past {args.n_past}")
     train_set = open_dataset(args.data_root, "train", seq_len, image_width=args.image_width, channels=args.channels)
-    test_set = open_dataset(args.data_root, "test", n_eval, image_width=args.image_width, channels=args.channels)
-    per_rank = args.batch_size // world
-    if len(train_set) < per_rank:
+    if len(train_set) < args.batch_size // world:
         raise InputError(f"{args.data_root} has {len(train_set)} training clips, fewer than one batch "
                          f"(--batch_size {args.batch_size}); lower --batch_size")
 
@@ -253,184 +305,198 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
             model.prior.lstm.logvar.bias.fill_(args.logvar_bias)
             model.posterior.lstm.logvar.bias.fill_(args.logvar_bias)
     model = model.to(device)
-    optimizer = model.configure_optimizer(args.lr, args.disc_lr, args.beta1, args.optimizer)
-    scaler = torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda")
+    run = Run(args=args, argv=argv, rank=rank, world=world, device=device, log_dir=run_folder(args), cfg=cfg,
+              model=model, optimizer=model.configure_optimizer(args.lr, args.disc_lr, args.beta1, args.optimizer),
+              scaler=torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda"),
+              train_set=train_set, n_eval=n_eval, metrics_log=training.MetricsLog(run_folder(args) / "metrics.csv"),
+              info=info)
+    return run
 
-    start_epoch, best_val = 0, math.inf
-    resume_iteration, resume_sums, resume_seconds = 0, {}, 0.0
-    ckpt_dir = log_dir / "checkpoints"
-    metrics_log = training.MetricsLog(log_dir / "metrics.csv")
-    if args.resume and (ckpt_dir / "last.pt").is_file():
-        ckpt = read_checkpoint(ckpt_dir / "last.pt", map_location=device)
-        check_config(ckpt_dir / "last.pt", saved_config(ckpt), cfg)
-        model.load_state_dict(migrate_state_dict(ckpt["model"]))
-        optimizer.load_state_dict(checkpoints.migrate_optimizer_state(ckpt["optimizer"], ckpt["model"], model))
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, best_val = int(ckpt["epoch"]), float(ckpt["best_val"])
-        checkpoints.set_rng_state(ckpt["rng"])
-        metrics_log.truncate(start_epoch)
-        partial = ckpt.get("partial_epoch") or {}  # written when a signal stopped a run mid-epoch
-        resume_iteration = int(partial.get("iteration", 0))
-        resume_sums, resume_seconds = dict(partial.get("sums", {})), float(partial.get("seconds", 0.0))
-        if rank == 0:
-            print(f"resuming {ckpt_dir / 'last.pt'} after epoch {start_epoch}"
-                  + (f" and {resume_iteration} iterations of epoch {start_epoch}" if resume_iteration else ""))
-    else:
-        if args.resume and rank == 0:
-            print(f"--resume: no checkpoint in {ckpt_dir} yet, starting afresh")
-        metrics_log.rows = []
+
+def resume(run: Run) -> checkpoints.Progress:
+    """``--resume`` with a ``last.pt``: where that run stood (states and RNGs restored); else a fresh start."""
+    last = run.ckpt_dir / "last.pt"
+    if run.args.resume and last.is_file():
+        progress = checkpoints.resume_training(last, run.model, run.optimizer, run.scaler, run.device)
+        run.metrics_log.truncate(progress.epoch)
+        if run.rank == 0:
+            print(f"resuming {last} after epoch {progress.epoch}"
+                  + (f" and {progress.iteration} iterations of epoch {progress.epoch}" if progress.iteration else ""))
+        return progress
+    if run.args.resume and run.rank == 0:
+        print(f"--resume: no checkpoint in {run.ckpt_dir} yet, starting afresh")
+    run.metrics_log.rows = []
+    return checkpoints.Progress()
+
+
+def finish_setup(run: Run, progress: checkpoints.Progress) -> None:
+    """config.json, DDP/compile, the fixed validation and BatchNorm batches, the loader, TensorBoard."""
+    args, rank, world, device = run.args, run.rank, run.world, run.device
     if world > 1:  # different sampling noise per rank; identical weights come from DDP's broadcast
-        torch.manual_seed(args.seed + 7919 * rank + 104729 * start_epoch)
-
+        torch.manual_seed(args.seed + 7919 * rank + 104729 * progress.epoch)
     if rank == 0:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(log_dir / "config.json", {
-            "args": vars(args), "model_config": asdict(cfg), "data": {k: v for k, v in info.items() if k != "json"},
+        run.log_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.log_dir / "config.json", {
+            "args": vars(args), "model_config": asdict(run.cfg),
+            "data": {k: v for k, v in run.info.items() if k != "json"},
             "world_size": world, "device": str(device), "torch": torch.__version__,
-            "python": platform.python_version(), "n_eval": n_eval,
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "python": platform.python_version(), "n_eval": run.n_eval,
+            "parameters": sum(p.numel() for p in run.model.parameters()),
         })
-
-    net: torch.nn.Module = model
+    run.net = run.model
     if world > 1:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        run.net = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
-        net = torch.compile(net, backend=args.compile_backend)
+        run.net = torch.compile(run.net, backend=args.compile_backend)
 
     # A fixed validation batch (the original selected its best model on one as well).
     if args.val_clips < 0:
         raise InputError(f"--val_clips must be >= 0, got {args.val_clips}")
+    per_rank = args.batch_size // world
+    test_set = open_dataset(args.data_root, "test", run.n_eval, image_width=args.image_width, channels=args.channels)
     val_n = min(len(test_set), args.val_clips or min(max(per_rank, 8), 64))
     # Collated by hand: a DataLoader would draw its base seed from the global RNG and break exact resume.
-    val_frames, val_audio = runtime.to_time_major(default_collate([test_set[i] for i in range(val_n)]), device)
+    run.val_frames, run.val_audio = runtime.to_time_major(default_collate([test_set[i] for i in range(val_n)]), device)
     # Fixed training clips for BatchNorm re-estimation, chosen without touching the global RNG.
     if args.bn_recalibrate < 0:
         raise InputError(f"--bn_recalibrate must be >= 0, got {args.bn_recalibrate}")
-    calib_n = min(args.bn_recalibrate * per_rank, len(train_set) // per_rank * per_rank)
-    calib_idx = np.random.default_rng(args.seed).permutation(len(train_set))[:calib_n].tolist()
-    calib_batches = [runtime.to_time_major(default_collate([train_set[i] for i in calib_idx[j:j + per_rank]]), device)
-                     for j in range(0, calib_n, per_rank)]
+    calib_n = min(args.bn_recalibrate * per_rank, len(run.train_set) // per_rank * per_rank)
+    calib_idx = np.random.default_rng(args.seed).permutation(len(run.train_set))[:calib_n].tolist()
+    run.calib_batches = [runtime.to_time_major(default_collate([run.train_set[i] for i in calib_idx[j:j + per_rank]]),
+                                               device) for j in range(0, calib_n, per_rank)]
 
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
-    given = sys.argv[1:] if argv is None else argv
+    run.sampler = DistributedSampler(run.train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
+                                     drop_last=True)
+    given = sys.argv[1:] if run.argv is None else run.argv
     asked = any(a.split("=")[0] in ("--num_workers", "--data_threads") for a in given)
     workers = runtime.cap_workers(args.data_threads, world, say=rank == 0 and asked)  # silent for the default
-    loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=workers,
-                        drop_last=True, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    iters = len(loader) if args.epoch_size <= 0 else min(args.epoch_size, len(loader))
+    run.loader = DataLoader(run.train_set, batch_size=per_rank, sampler=run.sampler, num_workers=workers,
+                            drop_last=True, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    run.iters = len(run.loader) if args.epoch_size <= 0 else min(args.epoch_size, len(run.loader))
     if rank == 0:
-        print(f"training {'Sound2Sight' if cfg.use_audio else 'SVG-LP (no audio)'} on {args.data_root}: "
-              f"{len(train_set)} clips, {iters} iterations/epoch, epochs {start_epoch}..{args.niter - 1}, "
-              f"device {device}, {world} process(es); logs in {log_dir}")
-
-    tb = None
+        print(f"training {'Sound2Sight' if run.cfg.use_audio else 'SVG-LP (no audio)'} on {args.data_root}: "
+              f"{len(run.train_set)} clips, {run.iters} iterations/epoch, epochs {progress.epoch}..{args.niter - 1}, "
+              f"device {device}, {world} process(es); logs in {run.log_dir}")
     if rank == 0 and not args.no_tensorboard:
-        tb = runtime.tensorboard_writer(log_dir / "tensorboard", purge_step=start_epoch * iters + resume_iteration)
-    with StopSignals() as stop, (tb or contextlib.nullcontext()):
-        for epoch in range(start_epoch, args.niter):
-            sampler.set_epoch(epoch)
-            loader.generator = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
-            model.train()
-            w = training.adv_weight(epoch, args.beta_gen_loss)
-            lr_scale = training.lr_scale(epoch, args.niter, args.lr_schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = (args.lr if group.get("name") == "generator" else args.disc_lr) * lr_scale
-            skip = resume_iteration if epoch == start_epoch else 0
-            sums: dict[str, float] = dict(resume_sums) if skip else {}
-            t0 = time.perf_counter() - (resume_seconds if skip else 0.0)
-            bar = tqdm(total=iters, initial=skip, desc=f"epoch {epoch}", disable=rank != 0, leave=False,
-                       dynamic_ncols=True)
-            with bar:  # closed (and cleared) on an error too, so the error line stands alone
-                for i, batch in enumerate(loader):
-                    if i >= iters:
-                        break
-                    if i < skip:  # done before the run was stopped: the epoch's data order is its own
-                        continue
-                    if runtime.stop_agreed(stop, device, world):
-                        bar.close()  # the "stopped ..." line then stands on its own line
-                        stop_run(stop, args, argv, rank, world, ckpt_dir, dict(
-                            model=model, optimizer=optimizer, scaler=scaler, epoch=epoch, best_val=best_val, args=vars(args),
-                            partial_epoch={"iteration": i, "sums": sums, "seconds": time.perf_counter() - t0}))
-                    frames, audio = runtime.to_time_major(batch, device)
-                    terms = training.train_step(net, optimizer, frames, audio, w, scaler=scaler, amp=args.amp,
-                                                kl_scale=training.warmup(epoch, i, iters, args.kl_warmup),
-                                                noise_scale=training.warmup(epoch, i, iters, args.noise_warmup))
-                    for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                        if tb is not None:
-                            tb.add_scalar(f"train/{k}", v, epoch * iters + i)
-                    bar.update(1)
-                    bar.set_postfix(mse=f"{terms.get('mse', float('nan')):.4f}", kld=f"{terms.get('kld', float('nan')):.3g}")
-            means = runtime.mean_across_ranks({k: v / iters for k, v in sums.items()}, device)
-            if rank == 0:
-                training.recalibrate_batchnorm(model, calib_batches)
-                val = training.validate(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
-                                        args.val_nsample, seed=args.seed)
-                prior = prior_monitor.prior_stats(model, val_frames, val_audio if cfg.use_audio else None)
-                row = {"epoch": epoch, "adv_weight": w, "lr": args.lr * lr_scale, **means, **val,
-                       **prior.as_dict("prior_"), "seconds": time.perf_counter() - t0}
-                metrics_log.append(row)
-                metrics_log.plot(log_dir / "losses.png")
-                grid = training.sample_grid(model, val_frames, val_audio, args.n_past, n_eval - args.n_past,
-                                            seed=args.seed)
-                save_gif(log_dir / "samples" / f"epoch_{epoch:04d}.gif", grid)
-                if tb is not None:
-                    step = (epoch + 1) * iters
-                    for k, v in val.items():
-                        tb.add_scalar(f"val/{k[4:]}", v, step)
-                    for k, v in prior.as_dict().items():
-                        tb.add_scalar(f"prior/{k}", v, step)
-                    tb.add_scalar("schedule/adv_weight", w, step)
-                    tb.add_scalar("schedule/lr", args.lr * lr_scale, step)
-                    # one still per clip: rows truth | posterior | samples, time left to right
-                    for b, strip in enumerate(training.clip_strips(grid, min(4, val_frames.shape[1]), 5)):
-                        tb.add_image(f"samples/clip_{b} (rows: truth, posterior, 3 samples)", strip, step,
-                                     dataformats="HWC")
-                    tb.flush()
-                improved = val["val_min_mse"] < best_val
-                best_val = min(best_val, val["val_min_mse"])
-                state = dict(model=model, optimizer=optimizer, scaler=scaler, epoch=epoch + 1,
-                             best_val=best_val, args=vars(args))
-                checkpoints.save_checkpoint(ckpt_dir / "last.pt", **state)
-                if improved:
-                    checkpoints.save_checkpoint(ckpt_dir / "best.pt", **state)
-                if args.save_every and (epoch + 1) % args.save_every == 0:
-                    checkpoints.save_checkpoint(ckpt_dir / f"epoch_{epoch + 1}.pt", **state)
-                print(f"epoch {epoch}: mse {means.get('mse', float('nan')):.5f} kld {means.get('kld', float('nan')):.4g} "
-                      f"| val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
-                      f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | prior audio change "
-                      f"{prior.audio_change:.3g} | {row['seconds']:.1f}s"
-                      + (" *best*" if improved else ""))
-            if world > 1:
-                torch.distributed.barrier()
-            if runtime.stop_agreed(stop, device, world):  # a signal during validation: last.pt is complete
-                stop_run(stop, args, argv, rank, world, ckpt_dir, None)
-
-    if rank == 0:
-        if args.demo:
-            run_demo_eval(args, log_dir, n_eval)
-        print(f"done. logs: {log_dir}  (config.json, metrics.csv, losses.png, samples/, checkpoints/)")
-    return log_dir
+        run.tb = runtime.tensorboard_writer(run.log_dir / "tensorboard",
+                                            purge_step=progress.epoch * run.iters + progress.iteration)
 
 
-def stop_run(stop: StopSignals, args: argparse.Namespace, argv: list[str] | None, rank: int, world: int,
-             ckpt_dir: Path, state: dict | None) -> None:
-    """Stop after a SIGTERM/SIGINT: write ``last.pt`` (mid-epoch ``state``; single process only,
+def run_epoch(run: Run, epoch: int, progress: checkpoints.Progress, stop: StopSignals) -> dict[str, float]:
+    """Train one epoch (continuing a partial one recorded in ``progress``); returns the mean of each
+    logged term over the epoch, averaged over processes. A stop request writes a mid-epoch
+    checkpoint and exits (:func:`stop_run`)."""
+    args, rank = run.args, run.rank
+    run.sampler.set_epoch(epoch)
+    run.loader.generator = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
+    run.model.train()
+    w = training.adv_weight(epoch, args.beta_gen_loss)
+    lr_scale = training.lr_scale(epoch, args.niter, args.lr_schedule)
+    for group in run.optimizer.param_groups:
+        group["lr"] = (args.lr if group.get("name") == "generator" else args.disc_lr) * lr_scale
+    skip = progress.iteration if epoch == progress.epoch else 0
+    sums: dict[str, float] = dict(progress.sums) if skip else {}
+    t0 = time.perf_counter() - (progress.seconds if skip else 0.0)
+    bar = tqdm(total=run.iters, initial=skip, desc=f"epoch {epoch}", disable=rank != 0, leave=False,
+               dynamic_ncols=True)
+    with bar:  # closed (and cleared) on an error too, so the error line stands alone
+        for i, batch in enumerate(run.loader):
+            if i >= run.iters:
+                break
+            if i < skip:  # done before the run was stopped: the epoch's data order is its own
+                continue
+            if runtime.stop_agreed(stop, run.device, run.world):
+                bar.close()  # the "stopped ..." line then stands on its own line
+                stop_run(stop, run, checkpoints.Progress(epoch, progress.best_val, i, sums, time.perf_counter() - t0))
+            frames, audio = runtime.to_time_major(batch, run.device)
+            terms = training.train_step(run.net, run.optimizer, frames, audio, w, scaler=run.scaler, amp=args.amp,
+                                        kl_scale=training.warmup(epoch, i, run.iters, args.kl_warmup),
+                                        noise_scale=training.warmup(epoch, i, run.iters, args.noise_warmup))
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+                if run.tb is not None:
+                    run.tb.add_scalar(f"train/{k}", v, epoch * run.iters + i)
+            bar.update(1)
+            bar.set_postfix(mse=f"{terms.get('mse', float('nan')):.4f}", kld=f"{terms.get('kld', float('nan')):.3g}")
+    means = runtime.mean_across_ranks({k: v / run.iters for k, v in sums.items()}, run.device)
+    run.epoch_start = t0  # the epoch's logged seconds count its validation too
+    return means
+
+
+def end_epoch(run: Run, epoch: int, means: dict[str, float], progress: checkpoints.Progress,
+              stop: StopSignals) -> checkpoints.Progress:
+    """Validate, log (metrics.csv, losses.png, sample GIF, TensorBoard) and checkpoint epoch ``epoch``
+    on rank 0; returns the progress after it. A stop request during it exits after last.pt."""
+    args = run.args
+    if run.rank == 0:
+        w = training.adv_weight(epoch, args.beta_gen_loss)
+        lr = args.lr * training.lr_scale(epoch, args.niter, args.lr_schedule)
+        training.recalibrate_batchnorm(run.model, run.calib_batches)
+        val = training.validate(run.model, run.val_frames, run.val_audio, args.n_past, run.n_eval - args.n_past,
+                                args.val_nsample, seed=args.seed)
+        prior = prior_monitor.prior_stats(run.model, run.val_frames, run.val_audio if run.cfg.use_audio else None)
+        row = {"epoch": epoch, "adv_weight": w, "lr": lr, **means, **val, **prior.as_dict("prior_"),
+               "seconds": time.perf_counter() - run.epoch_start}
+        grid = training.sample_grid(run.model, run.val_frames, run.val_audio, args.n_past, run.n_eval - args.n_past,
+                                    seed=args.seed)
+        log_epoch(run, epoch, row, val, prior, grid, w, lr)
+        improved = val["val_min_mse"] < progress.best_val
+        progress = checkpoints.Progress(epoch + 1, min(progress.best_val, val["val_min_mse"]))
+        run.save("last.pt", progress)
+        if improved:
+            run.save("best.pt", progress)
+        if args.save_every and (epoch + 1) % args.save_every == 0:
+            run.save(f"epoch_{epoch + 1}.pt", progress)
+        print(f"epoch {epoch}: mse {means.get('mse', float('nan')):.5f} kld {means.get('kld', float('nan')):.4g} "
+              f"| val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
+              f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | prior audio change "
+              f"{prior.audio_change:.3g} | {row['seconds']:.1f}s" + (" *best*" if improved else ""))
+    else:
+        progress = checkpoints.Progress(epoch + 1, progress.best_val)
+    if run.world > 1:
+        torch.distributed.barrier()
+    if runtime.stop_agreed(stop, run.device, run.world):  # a signal during validation: last.pt is complete
+        stop_run(stop, run, None)
+    return progress
+
+
+def log_epoch(run: Run, epoch: int, row: dict[str, Any], val: dict[str, float], prior: prior_monitor.PriorStats,
+              grid: np.ndarray, adv_w: float, lr: float) -> None:
+    """One epoch's record: a metrics.csv row, losses.png, samples/epoch_N.gif and TensorBoard."""
+    run.metrics_log.append(row)
+    run.metrics_log.plot(run.log_dir / "losses.png")
+    save_gif(run.log_dir / "samples" / f"epoch_{epoch:04d}.gif", grid)
+    if run.tb is None:
+        return
+    step = (epoch + 1) * run.iters
+    for k, v in val.items():
+        run.tb.add_scalar(f"val/{k[4:]}", v, step)
+    for k, v in prior.as_dict().items():
+        run.tb.add_scalar(f"prior/{k}", v, step)
+    run.tb.add_scalar("schedule/adv_weight", adv_w, step)
+    run.tb.add_scalar("schedule/lr", lr, step)
+    # one still per clip: rows truth | posterior | samples, time left to right
+    for b, strip in enumerate(training.clip_strips(grid, min(4, run.val_frames.shape[1]), 5)):
+        run.tb.add_image(f"samples/clip_{b} (rows: truth, posterior, 3 samples)", strip, step, dataformats="HWC")
+    run.tb.flush()
+
+
+def stop_run(stop: StopSignals, run: Run, partial: checkpoints.Progress | None) -> None:
+    """Stop after a SIGTERM/SIGINT: write ``last.pt`` (mid-epoch ``partial``; single process only,
     a torchrun job keeps the last epoch's), print the resume command, exit 128 + signal."""
     import shlex
 
-    if rank == 0:
+    if run.rank == 0:
         where = "at the end of the last epoch"
-        if state is not None and world == 1:
-            checkpoints.save_checkpoint(ckpt_dir / "last.pt", **state)
-            where = f"after {state['partial_epoch']['iteration']} iterations of epoch {state['epoch']}"
-        elif state is not None:
+        if partial is not None and run.world == 1:
+            run.save("last.pt", partial)
+            where = f"after {partial.iteration} iterations of epoch {partial.epoch}"
+        elif partial is not None:
             where += " (the partial epoch is dropped under torchrun)"
-        given = list(sys.argv[1:] if argv is None else argv)
+        given = list(sys.argv[1:] if run.argv is None else run.argv)
         if "--resume" not in given:
             given.append("--resume")
-        print(f"stopped {where}; checkpoint {ckpt_dir / 'last.pt'}. Resume with:\n"
+        print(f"stopped {where}; checkpoint {run.ckpt_dir / 'last.pt'}. Resume with:\n"
               f"  python train_sound2sight.py {shlex.join(given)}", file=sys.stderr)
     raise SystemExit(128 + stop.requested)
 
