@@ -119,7 +119,8 @@ class Study:
     """The steps of the study over ``out`` (runs, data, logs) and ``results`` (the report)."""
 
     def __init__(self, out: Path, results: Path, scale_name: str, datasets: tuple[str, ...] | None = None,
-                 python: str = sys.executable, configs: tuple[str, ...] = tuple(CONFIGS)):
+                 python: str = sys.executable, configs: tuple[str, ...] = tuple(CONFIGS),
+                 seeds: tuple[int, ...] | None = None):
         self.scale = SCALES[scale_name]
         datasets = self.scale.datasets if datasets is None else tuple(datasets)
         unknown = sorted(set(datasets) - set(DATASETS))
@@ -130,10 +131,17 @@ class Study:
             raise InputError(f"--configs {bad} unknown; choose from {list(CONFIGS)}")
         self.out, self.results, self.scale_name, self.datasets = out, results, scale_name, datasets
         self.configs = tuple(c for c in CONFIGS if c in configs and c in self.scale.configs)
+        self.seeds = seeds  # None: every seed of the scale
         self.python = python
         self.timings_path = results / "timings.json"  # beside the report: kept with it
         self.timings: dict[str, float] = (json.loads(self.timings_path.read_text())
                                           if self.timings_path.is_file() else {})
+
+    def my_runs(self, datasets: tuple[str, ...] | None = None) -> list[tuple[str, str, int]]:
+        """The (dataset, config, seed) runs this process does: the scale's, narrowed by --datasets,
+        --configs and --seeds."""
+        return [r for r in runs(self.scale, self.datasets if datasets is None else datasets, self.configs)
+                if self.seeds is None or r[2] in self.seeds]
 
     # ------------------------------------------------------------------ paths
     def data_dir(self, ds: str) -> Path:
@@ -166,8 +174,8 @@ class Study:
     def steps(self) -> list[tuple[str, bool]]:
         """(name, done) of every step, in order."""
         out = [(f"data {ds}", (self.data_dir(ds) / "dataset.json").is_file()
-                 or all(self.evaluated(*r) for r in runs(self.scale, (ds,), self.configs))) for ds in self.datasets]
-        for ds, cfg, seed in runs(self.scale, self.datasets, self.configs):
+                 or all(self.evaluated(*r) for r in self.my_runs((ds,)))) for ds in self.datasets]
+        for ds, cfg, seed in self.my_runs():
             d, done = self.run_dir(ds, cfg, seed), self.evaluated(ds, cfg, seed)
             out.append((f"train {run_name(ds, cfg, seed)}", done or (d / "TRAINED").is_file()))
             out.append((f"evaluate {run_name(ds, cfg, seed)}", done))
@@ -227,7 +235,7 @@ class Study:
         done_count = total - len(todo)
         for ds in self.datasets:
             extra = DATASETS[ds]
-            needed = any(not self.evaluated(d, c, s) for d, c, s in runs(self.scale, (ds,), self.configs))
+            needed = any(not self.evaluated(d, c, s) for d, c, s in self.my_runs((ds,)))
             if needed and not (self.data_dir(ds) / "dataset.json").is_file():
                 done_count += 1
                 print(f"[{done_count}/{total}] data {ds}", flush=True)
@@ -235,7 +243,7 @@ class Study:
                 generate(self.data_dir(ds), num_train=self.scale.num_train, num_test=self.scale.num_test, seed=0,
                          no_block="--no_block" in extra, overwrite=True, progress=False)
                 self._record(f"data {ds}", time.perf_counter() - t0, add=False)
-        for ds, cfg, seed in runs(self.scale, self.datasets, self.configs):
+        for ds, cfg, seed in self.my_runs():
             d, name = self.run_dir(ds, cfg, seed), run_name(ds, cfg, seed)
             if self.evaluated(ds, cfg, seed):
                 continue
@@ -255,7 +263,7 @@ class Study:
                 "cores": os.cpu_count(), "python": platform.python_version(), "timings_s": self.timings,
                 "command": f"python experiments/study.py --scale {self.scale_name}"}
         evaluated = {run_name(ds, cfg, seed): self.kept_dir(ds, cfg, seed) / "metrics.json"
-                     for ds, cfg, seed in runs(self.scale, self.datasets, self.scale.configs)}  # all finished runs
+                     for ds, cfg, seed in runs(self.scale, self.scale.datasets, self.scale.configs)}  # all finished runs
         path = write_report(self.results, {k: v for k, v in evaluated.items() if v.is_file()}, meta,
                             {k: " ".join(self.train_command(*_split(k))[1:]) for k in evaluated},
                             {k: " ".join(self.eval_command(*_split(k))[1:]) for k in evaluated})
@@ -277,13 +285,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--datasets", nargs="+", default=None, help="a subset of the scale's datasets")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS),
                    help="a subset of the configurations (two study processes may share the work this way)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="a subset of the seeds (another way to share the work between study processes)")
     p.add_argument("--plan", action="store_true", help="print the steps and whether each is done, run nothing")
     p.add_argument("--report_only", action="store_true", help="write the report from the finished evaluations")
     args = p.parse_args(argv)
     out = Path(args.out or ROOT / "experiments" / "out" / args.scale)
     results = Path(args.results or ROOT / "experiments" / "results" / args.scale)
     study = Study(out, results, args.scale, None if args.datasets is None else tuple(args.datasets),
-                  configs=tuple(args.configs))
+                  configs=tuple(args.configs), seeds=None if args.seeds is None else tuple(args.seeds))
     if args.plan:
         for name, done in study.steps():
             print(f"{'done' if done else 'todo'}  {name}")

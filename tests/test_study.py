@@ -49,6 +49,24 @@ def test_long_scale_and_config_subsets(tmp_path):
         study.Study(tmp_path / "out", tmp_path / "res", "cpu_long", configs=("svg",))
 
 
+def test_recipe_scale_and_seed_subsets(tmp_path):
+    """The recipe scale: the recipe's flags on top of the cpu scale's, 3 seeds of Sound2Sight and
+    no-audio on both datasets (M3SO first), no no-disc runs; --seeds narrows one process's share."""
+    rec = study.SCALES["recipe"]
+    assert rec.datasets == ("m3so", "m3so_nb") and set(rec.configs) == {"sound2sight", "no_audio"}
+    flags = " ".join(rec.train_flags)
+    assert " ".join(study.RECIPE) in flags and " ".join(study.SCALES["cpu"].train_flags) in flags
+    everything = {study.run_name(*r) for r in study.runs(rec, rec.datasets, rec.configs)}
+    assert len(everything) == 12 and not any("no_disc" in n for n in everything)
+    s = study.Study(tmp_path / "out", tmp_path / "res", "recipe", datasets=("m3so_nb",), configs=("sound2sight",),
+                    seeds=(1, 2))
+    assert [n for n, _ in s.steps()] == ["data m3so_nb", "train m3so_nb/sound2sight_seed1",
+                                         "evaluate m3so_nb/sound2sight_seed1", "train m3so_nb/sound2sight_seed2",
+                                         "evaluate m3so_nb/sound2sight_seed2"]
+    full = study.Study(tmp_path / "out", tmp_path / "res", "recipe")
+    assert "no_disc" not in full.configs and len(full.my_runs()) == 12
+
+
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("study")
