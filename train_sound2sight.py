@@ -417,7 +417,7 @@ def run_epoch(run: Run, epoch: int, progress: checkpoints.Progress, stop: StopSi
                 if run.tb is not None:
                     run.tb.add_scalar(f"train/{k}", v, epoch * run.iters + i)
             bar.update(1)
-            bar.set_postfix(mse=f"{terms.get('mse', float('nan')):.4f}", kld=f"{terms.get('kld', float('nan')):.3g}")
+            bar.set_postfix(mse=f"{terms['train_mse_loss']:.4f}", kld=f"{terms['kld_loss']:.3g}")
     means = runtime.mean_across_ranks({k: v / run.iters for k, v in sums.items()}, run.device)
     run.epoch_start = t0  # the epoch's logged seconds count its validation too
     return means
@@ -447,7 +447,7 @@ def end_epoch(run: Run, epoch: int, means: dict[str, float], progress: checkpoin
             run.save("best.pt", progress)
         if args.save_every and (epoch + 1) % args.save_every == 0:
             run.save(f"epoch_{epoch + 1}.pt", progress)
-        print(f"epoch {epoch}: mse {means.get('mse', float('nan')):.5f} kld {means.get('kld', float('nan')):.4g} "
+        print(f"epoch {epoch}: train mse loss {means['train_mse_loss']:.5f} kld loss {means['kld_loss']:.4g} "
               f"| val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
               f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | prior audio change "
               f"{prior.audio_change:.3g} | {row['seconds']:.1f}s" + (" *best*" if improved else ""))

@@ -67,11 +67,32 @@ def warmup(epoch: int, iteration: int, iters: int, epochs: float) -> float:
     return min(1.0, (epoch * iters + iteration + 1) / (epochs * iters))
 
 
+# ------------------------------------------------------------ what training logs
+#: The logged training figures, on the release's scale and under the names of its epoch line
+#: ("train mse loss", "kld loss", "disc loss", "gen loss"): the release's ``train()`` returned
+#: its per-step MSE and KL summed over the T-1 predicted steps and divided by the clip's T
+#: frames, its discriminator loss divided by T, and ``syn_loss / T`` (the discriminator's
+#: loss on the generated frames), which it printed as "gen loss". ``g_adv`` (the generator's
+#: unweighted adversarial term) and ``loss`` (the one scalar backpropagated here) have no
+#: counterpart in the release's log and keep their own names.
+RELEASE_FIGURES = ("train_mse_loss", "kld_loss", "disc_loss", "gen_loss")
+
+
+def logged_figures(out: dict[str, float], frames: int) -> dict[str, float]:
+    """The model's per-iteration terms (``Sound2Sight.forward``: ``mse``/``kld`` per predicted step,
+    ``d_loss``/``syn_loss`` summed over windows) as training logs them, for clips of ``frames`` frames:
+    :data:`RELEASE_FIGURES` on the release's scale, plus ``g_adv`` and ``loss``."""
+    steps = frames - 1
+    return {"train_mse_loss": out["mse"] * steps / frames, "kld_loss": out["kld"] * steps / frames,
+            "disc_loss": out["d_loss"] / frames, "gen_loss": out["syn_loss"] / frames,
+            "g_adv": out["g_adv"], "loss": out["loss"]}
+
+
 # --------------------------------------------------------------------- one step
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
                audio: torch.Tensor, adv_w: float, *, scaler: torch.amp.GradScaler | None = None,
                amp: bool = False, kl_scale: float = 1.0, noise_scale: float = 1.0) -> dict[str, float]:
-    """One optimisation step of generator and discriminator together.
+    """One optimisation step of generator and discriminator together; returns :func:`logged_figures`.
 
     frames: [T, B, C, H, W]; audio: [T, B, 1, F, S]. The model's ``forward`` returns a
     single ``loss`` whose gradients are already routed to the right player (generated
@@ -98,7 +119,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames:
     else:
         loss.backward()
         optimizer.step()
-    return {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
+    return logged_figures({k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1},
+                          frames.shape[0])
 
 
 # ------------------------------------------------------------------- BatchNorm
@@ -260,8 +282,8 @@ class MetricsLog:
         if not self.rows:
             return
         ep = [r["epoch"] for r in self.rows]
-        panels = [("reconstruction MSE (per step)", ["mse"]), ("KL", ["kld"]),
-                  ("adversarial", ["g_adv", "d_loss"]),
+        panels = [("train mse loss (as the release)", ["train_mse_loss"]), ("kld loss", ["kld_loss"]),
+                  ("adversarial", ["disc_loss", "gen_loss", "g_adv"]),
                   ("validation min-MSE", ["val_min_mse", "val_copy_last_mse"]),
                   ("validation SSIM", ["val_ssim", "val_copy_last_ssim"]),
                   ("prior reads the sound? (log)", ["prior_audio_change", "prior_mu_spread"])]

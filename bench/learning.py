@@ -62,7 +62,7 @@ def read_curve(metrics_csv: Path, iters_per_epoch: int) -> list[dict[str, float]
             epoch = int(r["epoch"])
             rows.append({"epoch": epoch, "iterations": (epoch + 1) * iters_per_epoch, "seconds": round(seconds, 1),
                          **{k: round(float(r[k]), 5) for k in ("val_ssim", "val_copy_last_ssim", "val_psnr",
-                                                              "val_copy_last_psnr", "val_min_mse", "mse")}})
+                                                              "val_copy_last_psnr", "val_min_mse", "train_mse_loss")}})
     return rows
 
 

@@ -49,15 +49,17 @@ class Discriminator(nn.Module):
             audio_encoder.requires_grad_(False)
 
     def forward(self, real: torch.Tensor, gen: torch.Tensor, audio: torch.Tensor,
-                with_generator: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                with_generator: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Discriminator loss and (optionally) the generator's adversarial term.
 
         real, gen: ``[S, B, C, H, W]`` real and generated frames of the predicted steps 1..T-1
         (``gen`` may carry gradient: the discriminator loss sees it detached, the generator
         term sees it through a parameter-detached copy of the discriminator).
         audio: ``[S, B, 1, F, S']`` features of the same steps.
-        Returns ``(d_loss, g_adv)``; ``g_adv`` is None unless ``with_generator``; both are 0
-        when the clip is shorter than one window.
+        Returns ``(d_loss, g_adv, syn_loss)``; ``g_adv`` is None unless ``with_generator``;
+        ``syn_loss`` (detached, for logging) is the discriminator's loss on the generated frames
+        alone (the release's ``syn_loss``: window LSTM and per-frame head labelled fake, summed
+        over windows); all are 0 when the clip is shorter than one window.
         """
         disc = self
         k = disc.buffer
@@ -65,7 +67,7 @@ class Discriminator(nn.Module):
         n_win = steps - k + 1
         if n_win <= 0:
             zero = real.new_zeros(())
-            return zero, (zero if with_generator else None)
+            return zero, (zero if with_generator else None), zero
         gen_last = fold(gen[k - 1:])                                             # [W*B, C, H, W] last frames
         e_gen_g = None  # generated encodings with a graph to the generated frames (generator term)
         if disc.train_encoders:
@@ -105,7 +107,7 @@ class Discriminator(nn.Module):
         mis_loss = n_win * (ce(real_mm, zeros) + ce(gen_mm, zeros))
         d_loss = self.REAL_WEIGHT * real_loss + self.FAKE_WEIGHT * (syn_loss + mis_loss)
         if not with_generator:
-            return d_loss, None
+            return d_loss, None, syn_loss.detach()
 
         # generator term: gradient to the generated frames only. Trained encoders need a second
         # encoder pass with detached weights (sharing the forward would need a nested backward,
@@ -118,7 +120,7 @@ class Discriminator(nn.Module):
         g_m, g_mm = functional_call(disc.lstm, frozen_params(disc.lstm), (x, st))[0].chunk(2)
         head = F.linear(e_gen_g, disc.frame_head.weight.detach(), disc.frame_head.bias.detach())
         g_adv = n_win * (ce(g_m, ones) + ce(head, ones) + ce(g_mm, ones)) / 3
-        return d_loss, g_adv
+        return d_loss, g_adv, syn_loss.detach()
 
 
 def windows(x: torch.Tensor, k: int) -> torch.Tensor:

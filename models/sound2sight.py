@@ -302,8 +302,10 @@ class Sound2Sight(nn.Module):
         warm-up ramps it from 0 to 1: at 0 the predictor reads the latent's mean). Both default
         to 1, the release's maths, and are then not applied at all (bit-identical).
         Returns ``loss`` (the one scalar to backward) and, detached: ``mse`` and ``kld``
-        (sums over steps divided by the T-1 steps), ``g_adv`` (unweighted), ``d_loss``,
-        ``pred [T-1, B, C, H, W]`` (predictions of frames 1..T-1).
+        (sums over steps divided by the T-1 steps), ``g_adv`` (unweighted), ``d_loss`` (summed
+        over windows), ``syn_loss`` (its term on the generated frames, summed over windows),
+        ``pred [T-1, B, C, H, W]`` (predictions of frames 1..T-1). What training logs, on the
+        release's scale, is :func:`training.logged_figures` of these.
         """
         self._check(frames, audio)
         steps, batch = frames.shape[0] - 1, frames.shape[1]
@@ -320,16 +322,17 @@ class Sound2Sight(nn.Module):
                           tf["logvar_p"].float()).sum() / batch
         loss = mse + (self.cfg.beta if kl_scale == 1.0 else self.cfg.beta * kl_scale) * kld
         zero = loss.new_zeros(())
-        g_adv, d_loss = zero, zero
+        g_adv, d_loss, syn_loss = zero, zero, zero
         if self.cfg.use_disc:
             with_gen = adv_weight > 0
-            d_loss, g = self.disc(target, pred, audio[1:], with_gen)
+            d_loss, g, syn_loss = self.disc(target, pred, audio[1:], with_gen)
             loss = loss + d_loss
             if with_gen:
                 g_adv = g
                 loss = loss + adv_weight * g_adv
         return {"loss": loss, "mse": (mse / steps).detach(), "kld": (kld / steps).detach(),
-                "g_adv": g_adv.detach(), "d_loss": d_loss.detach(), "pred": pred.detach().to(frames.dtype)}
+                "g_adv": g_adv.detach(), "d_loss": d_loss.detach(), "syn_loss": syn_loss,
+                "pred": pred.detach().to(frames.dtype)}
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

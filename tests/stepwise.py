@@ -48,7 +48,7 @@ def forward(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | None
         eps = model.draw_noise(steps, batch, frames)
     with_gen = cfg.use_disc and adv_weight > 0
     k = cfg.disc_buffer
-    mse = kld = g_adv = d_loss = frames.new_zeros(())
+    mse = kld = g_adv = d_loss = syn_total = frames.new_zeros(())
     h_list, tgt_list, a_list, preds = [], [], [], []
     real_buf, gen_d_buf, gen_g_buf, aud_buf = [], [], [], []
     post_state = prior_state = pred_state = None
@@ -103,6 +103,7 @@ def forward(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | None
         mis_loss = (_ce(_run_window(model, real_buf, mis_d), 0)
                     + _ce(_run_window(model, real_buf[:-1] + gen_d_buf[-1:], mis_d), 0))
         d_loss = d_loss + disc.REAL_WEIGHT * real_loss + disc.FAKE_WEIGHT * (syn_loss + mis_loss)
+        syn_total = syn_total + syn_loss.detach()  # the release's syn_loss, which it logged as "gen loss"
         if with_gen:
             # real prefix detached; as released, the last step's audio encoding stays attached
             # (with frozen encoders: the weight gradients it leaves are discarded by
@@ -117,7 +118,7 @@ def forward(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | None
     gen_loss = mse + cfg.beta * kld + (adv_weight * g_adv if with_gen else 0.0)
     return {"gen_loss": gen_loss, "d_loss": d_loss, "loss": gen_loss + d_loss,
             "mse": (mse / steps).detach(), "kld": (kld / steps).detach(), "g_adv": g_adv.detach(),
-            "pred": torch.stack(preds).detach()}
+            "syn_loss": syn_total, "pred": torch.stack(preds).detach()}
 
 
 def classic_backward(model: Sound2Sight, out: dict[str, torch.Tensor]) -> None:

@@ -58,7 +58,7 @@ def test_bench_learning_first_win_and_curve(tmp_path):
     assert learning.first_win(rows)["epoch"] == 2  # both metrics must win in the same epoch
     assert learning.first_win(rows[:2]) is None
     csv_path = tmp_path / "metrics.csv"
-    keys = ["epoch", "seconds", "mse", "val_min_mse", "val_ssim", "val_copy_last_ssim", "val_psnr",
+    keys = ["epoch", "seconds", "train_mse_loss", "val_min_mse", "val_ssim", "val_copy_last_ssim", "val_psnr",
             "val_copy_last_psnr"]
     csv_path.write_text(",".join(keys) + "\n0,10.0,0.1,0.2,0.5,0.6,15,14\n1,12.5,0.1,0.2,0.7,0.6,15,14\n")
     curve = learning.read_curve(csv_path, iters_per_epoch=50)

@@ -153,11 +153,33 @@ def test_forward_equals_stepwise(kw):
     fast = model(frames, audio, adv_weight=0.3)
     torch.manual_seed(5)
     ref = stepwise.forward(model, frames, audio, adv_weight=0.3)
-    for key in ("loss", "mse", "kld", "g_adv", "d_loss", "pred"):
+    for key in ("loss", "mse", "kld", "g_adv", "d_loss", "syn_loss", "pred"):
         assert torch.allclose(fast[key], ref[key].detach(), atol=TOL, rtol=TOL), key
     assert fast["pred"].shape == frames[1:].shape
     if cfg.use_disc:
-        assert fast["d_loss"] > 0 and fast["g_adv"] > 0
+        assert fast["d_loss"] > 0 and fast["g_adv"] > 0 and 0 < fast["syn_loss"] < 8 * fast["d_loss"]
+
+
+def test_logged_figures_are_the_releases():
+    """What training logs: the release's train() returned sum_t MSE / T, sum_t KL / T, its
+    discriminator loss / T and syn_loss / T ("gen loss"), T = the clip's frames (n_past + n_future)."""
+    import training
+
+    cfg = tiny(n_past=3)
+    frames, audio = batch(cfg)
+    model = calibrated(cfg, frames, audio)
+    torch.manual_seed(5)
+    ref = stepwise.forward(model, frames, audio, adv_weight=0.3)
+    torch.manual_seed(5)
+    out = model(frames, audio, adv_weight=0.3)
+    t = frames.shape[0]
+    fig = training.logged_figures({k: float(v.detach()) for k, v in out.items() if v.numel() == 1}, t)
+    assert set(fig) == set(training.RELEASE_FIGURES) | {"g_adv", "loss"}
+    steps = t - 1  # the reference's per-step means times its steps are its sums
+    assert fig["train_mse_loss"] == pytest.approx(float(ref["mse"]) * steps / t, rel=1e-5)
+    assert fig["kld_loss"] == pytest.approx(float(ref["kld"]) * steps / t, rel=1e-3, abs=1e-9)
+    assert fig["disc_loss"] == pytest.approx(float(ref["d_loss"]) / t, rel=1e-5)
+    assert fig["gen_loss"] == pytest.approx(float(ref["syn_loss"]) / t, rel=1e-5)
 
 
 def test_posterior_training_feeds_the_posterior_z_and_keeps_the_kl():

@@ -79,7 +79,8 @@ def test_run_writes_everything(tmp_path, tiny_data):
     rows = list(csv.DictReader(open(log / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert float(rows[0]["adv_weight"]) == 0.0 and float(rows[1]["adv_weight"]) > 0
-    for key in ("mse", "kld", "val_min_mse", "val_ssim", "val_copy_last_mse"):
+    for key in ("train_mse_loss", "kld_loss", "disc_loss", "gen_loss", "g_adv", "val_min_mse", "val_ssim",
+                "val_copy_last_mse"):
         assert all(float(r[key]) == float(r[key]) for r in rows), key  # present and not NaN
     for f in ("checkpoints/last.pt", "checkpoints/best.pt", "losses.png", "samples/epoch_0000.gif",
               "samples/epoch_0001.gif"):
@@ -105,7 +106,7 @@ def test_resume_equals_straight_run(tmp_path, tiny_data):
             assert torch.equal(torch.as_tensor(t), torch.as_tensor(b["optimizer"]["state"][k][name])), (k, name)
     rows_a = list(csv.DictReader(open(straight / "metrics.csv")))
     rows_b = list(csv.DictReader(open(resumed / "metrics.csv")))
-    assert [r["mse"] for r in rows_a] == [r["mse"] for r in rows_b]
+    assert [r["train_mse_loss"] for r in rows_a] == [r["train_mse_loss"] for r in rows_b]
 
 
 def test_resume_without_checkpoint_starts_afresh(tmp_path, tiny_data, capsys):
@@ -157,7 +158,7 @@ def test_worker_cap_is_said_only_when_asked_for(tmp_path, tiny_data, capsys):
 
 def test_training_lowers_reconstruction_loss(tmp_path, tiny_data):
     log = run(tmp_path / "k", tiny_data, "--niter", "4", "--epoch_size", "4", "--no_disc", "--lr", "0.002")
-    mse = [float(r["mse"]) for r in csv.DictReader(open(log / "metrics.csv"))]
+    mse = [float(r["train_mse_loss"]) for r in csv.DictReader(open(log / "metrics.csv"))]
     assert mse[-1] < 0.8 * mse[0], mse
 
 
@@ -216,7 +217,7 @@ def test_amp_bf16_autocast_on_cpu(tmp_path, tiny_data):
     assert seen and seen[0] == torch.bfloat16
     assert all(v == v and abs(v) < float("inf") for v in terms.values())
     log = run(tmp_path / "amp", tiny_data, "--niter", "1", "--epoch_size", "1", "--amp", "--nf", "8")
-    assert float(list(csv.DictReader(open(log / "metrics.csv")))[0]["mse"]) > 0
+    assert float(list(csv.DictReader(open(log / "metrics.csv")))[0]["train_mse_loss"]) > 0
 
 
 def test_compiled_step_equals_eager_step(tmp_path, tiny_data):
@@ -380,7 +381,7 @@ def test_sigterm_stops_cleanly_and_resume_equals_a_straight_run(tmp_path, tiny_d
         assert torch.equal(v, b["model"][k]), k
     rows_a = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
     rows_b = list(csv.DictReader(open(log / "metrics.csv")))
-    assert [r["mse"] for r in rows_a] == [r["mse"] for r in rows_b]  # the epoch means too
+    assert [r["train_mse_loss"] for r in rows_a] == [r["train_mse_loss"] for r in rows_b]  # the epoch means too
     assert not (log / ".lock").exists()
 
 
@@ -435,7 +436,7 @@ def test_tensorboard_event_files(tmp_path, tiny_data):
     acc = EventAccumulator(str(log / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
     tags = acc.Tags()
-    assert [e.step for e in acc.Scalars("train/mse")] == list(range(6))  # every iteration
+    assert [e.step for e in acc.Scalars("train/train_mse_loss")] == list(range(6))  # every iteration
     assert [e.step for e in acc.Scalars("val/ssim")] == [3, 6]  # every epoch
     assert [round(e.value, 6) for e in acc.Scalars("schedule/adv_weight")] == [0.0, 0.0001]
     clip_tags = [t for t in tags["images"] if t.startswith("samples/clip_")]
