@@ -59,6 +59,15 @@ from utils import (InputError, RunLock, StopSignals, atomic_file, atomic_write_b
 _STREAM_PRIOR, _STREAM_POSTERIOR, _STREAM_GIF = 0, 1, 2
 _GIF_RANDOM = 3  # random samples shown per GIF beside the best one
 PRIOR_CLIPS = 64  # test clips for the prior's figures (prior_monitor), as the training's validation batch
+#: Frames the paper generated and scored after the context (5 + 25 on 30-frame clips): the
+#: most :func:`default_n_future` gives, so longer clips are scored over the published horizon.
+RELEASE_N_FUTURE = 25
+
+
+def default_n_future(num_frames: int, n_past: int) -> int:
+    """Frames to generate and score when none are asked for: the clip's frames after the
+    ``n_past`` context, at most :data:`RELEASE_N_FUTURE`."""
+    return max(0, min(num_frames - n_past, RELEASE_N_FUTURE))
 
 
 # (the settings' field "metrics" shadows the module inside the class body)

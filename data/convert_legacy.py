@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from cli import ArgumentParser, plain_text
 from utils import InputError, StopSignals, atomic_dir, atomic_save_npy, preallocate, read_wav, run_cli, to_uint8
 
 from .dataset_format import DatasetMeta, check_dest, stoppable
@@ -143,8 +144,7 @@ def _convert(src: Path, dest: Path, splits: list[str], overwrite: bool, image_wi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m data.convert_legacy", description=plain_text(__doc__.split("\n\n")[0]))
     p.add_argument("--src", required=True, help="root of the legacy layout (has train/gif/, test/gif/)")
     p.add_argument("--dest", required=True, help="folder to write (refused if it exists, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace --dest once the new one is complete")

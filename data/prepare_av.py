@@ -68,6 +68,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cli import ArgumentParser, plain_text
 from data.dataset_format import SPLITS, DatasetMeta, check_dest, stoppable
 from data.features import DEFAULT_FEATURE, FEATURES, FrameSettings, get_feature
 from utils import (InputError, StopSignals, atomic_dir, atomic_save_npy, atomic_write_json, ignore_stop_signals,
@@ -559,29 +560,33 @@ def _write(dest: Path, overwrite: bool, cfg: AVConfig, src, videos: dict[str, De
 # ----------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     d = AVConfig()
-    p = argparse.ArgumentParser(prog="python -m data.prepare_av", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--src", required=True, help="folder of videos (recursive), a text list of videos, or one video")
-    p.add_argument("--dest", required=True, help="output dataset folder (must not exist unless --overwrite)")
-    p.add_argument("--image_width", type=int, default=d.image_width, help="output frames are W x W")
-    p.add_argument("--channels", type=int, default=d.channels, choices=(1, 3), help="3 RGB, 1 grey")
-    p.add_argument("--fps", type=int, default=d.fps, help="output frame rate")
-    p.add_argument("--seq_len", type=int, default=d.seq_len, help="frames per clip")
-    p.add_argument("--stride", type=int, default=None, help="frames between clip starts (default: seq_len)")
-    p.add_argument("--features", choices=list(FEATURES), default=d.features,
-                   help="the audio features the model reads; stft.npy is always written, mfcc also writes "
-                        "mfcc.npy (librosa MFCCs, already log-scaled)")
-    p.add_argument("--n_fft", type=int, default=d.n_fft, help="per-frame STFT size")
-    p.add_argument("--hop_length", type=int, default=d.hop_length,
-                   help="STFT hop; samples_per_frame = 16 * hop_length, sample_rate = fps * samples_per_frame")
-    p.add_argument("--n_mfcc", type=int, default=d.n_mfcc, help="MFCC coefficients kept (--features mfcc)")
-    p.add_argument("--n_mels", type=int, default=d.n_mels, help="mel bands before the DCT (--features mfcc)")
-    p.add_argument("--test_fraction", type=float, default=d.test_fraction, help="fraction of source VIDEOS in test")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the video split")
-    p.add_argument("--num_workers", "--workers", dest="workers", type=int, default=d.workers,
-                   help="decoding processes (--workers is the old name)")
-    p.add_argument("--no_previews", action="store_true", help="skip previews/clip0.gif and .wav")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
+    p = ArgumentParser(prog="python -m data.prepare_av", description=plain_text(__doc__.split("\n\n")[0]))
+    paths = p.add_argument_group("input and output")
+    paths.add_argument("--src", required=True, help="folder of videos (recursive), a text list of videos, or one video")
+    paths.add_argument("--dest", required=True, help="output dataset folder (must not exist unless --overwrite)")
+    paths.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
+    paths.add_argument("--no_previews", action="store_true", help="skip previews/clip0.gif and .wav")
+    frames = p.add_argument_group("frames and clips")
+    frames.add_argument("--image_width", type=int, default=d.image_width, help="output frames are W x W")
+    frames.add_argument("--channels", type=int, default=d.channels, choices=(1, 3), help="3 RGB, 1 grey")
+    frames.add_argument("--fps", type=int, default=d.fps, help="output frame rate")
+    frames.add_argument("--seq_len", type=int, default=d.seq_len, help="frames per clip")
+    frames.add_argument("--stride", type=int, default=None, help="frames between clip starts (default: seq_len)")
+    audio = p.add_argument_group("audio features")
+    audio.add_argument("--features", choices=list(FEATURES), default=d.features,
+                       help="the audio features the model reads; stft.npy is always written, mfcc also writes "
+                            "mfcc.npy (librosa MFCCs, already log-scaled)")
+    audio.add_argument("--n_fft", type=int, default=d.n_fft, help="per-frame STFT size")
+    audio.add_argument("--hop_length", type=int, default=d.hop_length,
+                       help="STFT hop; samples_per_frame = 16 * hop_length, sample_rate = fps * samples_per_frame")
+    audio.add_argument("--n_mfcc", type=int, default=d.n_mfcc, help="MFCC coefficients kept (--features mfcc)")
+    audio.add_argument("--n_mels", type=int, default=d.n_mels, help="mel bands before the DCT (--features mfcc)")
+    split = p.add_argument_group("train/test split")
+    split.add_argument("--test_fraction", type=float, default=d.test_fraction, help="fraction of source VIDEOS in test")
+    split.add_argument("--seed", type=int, default=d.seed, help="seed of the video split")
+    rt = p.add_argument_group("runtime")
+    rt.add_argument("--num_workers", "--workers", dest="workers", type=int, default=d.workers,
+                    help="decoding processes (--workers is the old name)")
     return p
 
 

@@ -18,7 +18,6 @@ to the predicted frames.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import runtime  # noqa: E402
+from cli import ArgumentParser, plain_text  # noqa: E402
 from checkpoints import load_model  # noqa: E402
 from data import open_dataset  # noqa: E402
 from prior_monitor import prior_stats  # noqa: E402
@@ -38,7 +38,7 @@ from utils import run_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=plain_text(__doc__))
     p.add_argument("checkpoints", nargs="+", help="checkpoint files (train_sound2sight.py's .pt)")
     p.add_argument("--data_root", required=True, help="the dataset the checkpoints were trained on")
     p.add_argument("--clips", type=int, default=64, help="test clips (at least 2)")

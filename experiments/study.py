@@ -25,7 +25,6 @@ each finished run's small files (its evaluation, training curve, config, one GIF
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cli import ArgumentParser, plain_text  # noqa: E402
 from experiments.report import write_report  # noqa: E402
 from utils import InputError, StopSignals, atomic_write_bytes, atomic_write_json, cpu_name, run_cli  # noqa: E402
 
@@ -278,7 +278,7 @@ def _split(name: str) -> tuple[str, str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=plain_text(__doc__))
     p.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     p.add_argument("--out", default="", help="runs and data (default experiments/out/<scale>)")
     p.add_argument("--results", default="", help="the report (default experiments/results/<scale>)")

@@ -259,13 +259,15 @@ def test_checkpoint_and_data_resolution(tmp_path, setup):
     assert gen.resolve_checkpoint(str(run / "checkpoints" / "best.pt"), 3) == run / "checkpoints" / "best.pt"
     assert gen.default_log_dir(run / "checkpoints" / "best.pt") == run / "eval"
     assert gen.default_log_dir(tmp_path / "model.pt") == tmp_path / "eval"
-    # --data_root left at its default and missing: the checkpoint's training data_root
+    # --data_root left out: the checkpoint's training data_root, whatever folders the current one holds
     cwd = os.getcwd()
-    os.chdir(tmp_path)  # no ./data here
+    os.chdir(tmp_path)
     try:
-        assert gen.resolve_data_root("data", {"data_root": str(setup["data"])}, "data") == str(setup["data"])
-        assert gen.resolve_data_root("data", {"data_root": str(tmp_path / "gone")}, "data") == "data"
-        assert gen.resolve_data_root("elsewhere", {"data_root": str(setup["data"])}, "data") == "elsewhere"
+        (tmp_path / "data").mkdir()  # as the repository root's data/ package
+        assert gen.resolve_data_root(None, {"data_root": str(setup["data"])}) == (str(setup["data"]), True)
+        with pytest.raises(InputError, match="not a folder here"):
+            gen.resolve_data_root(None, {"data_root": str(tmp_path / "gone")})
+        assert gen.resolve_data_root("elsewhere", {"data_root": str(setup["data"])}) == ("elsewhere", False)
     finally:
         os.chdir(cwd)
 
