@@ -8,7 +8,6 @@ share of an epoch of ``--epoch_size`` iterations (the issue's target: at most 5%
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -20,13 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import prior_monitor  # noqa: E402
+from cli import ArgumentParser, HelpFormatter, plain_text  # noqa: E402
 import training  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
 from utils import InputError, cpu_name, run_cli, seed_everything  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=plain_text(__doc__), formatter_class=HelpFormatter)
     p.add_argument("--iters", type=int, default=10, help="timed repetitions of each (median reported)")
     p.add_argument("--epoch_size", type=int, default=50, help="iterations per epoch (the demo's 50)")
     p.add_argument("--val_clips", type=int, default=64, help="clips in the validation batch (the demo's 64)")
