@@ -45,6 +45,57 @@ def copy_last_frame(context: torch.Tensor, n_future: int) -> torch.Tensor:
     return context[-1:].expand(n_future, *context.shape[1:])
 
 
+# ------------------------------------------------------------------ constant velocity
+def phase_correlation(reference: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """Integer-pixel displacement ``d [B, 2]`` (rows, columns) with ``reference(p) ~ moving(p - d)``.
+
+    reference, moving: ``[B, C, H, W]``. The peak of the inverse FFT of the normalised
+    cross-power spectrum ``R = F(ref) conj(F(mov)) / |F(ref) conj(F(mov))|`` (channels summed
+    before normalising: one displacement for all of them), as
+    ``skimage.registration.phase_cross_correlation(reference, moving)`` for one channel:
+    the same floor against division by zero, the first maximum in row-major order, and
+    peaks past half the size read as negative shifts. Frames without structure (e.g. all
+    black) give a zero spectrum and the displacement 0."""
+    ref, mov = reference.float(), moving.float()
+    height, width = ref.shape[-2:]
+    product = (torch.fft.fft2(ref) * torch.fft.fft2(mov).conj()).sum(1)             # [B, H, W]
+    product = product / product.abs().clamp_min(100 * torch.finfo(ref.dtype).eps)
+    peak = torch.fft.ifft2(product).abs().flatten(1).argmax(1)                       # [B]
+    shift = torch.stack([peak // width, peak % width], 1)                            # [B, 2]
+    size = torch.tensor([height, width], device=shift.device)
+    return torch.where(shift > size // 2, shift - size, shift)
+
+
+def shift_frames(frames: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``frames [N, C, H, W]`` moved by ``shift [N, 2]`` integer pixels (rows, columns):
+    ``out[n, :, y, x] = frames[n, :, y - dy, x - dx]``; what leaves the canvas is dropped and
+    the uncovered area is 0 (M3SO's black background)."""
+    n, _, height, width = frames.shape
+    rows = torch.arange(height, device=frames.device) - shift[:, :1]                # [N, H] source rows
+    cols = torch.arange(width, device=frames.device) - shift[:, 1:]                 # [N, W] source columns
+    inside = (((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :])
+    r, c = rows.clamp(0, height - 1), cols.clamp(0, width - 1)
+    moved = frames[torch.arange(n, device=frames.device)[:, None, None], :, r[:, :, None], c[:, None, :]]
+    return (moved * inside[..., None]).permute(0, 3, 1, 2)                           # [N, H, W, C] -> [N, C, H, W]
+
+
+def constant_velocity(context: torch.Tensor, n_future: int) -> torch.Tensor:
+    """The last context frame moved by ``k * d`` for the k-th future frame, ``d`` the
+    displacement between the last two context frames (:func:`phase_correlation`; 0 with one
+    context frame). ``context [n_past, B, C, H, W]`` -> ``[n_future, B, C, H, W]``."""
+    last = context[-1]                                                               # [B, C, H, W]
+    batch = last.shape[0]
+    if context.shape[0] < 2:
+        step = torch.zeros(batch, 2, dtype=torch.long, device=context.device)
+    else:
+        step = phase_correlation(last, context[-2])                                  # [B, 2]
+    k = torch.arange(1, n_future + 1, device=context.device)[:, None, None]          # [F, 1, 1]
+    shifts = (k * step).reshape(n_future * batch, 2)                                 # [F*B, 2]
+    moved = shift_frames(last.repeat(n_future, 1, 1, 1), shifts)                     # [F*B, C, H, W]
+    return moved.reshape(n_future, *last.shape)
+
+
 BASELINES: dict[str, Baseline] = {b.name: b for b in (
     Baseline("copy_last_frame", "copy last frame", "copy_last", copy_last_frame),
+    Baseline("constant_velocity", "constant velocity", "constant_velocity", constant_velocity),
 )}
