@@ -170,8 +170,8 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clip
     frames ``[T, B, C, H, W]``, audio ``[T, B, 1, F, S]`` (time-major, on the model's
     device, T >= n_past + n_future); ``clips``: their global indices (they pick the noise).
     Returns numpy arrays with leading dim B: ``clip``; ``<protocol>_<metric>`` ``[B, F]``;
-    ``baseline_<name>_<metric>`` ``[B, F]`` for each of ``settings.baselines``; ``sample_<metric>`` ``[B, S]`` (each sample's mean over
-    frames); ``best_index`` ``[B]`` with the best protocol; each set metric ``[B]``;
+    ``baseline_<name>_<metric>`` ``[B, F]`` for each of ``settings.baselines``;
+    ``sample_<metric>`` ``[B, S]`` (each sample's mean over frames); ``best_index`` ``[B]`` with the best protocol; each set metric ``[B]``;
     ``gifs`` ``{clip: uint8 grid}`` for clips below ``num_gifs``; ``gt`` / ``samples`` with
     ``save_samples``. Samples are generated ``chunk_size // B`` per clip and model call, and
     only their scores are kept (all of them only with ``save_samples``).
@@ -569,7 +569,8 @@ def plot_curves(path: Path, summary: dict[str, Any], title: str) -> None:
 
 
 def plot_events(path: Path, summary: dict[str, Any], proto: str) -> None:
-    """Bars per event group and metric: the model (``proto`` protocol), every baseline and, if scored, shuffled audio."""
+    """Bars per event group and metric: the model (``proto`` protocol), every baseline and, if
+    scored, shuffled audio."""
     import matplotlib
 
     matplotlib.use("Agg")

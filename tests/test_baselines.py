@@ -36,7 +36,8 @@ def test_shift_frames_drops_what_leaves_and_fills_with_zero():
 
 
 def square_clip(batch: int, steps: int, size: int = 40, side: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
-    """Textured squares moving at a constant velocity per clip on black: ``[T, B, 2, H, W]`` and velocities ``[B, 2]``."""
+    """Textured squares, each clip's at its own constant velocity, on black: frames ``[T, B, 2, H, W]``
+    and velocities ``[B, 2]``."""
     gen = torch.Generator().manual_seed(1)
     velocity = torch.tensor([[2, 1], [-1, 3], [0, -2], [1, 0]])[:batch]
     texture = torch.rand(batch, 2, side, side, generator=gen) * 0.8 + 0.2
