@@ -12,11 +12,13 @@ scikit-image as the release called it). Reported, for every metric:
 * ``paper``: per clip and frame the best over samples (each metric separately), then the
   mean over clips -- what the paper reported;
 * ``best``: per clip the ONE sample with the best mean SSIM, its whole sequence;
-* ``copy_last_frame``: the last context frame repeated (a deterministic baseline);
+* every baseline of :data:`baselines.BASELINES` (deterministic predictors, e.g.
+  ``copy_last_frame``: the last context frame repeated) under its own name, with one entry
+  per protocol (the same numbers under each);
 * set-level metrics (:data:`metrics.SET_METRICS`: ``diversity``), per clip then averaged;
 * ``events`` (datasets with ``bounces.npy`` / ``blocks.npy``): the same numbers over the
   future frames within ``event_window`` frames after a wall bounce, after a block bounce,
-  and before / after the block appears, for the model and for copy-last-frame;
+  and before / after the block appears, for the model and for every baseline;
 * ``audio_shuffled``: the same model scored again, same noise, with each clip's audio
   replaced by another test clip's (a fixed derangement), and the drop that causes. A
   model trained without audio ignores it: its drop is zero by construction (not re-run).
@@ -50,6 +52,7 @@ from tqdm import tqdm
 
 import metrics
 import prior_monitor
+from baselines import BASELINES
 import runtime
 from utils import (InputError, RunLock, StopSignals, atomic_file, atomic_write_bytes, atomic_write_json,
                    atomic_write_text, framed_row, gif_colours, label_columns, save_gif)
@@ -68,6 +71,13 @@ def default_n_future(num_frames: int, n_past: int) -> int:
     """Frames to generate and score when none are asked for: the clip's frames after the
     ``n_past`` context, at most :data:`RELEASE_N_FUTURE`."""
     return max(0, min(num_frames - n_past, RELEASE_N_FUTURE))
+
+
+#: metrics.json's (and its ``events``') own keys, which no baseline may be named.
+RESERVED_NAMES = frozenset({*metrics.PROTOCOLS, *metrics.SET_METRICS, "model", "window", "events", "audio_shuffled",
+                            "prior", "baselines", "num_clips", "nsample", "n_past", "n_future", "metrics", "protocols",
+                            "seed", "data_range", "psnr_data_range", "psnr_cap_db", "use_audio", "world_size",
+                            "checkpoint", "model_epoch", "data_root", "timing"})
 
 
 # (the settings' field "metrics" shadows the module inside the class body)
@@ -92,6 +102,7 @@ class EvalSettings:
     save_samples: bool = False        # keep every sample (samples.npz)
     shuffle_audio: bool = False
     event_window: int = 3
+    baselines: tuple[str, ...] = tuple(BASELINES)  # scored beside the model (baselines.BASELINES)
     num_workers: int = 0              # DataLoader workers (not part of the numbers)
 
     def __post_init__(self) -> None:
@@ -99,6 +110,12 @@ class EvalSettings:
         unknown = [p for p in self.protocols if p not in metrics.PROTOCOLS]
         if unknown or not self.protocols:
             raise ValueError(f"unknown protocols {unknown}; choose from {list(metrics.PROTOCOLS)}")
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
+        clash = [b for b in self.baselines if b in RESERVED_NAMES]
+        if clash:  # a baseline's block sits beside these keys in metrics.json and its events
+            raise ValueError(f"baselines {clash} are named as a key of metrics.json; rename them")
         if "best" in self.protocols and metrics.SELECTION_METRIC not in self.metrics:
             raise ValueError(f"the best-sample protocol selects by {metrics.SELECTION_METRIC}; include it in metrics")
         for name, low in (("nsample", 1), ("batch_size", 1), ("n_past", 1), ("n_future", 1), ("chunk_size", 1),
@@ -162,8 +179,8 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clip
     frames ``[T, B, C, H, W]``, audio ``[T, B, 1, F, S]`` (time-major, on the model's
     device, T >= n_past + n_future); ``clips``: their global indices (they pick the noise).
     Returns numpy arrays with leading dim B: ``clip``; ``<protocol>_<metric>`` ``[B, F]``;
-    ``copy_<metric>`` ``[B, F]``; ``sample_<metric>`` ``[B, S]`` (each sample's mean over
-    frames); ``best_index`` ``[B]`` with the best protocol; each set metric ``[B]``;
+    ``baseline_<name>_<metric>`` ``[B, F]`` for each of ``settings.baselines``;
+    ``sample_<metric>`` ``[B, S]`` (each sample's mean over frames); ``best_index`` ``[B]`` with the best protocol; each set metric ``[B]``;
     ``gifs`` ``{clip: uint8 grid}`` for clips below ``num_gifs``; ``gt`` / ``samples`` with
     ``save_samples``. Samples are generated ``chunk_size // B`` per clip and model call, and
     only their scores are kept (all of them only with ``save_samples``).
@@ -224,9 +241,10 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clip
             post = {b: rec[:, i].cpu() for i, b in enumerate(gif_rows)}
     result: dict[str, Any] = {"clip": np.asarray(clips, dtype=np.int64)}
     with timer("scoring"):
-        last = frames[n_past - 1][:, None].expand_as(gt)  # [B, F, C, H, W]
-        for m, v in metrics.score(gt, last, st.metrics, st.score_settings).items():
-            result[f"copy_{m}"] = v.cpu().numpy()
+        for name in st.baselines:
+            pred = BASELINES[name].predict(ctx, n_future).transpose(0, 1)  # [B, F, C, H, W]
+            for m, v in metrics.score(gt, pred, st.metrics, st.score_settings).items():
+                result[f"{baseline_key(name)}_{m}"] = v.cpu().numpy()
         for proto in st.protocols:
             if proto == "best":
                 per_clip, result["best_index"] = metrics.per_clip_best(scores)
@@ -251,6 +269,11 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clip
         result["gt"] = frames.transpose(0, 1).float().cpu().numpy()  # [B, T, C, H, W]
         result["samples"] = kept.numpy()  # [B, S, T, C, H, W]
     return result
+
+
+def baseline_key(name: str) -> str:
+    """The prefix of baseline ``name``'s per-clip arrays in :func:`evaluate_batch`'s result."""
+    return f"baseline_{name}"
 
 
 # ------------------------------------------------------------------------ a data set
@@ -379,18 +402,21 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------- summaries
 def per_clip(res: dict[str, Any], prefix: str, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """``{metric: [N, F]}`` of one protocol (``prefix`` "paper", "best") or of the baseline ("copy")."""
+    """``{metric: [N, F]}`` of one protocol (``prefix`` "paper", "best") or of a baseline (:func:`baseline_key`)."""
     return {m: res[f"{prefix}_{m}"] for m in names}
 
 
 def summarise(res: dict[str, Any], settings: EvalSettings) -> dict[str, Any]:
-    """metrics.json's numbers from the per-clip arrays: each protocol, the baseline under each
-    protocol (one deterministic "sample": the same numbers), each set metric's mean (None when
-    it could not be computed, e.g. diversity of one sample)."""
+    """metrics.json's numbers from the per-clip arrays: each protocol, each baseline under its
+    name with an entry per protocol (one deterministic "sample": the same numbers), ``baselines``
+    (name -> label), each set metric's mean (None when it could not be computed, e.g.
+    diversity of one sample)."""
     out: dict[str, Any] = {proto: metrics.summarise(per_clip(res, proto, settings.metrics))
                            for proto in settings.protocols}
-    base = metrics.summarise(per_clip(res, "copy", settings.metrics))
-    out["copy_last_frame"] = {proto: base for proto in settings.protocols}
+    for name in settings.baselines:
+        base = metrics.summarise(per_clip(res, baseline_key(name), settings.metrics))
+        out[name] = {proto: base for proto in settings.protocols}
+    out["baselines"] = {name: BASELINES[name].label for name in settings.baselines}
     for name in metrics.SET_METRICS:
         v = res[name]
         out[name] = None if np.isnan(v).any() else float(v.mean())
@@ -398,11 +424,12 @@ def summarise(res: dict[str, Any], settings: EvalSettings) -> dict[str, Any]:
 
 
 def event_summary(res: dict[str, Any], masks: dict[str, np.ndarray], settings: EvalSettings) -> dict[str, Any]:
-    """Event-aligned means (:func:`metrics.masked_means`) for the model under each protocol and for copy-last-frame."""
+    """Event-aligned means (:func:`metrics.masked_means`) for the model under each protocol and for each baseline."""
     return {"window": settings.event_window,
             "model": {proto: metrics.masked_means(per_clip(res, proto, settings.metrics), masks)
                       for proto in settings.protocols},
-            "copy_last_frame": metrics.masked_means(per_clip(res, "copy", settings.metrics), masks)}
+            **{name: metrics.masked_means(per_clip(res, baseline_key(name), settings.metrics), masks)
+               for name in settings.baselines}}
 
 
 def shuffle_summary(summary: dict[str, Any], shuffled: dict[str, Any] | None, settings: EvalSettings) -> dict[str, Any]:
@@ -493,10 +520,10 @@ def _label(name: str) -> str:
 
 
 def write_csv(path: Path, summary: dict[str, Any]) -> None:
-    """One row per future frame: the model's and the baseline's every metric under each protocol."""
+    """One row per future frame: the model's and every baseline's every metric under each protocol."""
     cols = {}
     for proto in summary["protocols"]:
-        for who, block in (("model", summary[proto]), ("copy_last_frame", summary["copy_last_frame"][proto])):
+        for who, block in _blocks(summary, proto):
             for m in summary["metrics"]:
                 cols[f"{who}_{proto}_{m}"] = block[f"{m}_per_frame"]
     buf = io.StringIO()
@@ -505,6 +532,11 @@ def write_csv(path: Path, summary: dict[str, Any]) -> None:
     for i in range(len(next(iter(cols.values())))):
         writer.writerow([i + 1, summary["n_past"] + i, *(f"{v[i]:.6f}" for v in cols.values())])
     atomic_write_text(path, buf.getvalue())
+
+
+def _blocks(summary: dict[str, Any], proto: str) -> list[tuple[str, dict[str, Any]]]:
+    """``("model", the model's numbers under proto)`` then ``(name, its numbers)`` for every baseline."""
+    return [("model", summary[proto])] + [(name, summary[name][proto]) for name in summary["baselines"]]
 
 
 def _png(fig) -> bytes:
@@ -517,7 +549,7 @@ def _png(fig) -> bytes:
 
 
 def plot_curves(path: Path, summary: dict[str, Any], title: str) -> None:
-    """Every metric per future frame: model vs copy-last-frame (and shuffled audio), one column per protocol."""
+    """Every metric per future frame: model vs every baseline (and shuffled audio), one column per protocol."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -533,7 +565,8 @@ def plot_curves(path: Path, summary: dict[str, Any], title: str) -> None:
             key = f"{metric}_per_frame"
             steps = np.arange(summary["n_past"], summary["n_past"] + len(summary[proto][key]))
             ax.plot(steps, summary[proto][key], "o-", ms=3, label="Sound2Sight (samples)")
-            ax.plot(steps, summary["copy_last_frame"][proto][key], "s--", ms=3, label="copy last frame")
+            for (name, label), marker in zip(summary["baselines"].items(), "sd^vx+"):
+                ax.plot(steps, summary[name][proto][key], marker + "--", ms=3, label=label)
             if "audio_shuffled" in summary:
                 ax.plot(steps, summary["audio_shuffled"][proto][key], ":", label="Sound2Sight, shuffled audio")
             ax.set_title(f"{metric.upper()} - {proto} protocol")
@@ -548,24 +581,26 @@ def plot_curves(path: Path, summary: dict[str, Any], title: str) -> None:
 
 
 def plot_events(path: Path, summary: dict[str, Any], proto: str) -> None:
-    """Bars per event group and metric: the model (``proto`` protocol), copy-last-frame and, if scored, shuffled audio."""
+    """Bars per event group and metric: the model (``proto`` protocol), every baseline and, if
+    scored, shuffled audio."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ev, names = summary["events"], summary["metrics"]
-    series = [("Sound2Sight", ev["model"][proto]), ("copy last frame", ev["copy_last_frame"])]
+    series = [("Sound2Sight", ev["model"][proto])] + [(label, ev[name]) for name, label in summary["baselines"].items()]
     if "events" in summary.get("audio_shuffled", {}):
         series.append(("shuffled audio", summary["audio_shuffled"]["events"][proto]))
-    groups = [g for g in metrics.EVENT_GROUPS if ev["copy_last_frame"][g]["frames"]]
+    frames = ev["model"][proto]
+    groups = [g for g in metrics.EVENT_GROUPS if frames[g]["frames"]]
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.6), squeeze=False)
     width = 0.8 / len(series)
     for ax, metric in zip(axes[0], names):
         for i, (label, block) in enumerate(series):
             ax.bar(np.arange(len(groups)) + i * width, [block[g][metric] for g in groups], width, label=label)
         ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2)
-        ax.set_xticklabels([f"{g.replace('_', ' ')}\n({ev['copy_last_frame'][g]['frames']} frames)" for g in groups],
+        ax.set_xticklabels([f"{g.replace('_', ' ')}\n({frames[g]['frames']} frames)" for g in groups],
                            fontsize=7)
         ax.set_title(f"{metric.upper()} by event ({proto} protocol, window {ev['window']})")
         ax.grid(axis="y", alpha=0.3)
@@ -575,14 +610,14 @@ def plot_events(path: Path, summary: dict[str, Any], proto: str) -> None:
 
 
 def headline(m: dict[str, Any]) -> str:
-    """One line: every protocol's metrics against copy-last-frame, the audio-shuffle drop, the set metrics."""
+    """One line: every protocol's metrics against every baseline, the audio-shuffle drop, the set metrics."""
     parts = [f"clips={m['num_clips']} nsample={m['nsample']} n_past={m['n_past']} n_future={m['n_future']}"]
     fmt = {"psnr": "{:.2f}"}
     for proto in m["protocols"]:
-        base = m["copy_last_frame"][proto]
         vals = " ".join(f"{n.upper()} {fmt.get(n, '{:.4f}').format(m[proto][n])}" for n in m["metrics"])
-        copy = " / ".join(fmt.get(n, "{:.4f}").format(base[n]) for n in m["metrics"])
-        parts.append(f"{proto}: {vals} (copy-last {copy})")
+        bases = "; ".join(label + " " + " / ".join(fmt.get(n, "{:.4f}").format(m[name][proto][n]) for n in m["metrics"])
+                          for name, label in m["baselines"].items())
+        parts.append(f"{proto}: {vals}" + (f" ({bases})" if bases else ""))
     if "audio_shuffled" in m:
         drop = m["audio_shuffled"]["drop"][m["protocols"][0]]
         parts.append("shuffled audio costs " + " ".join(f"{n.upper()} {fmt.get(n, '{:.4f}').format(drop[n])}"
@@ -600,7 +635,7 @@ def write_tensorboard(folder: Path, result: dict[str, Any]) -> None:
     step = int(result.get("model_epoch") or 0)
     with runtime.tensorboard_writer(folder) as tb:
         for proto in result["protocols"]:
-            for who, block in (("model", result[proto]), ("copy_last_frame", result["copy_last_frame"][proto])):
+            for who, block in _blocks(result, proto):
                 for m in result["metrics"]:
                     tb.add_scalar(f"eval/{proto}/{who}_{m}", block[m], step)
                     for i, v in enumerate(block[f"{m}_per_frame"]):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from baselines import BASELINES
 from runtime import autocast
 from utils import atomic_write_text, framed_row, gif_colours, label_columns
 
@@ -177,11 +178,12 @@ def validate(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor |
     frames: [T, B, C, H, W] with T >= n_past + n_future. Every clip draws its noise from its
     own generator (seeded from ``seed`` and its index), so the training RNG is untouched.
     Returns ``val_<metric>`` under the paper protocol for each of :data:`VALIDATION_METRICS`,
-    the copy-last-frame baseline as ``val_copy_last_<metric>``, and ``val_min_mse``: the
+    every baseline of :data:`baselines.BASELINES` as ``val_<column>_<metric>`` (copy-last-frame:
+    ``val_copy_last_<metric>``), and ``val_min_mse``: the
     original's model-selection figure (mean over clips of the min over samples of the
     sample's MSE over the future frames).
     """
-    from evaluation import EvalSettings, evaluate_batch
+    from evaluation import EvalSettings, baseline_key, evaluate_batch
 
     was_training = model.training
     model.eval()
@@ -195,8 +197,9 @@ def validate(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor |
     for m in VALIDATION_METRICS:
         if m != "mse":
             out[f"val_{m}"] = float(res[f"paper_{m}"].mean())
-    for m in VALIDATION_METRICS:
-        out[f"val_copy_last_{m}"] = float(res[f"copy_{m}"].mean())
+    for name in settings.baselines:
+        for m in VALIDATION_METRICS:
+            out[f"val_{BASELINES[name].column}_{m}"] = float(res[f"{baseline_key(name)}_{m}"].mean())
     return out
 
 
@@ -282,10 +285,11 @@ class MetricsLog:
         if not self.rows:
             return
         ep = [r["epoch"] for r in self.rows]
+        columns = [b.column for b in BASELINES.values()]
         panels = [("train mse loss (as the release)", ["train_mse_loss"]), ("kld loss", ["kld_loss"]),
                   ("adversarial", ["disc_loss", "gen_loss", "g_adv"]),
-                  ("validation min-MSE", ["val_min_mse", "val_copy_last_mse"]),
-                  ("validation SSIM", ["val_ssim", "val_copy_last_ssim"]),
+                  ("validation min-MSE", ["val_min_mse"] + [f"val_{c}_mse" for c in columns]),
+                  ("validation SSIM", ["val_ssim"] + [f"val_{c}_ssim" for c in columns]),
                   ("prior reads the sound? (log)", ["prior_audio_change", "prior_mu_spread"])]
         fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
         for ax, (title, keys) in zip(axes, panels):

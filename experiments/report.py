@@ -4,9 +4,10 @@
 ``generate_sound2sight.py``) and writes into the results folder:
 
 * ``results.json``: every run's headline figures, the aggregates, the commands, hardware and wall times;
-* ``tables.md``: one table per dataset, configurations as rows, ``mean ± sd (n seeds)``;
-* ``curves_<dataset>.png``: per-frame SSIM / PSNR (paper protocol), mean over seeds, with copy-last-frame;
-* ``events_<dataset>.png``: event-aligned SSIM / PSNR per configuration;
+* ``tables.md``: one table per dataset, configurations then the baselines (:data:`baselines.BASELINES`)
+  as rows, ``mean ± sd (n seeds)``;
+* ``curves_<dataset>.png``: per-frame SSIM / PSNR (paper protocol), mean over seeds, with every baseline;
+* ``events_<dataset>.png``: event-aligned SSIM / PSNR per configuration and baseline;
 * ``gifs/<dataset>_<config>.gif``: the first test clip of each configuration's first seed.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from baselines import BASELINES
 from utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 #: (column, path into metrics.json, higher is better) of each reported figure.
@@ -35,16 +37,16 @@ FIGURES = [
     ("diversity", ("diversity",)),
     ("prior's change under swapped audio", ("prior", "audio_change")),
 ]
-#: copy-last-frame's figures where it has them (same clips, deterministic).
-COPY_FIGURES = {
-    "paper SSIM": ("copy_last_frame", "paper", "ssim"),
-    "paper PSNR": ("copy_last_frame", "paper", "psnr"),
-    "best-sample SSIM": ("copy_last_frame", "best", "ssim"),
-    "best-sample PSNR": ("copy_last_frame", "best", "psnr"),
-    "SSIM after block bounce": ("events", "copy_last_frame", "after_block_bounce", "ssim"),
-    "PSNR after block bounce": ("events", "copy_last_frame", "after_block_bounce", "psnr"),
-    "SSIM after wall bounce": ("events", "copy_last_frame", "after_wall_bounce", "ssim"),
-}
+
+
+def baseline_path(name: str, path: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Where baseline ``name`` keeps the figure the model keeps at ``path`` in metrics.json (None:
+    a figure of sampling or audio, which a deterministic frame-only baseline has not)."""
+    if path[0] in ("paper", "best"):
+        return (name, *path)
+    if path[:2] == ("events", "model"):
+        return ("events", name, *path[3:])  # one entry for every protocol: the protocol's key drops
+    return None
 
 
 def dig(obj: Any, path: tuple[str, ...]) -> float | None:
@@ -96,11 +98,12 @@ def tables(runs: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             digits = {"diversity": 5}
             lines.append(f"| {cfg} | " + " | ".join(_fmt(agg[ds][cfg][c], digits.get(c, 2 if "PSNR" in c else 4))
                                                     for c, _ in FIGURES) + " |")
-        first = runs[next(iter(cfgs.values()))[0]]
-        agg[ds]["copy_last_frame"] = {col: aggregate([dig(first, COPY_FIGURES[col])]) if col in COPY_FIGURES
-                                      else aggregate([]) for col, _ in FIGURES}
-        lines.append("| copy last frame | " + " | ".join(
-            _fmt(agg[ds]["copy_last_frame"][c], 2 if "PSNR" in c else 4) for c, _ in FIGURES) + " |")
+        first = runs[next(iter(cfgs.values()))[0]]  # deterministic, same clips: one run has them
+        for name, base in BASELINES.items():
+            paths = {col: baseline_path(name, path) for col, path in FIGURES}
+            agg[ds][name] = {col: aggregate([dig(first, p)] if p else []) for col, p in paths.items()}
+            lines.append(f"| {base.label} | " + " | ".join(
+                _fmt(agg[ds][name][c], 2 if "PSNR" in c else 4) for c, _ in FIGURES) + " |")
         lines.append("")
     return "\n".join(lines), agg
 
@@ -115,7 +118,7 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_curves(path: Path, ds: str, cfgs: dict[str, list[str]], runs: dict[str, dict[str, Any]]) -> None:
-    """Per-frame SSIM and PSNR (paper protocol), mean over seeds, each configuration and copy-last-frame."""
+    """Per-frame SSIM and PSNR (paper protocol), mean over seeds, each configuration and every baseline."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,8 +134,10 @@ def plot_curves(path: Path, ds: str, cfgs: dict[str, list[str]], runs: dict[str,
             ax.plot(steps, curves.mean(0), "o-", ms=3, label=f"{cfg} ({len(names)} seed{'s' * (len(names) > 1)})")
             if len(names) > 1:
                 ax.fill_between(steps, curves.min(0), curves.max(0), alpha=0.2)
-        copy = any_run["copy_last_frame"]["paper"][f"{metric}_per_frame"]
-        ax.plot(steps, copy, "s--", ms=3, color="k", label="copy last frame")
+        for (name, base), marker in zip(BASELINES.items(), "sd^vx+"):
+            if name in any_run:  # a run evaluated before the baseline was registered has not got it
+                ax.plot(steps, any_run[name]["paper"][f"{metric}_per_frame"], marker + "--", ms=3, color="k",
+                        label=base.label)
         ax.set_title(f"{ds}: {metric.upper()} per future frame (paper protocol)")
         ax.set_xlabel("frame index")
         ax.grid(alpha=0.3)
@@ -142,7 +147,7 @@ def plot_curves(path: Path, ds: str, cfgs: dict[str, list[str]], runs: dict[str,
 
 
 def plot_events(path: Path, ds: str, agg: dict[str, Any]) -> None:
-    """Bars: SSIM / PSNR after wall and block bounces, per configuration and copy-last-frame (mean ± sd)."""
+    """Bars: SSIM / PSNR after wall and block bounces, per configuration and baseline (mean ± sd)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,6 +191,6 @@ def write_report(results: Path, metrics_paths: dict[str, Path], meta: dict[str, 
     atomic_write_json(results / "results.json", {"meta": meta, "aggregates": agg, "runs": per_run,
                                                  "train_commands": train_commands, "eval_commands": eval_commands})
     header = (f"Scale `{meta['scale']}`, {meta['cpu']}, {meta['cores']} cores. Values: mean ± sample sd (number of "
-              f"seeds) over the final checkpoints; copy-last-frame is deterministic. {len(runs)} runs evaluated.\n\n")
+              f"seeds) over the final checkpoints; the baselines are deterministic. {len(runs)} runs evaluated.\n\n")
     atomic_write_text(results / "tables.md", header + text)
     return results / "tables.md"

@@ -16,7 +16,7 @@ Steps, each skipped once done:
    budget; several seeds where the question needs a spread;
 3. evaluation of each run's FINAL checkpoint (``last.pt``: ``best.pt`` is chosen on test
    clips) with ``generate_sound2sight.py``: paper and best-sample protocols, event-aligned
-   metrics, the audio-shuffle test; copy-last-frame comes with every evaluation;
+   metrics, the audio-shuffle test; the baselines (``baselines.BASELINES``) come with every evaluation;
 4. the report: ``results.json``, ``tables.md`` and figures in ``--results``.
 
 Runs and data go to ``--out`` (large, not committed); the report to ``--results``, with

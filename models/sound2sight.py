@@ -57,6 +57,7 @@ from torch.nn import functional as F
 from .audio import AudioEncoder, check_audio_shape
 from .dcgan import DCGAN_PLANS, DCGANDecoder, DCGANEncoder
 from .discriminator import Discriminator
+from .decoder import FrameDecoder, SplitSkipDecoder
 from .latent import LatentNetwork
 from .layers import fold, init_weights, sample_add, skip_add, unfold
 from .lstm import LSTMPredictor, gaussian_kl, reparameterize
@@ -157,7 +158,10 @@ class Sound2Sight(nn.Module):
         g, r, z = cfg.g_dim, cfg.rnn_size, cfg.z_dim
         enc_cls, dec_cls = _frame_codec(cfg)
         self.encoder = enc_cls(g, cfg.channels, cfg.image_width, cfg.nf)
-        self.decoder = dec_cls(g, cfg.channels, cfg.image_width, cfg.nf)
+        self.decoder: FrameDecoder = dec_cls(g, cfg.channels, cfg.image_width, cfg.nf)
+        # Decode through the decoder's split skip convolutions (models.decoder) when it has them;
+        # False decodes with plain concatenated skips (same frames; tests compare the two).
+        self.split_skips: bool = isinstance(self.decoder, SplitSkipDecoder)
         tf = dict(nhead=cfg.nhead, dim_ff=cfg.dim_ff, pos_dropout=cfg.pos_dropout, layer_dropout=cfg.layer_dropout)
         if cfg.use_audio:
             self.audio_encoder = AudioEncoder(g, cfg.audio_shape, cfg.nf)
@@ -237,10 +241,11 @@ class Sound2Sight(nn.Module):
         -> ``[S, B, C, H, W]`` in one decoder call.
 
         Steps that share a skip frame (all steps after the context, unless ``last_frame_skip``)
-        share the skip half of the decoder's convolutions: it runs once per distinct frame."""
+        share the skip half of the decoder's convolutions: it runs once per distinct frame
+        (with :attr:`split_skips`; else the skips are gathered per step and concatenated)."""
         steps = g_pred.shape[0]
         frames = sorted(set(index))
-        if len(frames) == steps:  # every step has its own skip frame: plain concatenation
+        if len(frames) == steps or not self.split_skips:  # nothing shared (or no fast path): concatenation
             sel = torch.as_tensor(index, device=g_pred.device)
             return unfold(self.decoder((fold(g_pred), [fold(s.index_select(0, sel)) for s in skips])), steps)
         if frames == list(range(frames[0], frames[-1] + 1)):  # the usual case: a slice, no gather
@@ -393,17 +398,20 @@ class Sound2Sight(nn.Module):
         z = reparameterize(mu_p, logvar_p, eps[:n_past])                      # [n_past, BN, z]
         g_seq, pred_state = self.predictor.forward_seq(torch.cat([torch.stack(hs), z], -1))
         g_out = g_seq[-1]                                                     # step n_past's output
-        if self.cfg.last_frame_skip:  # every step decodes with its own input frame's skips
-            skip = [s[n_past - 1].repeat_interleave(nsample, dim=0) for s in skips_ctx]
-        else:  # all generated steps share the last context frame's skips: their half of the
-            # decoder's concatenating convolutions runs once per clip, broadcast over samples
+        # all generated steps share the last context frame's skips (unless last_frame_skip: each
+        # decodes with its own input frame's); with split_skips, their half of the decoder's
+        # concatenating convolutions runs once per clip, broadcast over samples
+        split = self.split_skips and not self.cfg.last_frame_skip
+        if split:
             terms = self.decoder.skip_terms([s[n_past - 1] for s in skips_ctx])
             add = sample_add(nsample)
+        else:
+            skip = [s[n_past - 1].repeat_interleave(nsample, dim=0) for s in skips_ctx]  # [BN, ...] each
         for t in range(n_past, total):                                        # decode step t
-            if self.cfg.last_frame_skip:
-                x = self.decoder((g_out, skip))
-            else:
+            if split:
                 x = self.decoder.forward_terms(g_out, terms, add)
+            else:
+                x = self.decoder((g_out, skip))
             out.append(x.to(context.dtype))
             if t == total - 1:
                 break

@@ -15,6 +15,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+import baselines
 import evaluation
 import generate_sound2sight as gen
 import metrics
@@ -181,6 +182,37 @@ def test_copy_last_frame_against_direct_skimage(setup):
     m = json.loads((setup["out"] / "metrics.json").read_text())["copy_last_frame"]
     assert m["paper"]["ssim_per_frame"] == pytest.approx(np.mean(ss, 0).tolist(), abs=1e-5)
     assert m["best"]["psnr_per_frame"] == pytest.approx(np.mean(ps, 0).tolist(), abs=1e-5)
+
+
+def test_constant_velocity_reaches_every_output(setup):
+    """The constant-velocity baseline beside copy-last-frame: metrics.json (each protocol, events), the
+    CSV, the headline, its numbers those of its prediction scored directly with scikit-image."""
+    out = setup["out"]
+    frames = np.load(setup["data"] / "test" / "frames.npy").astype(np.float32) / 255.0  # [N, T, H, W]
+    context = torch.from_numpy(frames[:, :N_PAST]).transpose(0, 1)[:, :, None]  # [n_past, N, 1, H, W]
+    pred = baselines.constant_velocity(context, N_FUTURE)[:, :, 0].numpy()  # [F, N, H, W]
+    ss = np.array([[structural_similarity(frames[i, N_PAST + k], pred[k, i], data_range=2.0) for k in range(N_FUTURE)]
+                   for i in range(N_CLIPS)])
+    ps = np.array([[peak_signal_noise_ratio(frames[i, N_PAST + k], pred[k, i], data_range=1.0)
+                    for k in range(N_FUTURE)] for i in range(N_CLIPS)])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["baselines"] == {"copy_last_frame": "copy last frame", "constant_velocity": "constant velocity"}
+    cv = m["constant_velocity"]
+    assert cv["paper"]["ssim_per_frame"] == pytest.approx(ss.mean(0).tolist(), abs=1e-5)
+    assert cv["best"]["psnr_per_frame"] == pytest.approx(ps.mean(0).tolist(), abs=1e-4)
+    assert cv["paper"]["psnr"] > m["copy_last_frame"]["paper"]["psnr"]  # the squares move at a constant velocity
+    masks = metrics.event_masks(np.load(setup["data"] / "test" / "bounces.npy"),
+                                np.load(setup["data"] / "test" / "blocks.npy"), N_PAST, N_FUTURE, 2)
+    want = metrics.masked_means({"ssim": ss, "psnr": ps}, masks)
+    for group in metrics.EVENT_GROUPS:
+        assert m["events"]["constant_velocity"][group]["frames"] == want[group]["frames"]
+        assert m["events"]["constant_velocity"][group]["ssim"] == pytest.approx(want[group]["ssim"], abs=1e-5)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [float(r["constant_velocity_paper_ssim"]) for r in rows] == pytest.approx(cv["paper"]["ssim_per_frame"],
+                                                                                     abs=1e-5)
+    assert "constant_velocity_best_psnr" in rows[0]
+    line = (setup["tmp"] / "log.txt").read_text()
+    assert f"constant velocity {cv['paper']['ssim']:.4f} / {cv['paper']['psnr']:.2f}" in line
 
 
 def test_batching_does_not_change_numbers_and_protocol_flag(setup, tmp_path):
@@ -475,6 +507,8 @@ def test_evaluation_tensorboard(setup):
     assert acc.Scalars("eval/paper/model_ssim")[0].value == pytest.approx(m["paper"]["ssim"], rel=1e-6)
     curve = acc.Scalars("eval_per_frame/paper/copy_last_frame_psnr")
     assert [e.step for e in curve] == list(range(N_PAST, N_PAST + N_FUTURE))
+    assert acc.Scalars("eval/paper/constant_velocity_ssim")[0].value == pytest.approx(
+        m["constant_velocity"]["paper"]["ssim"], rel=1e-6)
     assert "eval/audio_shuffle_drop_ssim" in acc.Tags()["scalars"]
 
 

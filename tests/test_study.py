@@ -91,7 +91,10 @@ def test_tiny_study_runs_every_step_and_reports(tiny_study):
     assert agg["no_audio"]["shuffled-audio SSIM drop"]["mean"] == 0.0  # no audio: zero by construction
     assert agg["copy_last_frame"]["paper SSIM"]["mean"] is not None
     table = (tmp / "res" / "tables.md").read_text()
-    assert "| sound2sight | " in table and "| copy last frame | " in table
+    assert "| sound2sight | " in table and "| copy last frame | " in table and "| constant velocity | " in table
+    cv = agg["constant_velocity"]
+    assert cv["paper SSIM"]["n"] == 1 and cv["SSIM after wall bounce"]["mean"] is not None
+    assert cv["diversity"]["n"] == 0  # a figure of sampling: none for a deterministic baseline
     for f in ("curves_m3so.png", "events_m3so.png", "gifs/m3so_sound2sight.gif"):
         assert (tmp / "res" / f).is_file(), f
     assert "train m3so/no_audio_seed1" in res["meta"]["timings_s"]

@@ -72,6 +72,28 @@ def test_adv_weight_schedule():
     assert training.adv_weight(901, b) == pytest.approx(1e-2)
 
 
+def test_validate_scores_every_baseline():
+    """``val_<column>_<metric>`` for every registered baseline: its prediction from the context scored on
+    the future (copy-last-frame's MSE by hand)."""
+    import metrics
+    from baselines import BASELINES
+    from models.sound2sight import Sound2Sight, Sound2SightConfig
+
+    cfg = Sound2SightConfig(g_dim=16, rnn_size=32, z_dim=4, dim_ff=32, nhead=2, disc_rnn_size=16, n_past=2)
+    torch.manual_seed(0)
+    model = Sound2Sight(cfg)
+    frames = torch.rand(5, 3, 1, 48, 48)                                     # [T, B, C, H, W]
+    audio = torch.rand(5, 3, 1, *cfg.audio_shape)
+    val = training.validate(model, frames, audio, 2, 3, 2, seed=0)
+    gt = frames[2:].transpose(0, 1)                                           # [B, F, C, H, W]
+    assert val["val_copy_last_mse"] == pytest.approx(float(((gt - frames[1:2].transpose(0, 1)) ** 2).mean()),
+                                                      rel=1e-6)
+    for b in BASELINES.values():
+        want = metrics.score(gt, b.predict(frames[:2], 3).transpose(0, 1), training.VALIDATION_METRICS)
+        for m in training.VALIDATION_METRICS:
+            assert val[f"val_{b.column}_{m}"] == pytest.approx(float(want[m].mean()), rel=1e-9), (b.name, m)
+
+
 def test_run_writes_everything(tmp_path, tiny_data):
     log = run(tmp_path / "run", tiny_data, "--niter", "2", "--epoch_size", "2")
     cfg = json.loads((log / "config.json").read_text())
@@ -80,7 +102,7 @@ def test_run_writes_everything(tmp_path, tiny_data):
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert float(rows[0]["adv_weight"]) == 0.0 and float(rows[1]["adv_weight"]) > 0
     for key in ("train_mse_loss", "kld_loss", "disc_loss", "gen_loss", "g_adv", "val_min_mse", "val_ssim",
-                "val_copy_last_mse"):
+                "val_copy_last_mse", "val_constant_velocity_mse", "val_constant_velocity_ssim"):
         assert all(float(r[key]) == float(r[key]) for r in rows), key  # present and not NaN
     for f in ("checkpoints/last.pt", "checkpoints/best.pt", "losses.png", "samples/epoch_0000.gif",
               "samples/epoch_0001.gif"):
