@@ -524,15 +524,28 @@ def run_demo_eval(args: argparse.Namespace, log_dir: Path, n_eval: int) -> None:
                                        shuffle_audio=True)
     m = evaluation.evaluate_checkpoint(log_dir / "checkpoints" / "last.pt", args.data_root, eval_dir, settings,
                                        device=runtime.get_device(args.device), tensorboard=not args.no_tensorboard)
-    model, base = m["paper"], m["copy_last_frame"]["paper"]
-    verdict = lambda a, b: "beats" if a > b else "does NOT beat"  # noqa: E731
-    print(f"demo evaluation: {m['num_clips']} test clips x {m['nsample']} samples, paper protocol "
-          f"(per frame the best of the samples)\n"
-          f"            Sound2Sight   copy last frame\n"
-          f"  SSIM      {model['ssim']:11.4f}   {base['ssim']:15.4f}   ({verdict(model['ssim'], base['ssim'])} it)\n"
-          f"  PSNR (dB) {model['psnr']:11.2f}   {base['psnr']:15.2f}   ({verdict(model['psnr'], base['psnr'])} it)")
+    print(demo_table(m))
     print(demo_audio_line(m))
     print(f"look at: {eval_dir}/gifs/, {eval_dir}/curves.png, {log_dir}/samples/, {log_dir}/losses.png")
+
+
+def demo_table(m: dict) -> str:
+    """The demo's verdict: the model against copy-last-frame (the baseline to beat), with every
+    other registered baseline beside it for scale (paper protocol)."""
+    from baselines import BASELINES
+
+    model, base = m["paper"], m["copy_last_frame"]["paper"]
+    others = [b for b in BASELINES.values() if b.name != "copy_last_frame" and b.name in m]
+    verdict = lambda a, b: "beats" if a > b else "does NOT beat"  # noqa: E731
+    head = "".join(f"   {b.label:>17}" for b in others)
+    lines = [f"demo evaluation: {m['num_clips']} test clips x {m['nsample']} samples, paper protocol "
+             f"(per frame the best of the samples)",
+             f"            Sound2Sight   copy last frame{head}"]
+    for metric, label, fmt in (("ssim", "SSIM     ", "{:.4f}"), ("psnr", "PSNR (dB)", "{:.2f}")):
+        extra = "".join(f"   {fmt.format(m[b.name]['paper'][metric]):>17}" for b in others)
+        lines.append(f"  {label} {fmt.format(model[metric]):>11}   {fmt.format(base[metric]):>15}{extra}   "
+                     f"({verdict(model[metric], base[metric])} copy last frame)")
+    return "\n".join(lines)
 
 
 def demo_audio_line(m: dict) -> str:

@@ -216,7 +216,8 @@ def test_demo_with_overrides(tmp_path, monkeypatch, capsys):
     assert args["n_future"] == 10 and args["niter"] == 2  # demo default kept, explicit flag wins
     assert (args["output_bias"], args["lr_schedule"], args["val_clips"]) == (-6.0, "cosine", 64)
     out = capsys.readouterr().out
-    assert "Sound2Sight   copy last frame" in out and f"{m['paper']['ssim']:.4f}" in out
+    assert "Sound2Sight   copy last frame   constant velocity" in out and f"{m['paper']['ssim']:.4f}" in out
+    assert f"{m['constant_velocity']['paper']['ssim']:.4f}" in out  # every baseline beside it
     drop = m["audio_shuffled"]["drop"]["paper"]  # the demo scores swapped audio too, and says what it costs
     assert f"swapped audio costs SSIM {drop['ssim']:+.4f}, PSNR {drop['psnr']:+.2f} dB" in out
     assert f"prior's change under swapped audio {m['prior']['audio_change']:.3g}" in out
