@@ -225,6 +225,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     train_set: Any
+    test_set: Any                          # validation clips of n_eval frames
     n_eval: int
     metrics_log: training.MetricsLog
     net: torch.nn.Module | None = None     # what the step runs: the model, DDP-wrapped and/or compiled
@@ -304,6 +305,7 @@ def setup_run(args: argparse.Namespace, argv: list[str] | None, rank: int, world
     if n_eval <= args.n_past:
         raise InputError(f"--n_eval {args.n_eval} must exceed --n_past {args.n_past}")
     train_set = open_dataset(args.data_root, "train", seq_len, image_width=args.image_width, channels=args.channels)
+    test_set = open_dataset(args.data_root, "test", n_eval, image_width=args.image_width, channels=args.channels)
     if len(train_set) < args.batch_size // world:
         raise InputError(f"{args.data_root} has {len(train_set)} training clips, fewer than one batch "
                          f"(--batch_size {args.batch_size}); lower --batch_size")
@@ -321,7 +323,7 @@ def setup_run(args: argparse.Namespace, argv: list[str] | None, rank: int, world
               model=model, optimizer=model.configure_optimizer(args.lr, args.disc_lr, args.beta1, args.optimizer),
               scaler=torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda"),
               train_set=train_set, n_eval=n_eval, metrics_log=training.MetricsLog(run_folder(args) / "metrics.csv"),
-              info=info)
+              info=info, test_set=test_set)
     return run
 
 
@@ -365,10 +367,10 @@ def finish_setup(run: Run, progress: checkpoints.Progress) -> None:
     if args.val_clips < 0:
         raise InputError(f"--val_clips must be >= 0, got {args.val_clips}")
     per_rank = args.batch_size // world
-    test_set = open_dataset(args.data_root, "test", run.n_eval, image_width=args.image_width, channels=args.channels)
-    val_n = min(len(test_set), args.val_clips or min(max(per_rank, 8), 64))
+    val_n = min(len(run.test_set), args.val_clips or min(max(per_rank, 8), 64))
     # Collated by hand: a DataLoader would draw its base seed from the global RNG and break exact resume.
-    run.val_frames, run.val_audio = runtime.to_time_major(default_collate([test_set[i] for i in range(val_n)]), device)
+    run.val_frames, run.val_audio = runtime.to_time_major(default_collate([run.test_set[i] for i in range(val_n)]),
+                                                          device)
     # Fixed training clips for BatchNorm re-estimation, chosen without touching the global RNG.
     if args.bn_recalibrate < 0:
         raise InputError(f"--bn_recalibrate must be >= 0, got {args.bn_recalibrate}")

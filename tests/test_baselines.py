@@ -63,10 +63,15 @@ def test_constant_velocity_with_one_context_frame_copies_it():
     assert torch.equal(constant_velocity(frames[:1], 3), copy_last_frame(frames[:1], 3))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_constant_velocity_on_cuda_equals_cpu():
+def test_constant_velocity_on_every_device_equals_cpu():
+    """Device-agnostic: the same frames on every device present (the CPU alone where there is no GPU;
+    never skipped) give the CPU's prediction, on the device the context came from."""
     frames, _ = square_clip(4, 5)
-    assert torch.equal(constant_velocity(frames[:3].cuda(), 2).cpu(), constant_velocity(frames[:3], 2))
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    want = constant_velocity(frames[:3], 2)
+    for device in devices:
+        got = constant_velocity(frames[:3].to(device), 2)
+        assert got.device.type == device and torch.equal(got.cpu(), want)
 
 
 def test_registry_names_are_free_and_settings_check_them():

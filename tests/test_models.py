@@ -178,7 +178,7 @@ def test_logged_figures_are_the_releases():
     steps = t - 1  # the reference's per-step means times its steps are its sums
     assert fig["train_mse_loss"] == pytest.approx(float(ref["mse"]) * steps / t, rel=1e-5)
     assert fig["kld_loss"] == pytest.approx(float(ref["kld"]) * steps / t, rel=1e-3, abs=1e-9)
-    assert fig["disc_loss"] == pytest.approx(float(ref["d_loss"]) / t, rel=1e-5)
+    assert fig["disc_loss"] == pytest.approx(float(ref["d_loss"].detach()) / t, rel=1e-5)
     assert fig["gen_loss"] == pytest.approx(float(ref["syn_loss"]) / t, rel=1e-5)
 
 
