@@ -54,7 +54,8 @@ import runtime
 from checkpoints import load_model
 from cli import ArgumentParser, plain_text
 from data import DATASETS, PRESETS
-from utils import InputError, atomic_write_json, atomic_write_text, check_output_folder, folder_problem, run_cli
+from errors import InputError, run_cli
+from files import atomic_write_json, atomic_write_text, check_output_folder, folder_problem
 
 PROTOCOLS = tuple(metrics.PROTOCOLS)
 

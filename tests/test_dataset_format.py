@@ -8,7 +8,7 @@ import pytest
 
 from data.dataset_format import FORMAT_VERSION, SPLITS, DatasetMeta, recreate_hint
 from data.features import FrameSettings
-from utils import InputError
+from errors import InputError
 
 STFT = {"n_fft": 44, "hop_length": 22, "center": True, "window": "hann", "shape": [23, 21]}
 # dataset.json files as the tools wrote them before this module existed (format_version 1)

@@ -20,7 +20,7 @@ import evaluation
 import generate_sound2sight as gen
 import metrics
 from models.sound2sight import Sound2Sight, Sound2SightConfig
-from utils import InputError, run_cli
+from errors import InputError, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CLIPS, T, N_PAST, N_FUTURE, NSAMPLE = 5, 6, 2, 4, 3

@@ -17,7 +17,7 @@ import checkpoints
 import runtime
 import train_sound2sight
 import training
-from utils import InputError
+from errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32", "--disc_rnn_size", "16",
@@ -411,7 +411,7 @@ def test_sigterm_stops_cleanly_and_resume_equals_a_straight_run(tmp_path, tiny_d
 def test_partial_epoch_checkpoint_resumes_mid_epoch(tmp_path, tiny_data, monkeypatch):
     """The mid-epoch path itself (the signal test may land on an epoch boundary): a stop requested
     before iteration 2 of epoch 1 writes partial_epoch, and resuming from it matches a straight run."""
-    from utils import StopSignals
+    from signals import StopSignals
 
     straight = run(tmp_path / "a", tiny_data, "--niter", "2", "--epoch_size", "4", "--batch_size", "2")
     calls = {"n": 0}
