@@ -437,18 +437,19 @@ def test_partial_epoch_checkpoint_resumes_mid_epoch(tmp_path, tiny_data, monkeyp
     assert StopSignals().requested == 0
 
 
-def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path, tiny_data, capsys, live_pid):
+def test_run_lock_refuses_a_live_owner_and_a_killed_owners_file_does_not_block(tmp_path, tiny_data, capsys,
+                                                                                 lock_holder):
     log = tmp_path / "run"
     log.mkdir()
-    (log / ".lock").write_text(f"{live_pid} training\n")
-    with pytest.raises(InputError, match=f"in use by another training \\(process {live_pid}\\)"):
+    holder = lock_holder(log, "training")
+    with pytest.raises(InputError, match=f"in use by another training \\(process {holder.pid}\\)"):
         run(log, tiny_data, "--niter", "1", "--epoch_size", "1")
     assert not (log / "checkpoints").exists()  # nothing was written
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
-    (log / ".lock").write_text(f"{dead} training\n")  # its process is gone
+    holder.kill()  # killed outright: its file stays, naming it; the kernel released its lock
+    holder.wait()
+    assert (log / ".lock").read_text().split()[0] == str(holder.pid)
     run(log, tiny_data, "--niter", "1", "--epoch_size", "1")
-    assert f"left by process {dead}" in capsys.readouterr().err
+    assert f"left by process {holder.pid}" in capsys.readouterr().err
     assert (log / "checkpoints" / "last.pt").is_file() and not (log / ".lock").exists()
 
 
