@@ -3,7 +3,8 @@
 Every file is written atomically (:func:`atomic_file`: a temporary file in the same folder,
 then ``os.replace``), so a killed run leaves either the previous file or the new one, never
 half of one; a dataset folder is built in a temporary sibling and renamed when complete
-(:func:`atomic_dir`). Output folders are checked before any work
+(:func:`atomic_dir`); the temporary folders of a build killed outright (SIGKILL, power loss)
+are removed by the next build of the same folder (:func:`remove_leftovers`). Output folders are checked before any work
 (:func:`check_output_folder`, :func:`folder_problem`), and large files get their disk
 blocks up front (:func:`preallocate`), so a full disk is one error before the work.
 """
@@ -13,8 +14,11 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -205,6 +209,76 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
             np.save(_PythonWrites(f), array, allow_pickle=False)
 
 
+# The random part of a tempfile.mkdtemp name: 8 of these characters.
+_RANDOM = r"[a-z0-9_]{8}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _process_start_time() -> float:
+    """When this process started (seconds since the epoch; Linux ``/proc``), else now."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+def remove_leftovers(dest: str | os.PathLike) -> list[str]:
+    """Remove the temporary folders that builds of ``dest`` killed outright (SIGKILL, power loss, so
+    :func:`atomic_dir` could not clean up) left beside it, saying so in one line on stderr; return their names.
+
+    A leftover is ``.<name>.<pid>.<random>.partial`` whose process no longer runs, or one named
+    without a PID (``.<name>.<random>.partial``) last changed before this process started;
+    ``.<name>.<pid>.<random>.old`` (the replaced dataset, on its way out) only when ``dest``
+    exists, since then the swap it belonged to finished. Folders of other names, of a live
+    build, or that cannot be removed are left alone. PIDs are per machine: on a folder shared
+    by several machines, a build running on another one may look dead.
+    """
+    dest = Path(dest)
+    name = re.escape(dest.name)
+    with_pid = re.compile(rf"\.{name}\.(\d+)\.{_RANDOM}\.(partial|old)")
+    without_pid = re.compile(rf"\.{name}\.{_RANDOM}\.partial")
+    started: float | None = None
+    removed: list[str] = []
+    try:
+        entries = sorted(dest.parent.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        if m := with_pid.fullmatch(entry.name):
+            stale = not _process_alive(int(m.group(1))) and (m.group(2) == "partial" or dest.is_dir())
+        elif without_pid.fullmatch(entry.name):
+            started = started if started is not None else _process_start_time()
+            try:
+                stale = entry.stat().st_mtime < started
+            except OSError:
+                stale = False
+        else:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            if not entry.exists():
+                removed.append(entry.name)
+    if removed:
+        shown = ", ".join(removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
+        print(f"removed {len(removed)} temporary folder{'s' if len(removed) > 1 else ''} left beside {dest} by a "
+              f"build that was killed: {shown}", file=sys.stderr)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Build a folder in a temporary sibling and rename it to ``dest`` only on success.
@@ -212,9 +286,11 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     A half-written folder therefore never looks complete. An existing ``dest`` is
     refused unless ``overwrite``; then it is replaced only after the new one is done. A
     ``dest`` that is a file is refused either way. Whatever stops the build (an error, a
-    signal turned into :class:`StopRequested`, Ctrl-C) removes the temporary folder and
+    signal turned into :class:`signals.StopRequested`, Ctrl-C) removes the temporary folder and
     leaves ``dest`` as it was; a write refused by the file system (:data:`WRITE_ERRNOS`,
-    e.g. a full disk) becomes one :class:`InputError` line naming ``dest``.
+    e.g. a full disk) becomes one :class:`InputError` line naming ``dest``. The temporary
+    folders of an earlier build of ``dest`` that was killed outright are removed first
+    (:func:`remove_leftovers`).
     """
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():
@@ -223,7 +299,8 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         raise InputError(f"{dest} already exists; pass --overwrite to replace it or choose another --dest")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial"))
+        remove_leftovers(dest)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.", suffix=".partial"))
     except OSError as err:
         problem = folder_problem(dest.parent) or _reason(err)
         raise InputError(f"--dest {dest}: cannot create it ({problem}); pass a --dest in a writable folder") from None
@@ -233,7 +310,7 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         try:
             yield tmp
             if dest.exists():
-                old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".old"))
+                old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.", suffix=".old"))
                 os.replace(dest, old / "x")
                 os.replace(tmp, dest)
                 shutil.rmtree(old, ignore_errors=True)
