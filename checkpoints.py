@@ -24,7 +24,8 @@ import torch
 
 from models.latent import migrate_state_dict
 from models.sound2sight import Sound2Sight, Sound2SightConfig
-from utils import InputError, atomic_torch_save
+from errors import InputError
+from files import atomic_torch_save
 
 
 # ------------------------------------------------------------------- RNG states
@@ -170,7 +171,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint dict with ``weights_only=True`` (no arbitrary unpickling) and check its form.
 
     Training's resumable checkpoints and :func:`load_model` both read through here. Bad
-    files raise ``utils.InputError`` naming the file.
+    files raise ``errors.InputError`` naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -244,7 +245,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     Reads through :func:`read_checkpoint` and loads strictly. ``expect`` (a config or dict
     of fields) is compared with the checkpoint's config first, so a mismatch names the
     field instead of failing on tensor shapes. Returns the model (in eval mode) and the
-    whole checkpoint dict. Bad files raise ``utils.InputError``.
+    whole checkpoint dict. Bad files raise ``errors.InputError``.
     """
     ckpt = read_checkpoint(path, map_location)
     raw = saved_config(ckpt)

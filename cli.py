@@ -4,11 +4,13 @@ short answers to a mistyped flag.
 Every script builds its parser as ``cli.ArgumentParser(description=cli.plain_text(__doc__),
 formatter_class=cli.HelpFormatter)`` and groups its flags with ``add_argument_group`` by
 what they are for. The module docstrings are written for Sphinx-style readers (``:mod:`x```,
-double backticks); :func:`plain_text` turns them into what a terminal should show.
+double backticks); :func:`plain_text` turns them into what a terminal should show. Flags
+made from a config dataclass's fields: :func:`add_config_flags`, read back by :func:`config_kwargs`.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import re
 from typing import Any, Sequence
@@ -78,3 +80,37 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n(run with --help for every flag)\n")
+
+
+# ------------------------------------------------------------------- config flags
+def add_config_flags(parser: Any, cls: type, title: str) -> None:
+    """One command-line flag per field of the dataclass ``cls``, from its metadata (help, choices).
+
+    ``--<field>`` takes a value of the default's type; a bool defaulting to False becomes a
+    switch; a bool defaulting to True is switched off by its ``flag`` name (``--no_audio``);
+    fields with ``flag=False`` get none. :func:`config_kwargs` maps the parsed flags back."""
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(cls):
+        md = f.metadata
+        if md.get("flag", True) is False:
+            continue
+        if isinstance(f.default, bool):
+            name = md.get("flag", f.name) if f.default else f.name
+            group.add_argument(f"--{name}", action="store_true", help=md.get("help"))
+        else:
+            group.add_argument(f"--{f.name}", type=type(f.default), default=f.default, choices=md.get("choices"),
+                               help=md.get("help"))
+
+
+def config_kwargs(cls: type, args: Any) -> dict[str, Any]:
+    """The fields of ``cls`` that :func:`add_config_flags` made flags for, read from parsed ``args``."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        md = f.metadata
+        if md.get("flag", True) is False:
+            continue
+        if isinstance(f.default, bool) and f.default:
+            out[f.name] = not getattr(args, md.get("flag", f.name))
+        else:
+            out[f.name] = getattr(args, f.name)
+    return out

@@ -54,8 +54,11 @@ import metrics
 import prior_monitor
 from baselines import BASELINES
 import runtime
-from utils import (InputError, RunLock, StopSignals, atomic_file, atomic_write_bytes, atomic_write_json,
-                   atomic_write_text, framed_row, gif_colours, label_columns, save_gif)
+from errors import InputError
+from files import atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text
+from media import framed_row, gif_colours, label_columns, save_gif
+from runlock import RunLock
+from signals import StopSignals
 
 # Noise streams of one clip: independent generators, so e.g. changing num_gifs or
 # skipping the posterior never shifts the prior samples.
@@ -363,7 +366,7 @@ def score_dataset(model, dataset, mine: list[list[int]], settings: EvalSettings,
     """Evaluate this process's batches of clip indices ``mine``; all processes' results merged, in clip order.
 
     With a ``store``, finished batches are loaded instead of recomputed and new ones saved;
-    a requested ``stop`` (``utils.StopSignals``, one process only) raises :class:`Stopped` between batches."""
+    a requested ``stop`` (``signals.StopSignals``, one process only) raises :class:`Stopped` between batches."""
     timer = timer or Timer(device)
     done = {} if store is None else {i: store.load(tag, c) for i, c in enumerate(mine)}
     parts = [p for p in done.values() if p is not None]
@@ -693,7 +696,7 @@ def evaluate_checkpoint(ckpt_path: Path, data_root: str, log_dir: Path, settings
                         resumable: bool = True, model=None, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint file on ``data_root``'s test split and write every output into ``log_dir``.
 
-    One evaluation per output folder (:class:`utils.RunLock`); with ``resumable``, finished
+    One evaluation per output folder (:class:`runlock.RunLock`); with ``resumable``, finished
     batches are kept in ``<log_dir>/.partial/`` and a SIGTERM/SIGINT (one process) stops
     between batches with exit 128 + signal, so the same call continues. Returns
     metrics.json's content plus ``timing`` on every rank. ``model``/``ckpt``: already loaded."""

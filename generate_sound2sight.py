@@ -54,7 +54,8 @@ import runtime
 from checkpoints import load_model
 from cli import ArgumentParser, plain_text
 from data import DATASETS, PRESETS
-from utils import InputError, atomic_write_json, atomic_write_text, check_output_folder, folder_problem, run_cli
+from errors import InputError, run_cli
+from files import atomic_write_json, atomic_write_text, check_output_folder, folder_problem
 
 PROTOCOLS = tuple(metrics.PROTOCOLS)
 
@@ -240,8 +241,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--data_range must be > 0, got {args.data_range}")
 
 
-def check_preset(dataset: str, cfg, ckpt_path: Path) -> None:
-    """``--dataset drums|painting``: the checkpoint must take that preset's frames."""
+def check_checkpoint_preset(dataset: str, cfg: Any, ckpt_path: Path) -> None:
+    """``--dataset drums|painting``: the checkpoint ``ckpt_path`` (its config ``cfg``) must take that preset's
+    frames (:func:`data.check_preset` checks a data folder against a preset instead)."""
     want = PRESETS.get(dataset)
     if want and (cfg.image_width, cfg.channels) != (want["image_width"], want["channels"]):
         raise InputError(f"--dataset {dataset} takes {want['channels']}x{want['image_width']}x{want['image_width']} "
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ckpt_args = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
         apply_checkpoint_settings(args, ckpt_args, model.cfg, rank)
         data_root, settings = args.data_root, settings_from_args(args)
-        check_preset(args.dataset, model.cfg, ckpt_path)
+        check_checkpoint_preset(args.dataset, model.cfg, ckpt_path)
         log_dir = Path(args.log_dir) if args.log_dir else default_log_dir(ckpt_path)
         if rank == 0:
             check_writable(log_dir)

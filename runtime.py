@@ -4,18 +4,23 @@ One home for the few lines every script needs: pick the device (CUDA when presen
 join the process group when launched by ``torchrun`` (gloo on CPU, nccl on CUDA), agree
 on a stop across processes, average logged scalars over them, autocast for ``--amp``,
 move loader batches to time-major tensors on the device, cap DataLoader workers at the
-machine's cores, and open a TensorBoard writer.
+machine's cores, and open a TensorBoard writer. Also what a benchmark or a run needs to
+know of the CPU (:func:`cpu_name`, :func:`native_bf16`) and to seed every generator
+(:func:`seed_everything`).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import random
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
-from utils import InputError
+from errors import InputError
 
 
 # ----------------------------------------------------------------------------- device
@@ -27,6 +32,33 @@ def get_device(name: str = "auto"):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
     return device
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), for benchmark reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def native_bf16() -> bool:
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 is emulated, and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def autocast(device: torch.device, amp: bool):

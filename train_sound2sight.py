@@ -35,8 +35,13 @@ import runtime
 import training
 from data import DATASETS, PRESETS, check_preset, dataset_info, dataset_shapes, open_dataset
 from models.sound2sight import OPTIMIZERS, Sound2Sight, Sound2SightConfig
-from utils import (InputError, RunLock, StopSignals, add_config_flags, atomic_write_json, config_kwargs, native_bf16, run_cli,
-                   save_gif, seed_everything)
+from cli import add_config_flags, config_kwargs
+from errors import InputError, run_cli
+from files import atomic_write_json
+from media import save_gif
+from runlock import RunLock
+from runtime import native_bf16, seed_everything
+from signals import StopSignals
 
 
 # The main job on a fresh 2-core machine: small enough to finish well inside 10 minutes, and
@@ -184,7 +189,7 @@ def model_config(args: argparse.Namespace, audio_shape: tuple[int, int]) -> Soun
 
 def main(argv: list[str] | None = None) -> Path:
     """Train; returns the log folder."""
-    from utils import check_output_folder
+    from files import check_output_folder
 
     args = parse_args(argv)
     check_output_folder(run_folder(args), "--model_dir" if args.model_dir else "--log_dir")  # before any work

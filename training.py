@@ -20,7 +20,8 @@ import torch
 
 from baselines import BASELINES
 from runtime import autocast
-from utils import atomic_write_text, framed_row, gif_colours, label_columns
+from files import atomic_write_text
+from media import framed_row, gif_colours, label_columns
 
 
 # ------------------------------------------------------------------ loss schedule
@@ -210,7 +211,7 @@ def sample_grid(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tenso
     under a header naming the columns.
 
     Returns uint8 ``[T, 14 + rows*(H+4), cols*(W+4), 3]`` framed as the evaluation's GIFs
-    (:func:`utils.gif_colours`: green = given to the model, red = generated, grey = real future).
+    (:func:`media.gif_colours`: green = given to the model, red = generated, grey = real future).
     The posterior column is drawn as the release's training script drew it: the given frames
     during the context, then the teacher-forced posterior reconstruction.
     """
@@ -306,7 +307,7 @@ class MetricsLog:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
-        from utils import atomic_write_bytes
+        from files import atomic_write_bytes
 
         atomic_write_bytes(png, buf.getvalue())
 

@@ -109,7 +109,10 @@ from cli import ArgumentParser
 from data.dataset_format import SPLITS, DatasetMeta, check_dest, stoppable
 from data.features import DEFAULT_FEATURE, FEATURES, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSettings, get_feature
 from M3SO_Gen_Code.mnist import load_digits
-from utils import InputError, atomic_dir, ignore_stop_signals, preallocate, run_cli, save_gif, stop_pool, write_wav
+from errors import InputError, run_cli
+from files import atomic_dir, preallocate
+from media import save_gif, write_wav
+from signals import ignore_stop_signals, stop_pool
 
 CHUNK_CLIPS = 256
 FRAME_SETTINGS = FrameSettings()  # M3SO's audio analysis: 4,400 Hz, 440 samples per frame, n_fft 44, hop 22
@@ -506,7 +509,7 @@ def _run_chunk(task: tuple) -> int:
         assert values.shape == shape, (name, values.shape, shape)
         # A plain positioned write (no memory map: page-faulting GBs costs more than the
         # generation itself). The parent wrote the .npy header, sized the file and reserved
-        # its blocks (utils.preallocate), so a full disk was found before any chunk.
+        # its blocks (files.preallocate), so a full disk was found before any chunk.
         path = Path(split_dir) / f"{name}.npy"
         _pwrite_all(path, memoryview(values).cast("B"), data_offsets[name] + start * (values.nbytes // max(n, 1)))
     return n
@@ -574,7 +577,7 @@ def generate(dest: str | Path, *, num_train: int = 10000, num_test: int = 1000, 
     The files are a pure function of the arguments other than ``workers``, ``progress``
     and ``overwrite``. Raises :class:`InputError` for bad arguments or a bad ``dest``
     (checked before any work: :func:`data.dataset_format.check_dest`), and for a full disk.
-    A SIGTERM/SIGINT stops it between chunks with :class:`utils.StopRequested` (worker
+    A SIGTERM/SIGINT stops it between chunks with :class:`signals.StopRequested` (worker
     processes are ended too). A failed or stopped run leaves no ``dest`` (or the previous one).
     """
     cfg = GenConfig(num_train=int(num_train), num_test=int(num_test), seed=int(seed), no_block=bool(no_block),

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import InputError
+from errors import InputError
 
 IMAGE_SIZE = 28
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions

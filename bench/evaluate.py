@@ -24,7 +24,7 @@ from cli import ArgumentParser, plain_text  # noqa: E402
 from data.dataset_format import DatasetMeta  # noqa: E402
 from data.features import FrameSettings  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
-from utils import run_cli  # noqa: E402
+from errors import run_cli  # noqa: E402
 
 N_PAST, N_FUTURE, NSAMPLE = 5, 25, 100
 

@@ -33,7 +33,7 @@ import numpy as np
 from cli import ArgumentParser
 from M3SO_Gen_Code.generate_m3so import generate
 from M3SO_Gen_Code.mnist import load_digits
-from utils import InputError, run_cli
+from errors import InputError, run_cli
 
 
 def original_style_clips(n: int, images: np.ndarray, labels: np.ndarray, seed: int = 0,

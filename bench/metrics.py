@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import metrics  # noqa: E402
 from cli import ArgumentParser, plain_text  # noqa: E402
-from utils import run_cli  # noqa: E402
+from errors import run_cli  # noqa: E402
 
 
 def _best_times(fns, repeats: int) -> list[float]:

@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 
 from cli import ArgumentParser, plain_text  # noqa: E402
 from data.prepare_av import prepare  # noqa: E402
-from utils import run_cli  # noqa: E402
+from errors import run_cli  # noqa: E402
 
 
 def make_video(path: Path, seconds: float, fps: int, width: int, height: int, seed: int) -> None:

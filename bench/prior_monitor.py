@@ -22,7 +22,8 @@ import prior_monitor  # noqa: E402
 from cli import ArgumentParser, HelpFormatter, plain_text  # noqa: E402
 import training  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
-from utils import InputError, cpu_name, run_cli, seed_everything  # noqa: E402
+from errors import InputError, run_cli  # noqa: E402
+from runtime import cpu_name, seed_everything  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

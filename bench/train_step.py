@@ -42,7 +42,8 @@ import stepwise  # noqa: E402
 from cli import ArgumentParser, plain_text  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
 from runtime import get_device  # noqa: E402
-from utils import cpu_name, native_bf16, run_cli, seed_everything  # noqa: E402
+from errors import run_cli  # noqa: E402
+from runtime import cpu_name, native_bf16, seed_everything  # noqa: E402
 
 ADV_WEIGHT = 1e-4  # beta_gen_loss: the generator's adversarial term is on, as after epoch 0
 
@@ -71,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    from utils import InputError
+    from errors import InputError
 
     args = parse_args(argv)
     for name in ("batch_size", "iters", "n_past", "n_future"):

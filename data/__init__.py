@@ -15,7 +15,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from utils import InputError
+from errors import InputError
 
 from . import legacy, m3so
 from .m3so import GEN_HINT, check_split

@@ -22,7 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from cli import ArgumentParser, plain_text
-from utils import InputError, StopSignals, atomic_dir, atomic_save_npy, preallocate, read_wav, run_cli, to_uint8
+from errors import InputError, run_cli
+from files import atomic_dir, atomic_save_npy, preallocate
+from media import read_wav, to_uint8
+from signals import StopSignals
 
 from .dataset_format import DatasetMeta, check_dest, stoppable
 from .features import DEFAULT_FEATURE, FEATURES, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSettings
@@ -74,7 +77,7 @@ def convert(src: str | Path, dest: str | Path, *, overwrite: bool = False, image
     """Convert legacy ``src`` into a new-layout ``dest``; returns the written ``dataset.json`` dict.
 
     InputError for a bad ``src`` or ``dest`` (both checked before any work), a bad clip, or
-    a full disk; a SIGTERM/SIGINT raises :class:`utils.StopRequested` between clips."""
+    a full disk; a SIGTERM/SIGINT raises :class:`signals.StopRequested` between clips."""
     src, dest = Path(src), Path(dest)
     if not src.is_dir():
         raise InputError(f"--src {src} {'is a file, not a folder' if src.exists() else 'does not exist'}; pass the "

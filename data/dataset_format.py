@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from utils import InputError, StopRequested, StopSignals, atomic_write_json, folder_problem
+from errors import InputError
+from files import atomic_write_json, folder_problem
+from signals import StopRequested, StopSignals
 
 from .features import DEFAULT_FEATURE, FEATURES, FeatureKind, FrameSettings, get_feature
 
@@ -215,7 +217,7 @@ def check_dest(dest: str | Path, overwrite: bool) -> None:
     without ``overwrite``; with ``overwrite``, a non-empty folder that is not a dataset (no
     ``dataset.json``: ``--overwrite`` replaces datasets, never other folders); a location
     whose folder cannot be created or written. Nothing is created. The tools then build
-    the folder with :func:`utils.atomic_dir`, which refuses the same first two again.
+    the folder with :func:`files.atomic_dir`, which refuses the same first two again.
     """
     dest = Path(dest)
     if dest.exists() or dest.is_symlink():
@@ -235,10 +237,10 @@ def check_dest(dest: str | Path, overwrite: bool) -> None:
 def stoppable(dest: str | Path) -> Iterator[StopSignals]:
     """SIGTERM/SIGINT while a dataset tool builds ``dest``: stop at its next ``stop.check()``.
 
-    Wrap the whole work (reading inputs, then :func:`utils.atomic_dir`): a stop raises
-    :class:`utils.StopRequested` whose one line says what happened, that nothing was
+    Wrap the whole work (reading inputs, then :func:`files.atomic_dir`): a stop raises
+    :class:`signals.StopRequested` whose one line says what happened, that nothing was
     written to ``dest`` (a dataset already there is intact: ``atomic_dir`` removed the
-    temporary folder) and how to run it again; :func:`utils.run_cli` prints it and exits
+    temporary folder) and how to run it again; :func:`errors.run_cli` prints it and exits
     with 128 + the signal number.
     """
     import signal

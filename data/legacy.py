@@ -30,7 +30,7 @@ import torch
 from PIL import Image, ImageSequence, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from utils import InputError
+from errors import InputError
 
 from .features import scale_features
 from .dataset_format import SPLITS

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils import InputError
+from errors import InputError
 
 from .dataset_format import FILE_NAME, GEN_HINT, SPLITS, DatasetMeta, recreate_hint
 

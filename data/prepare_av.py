@@ -71,8 +71,9 @@ import numpy as np
 from cli import ArgumentParser, plain_text
 from data.dataset_format import SPLITS, DatasetMeta, check_dest, stoppable
 from data.features import DEFAULT_FEATURE, FEATURES, FrameSettings, get_feature
-from utils import (InputError, StopSignals, atomic_dir, atomic_save_npy, atomic_write_json, ignore_stop_signals,
-                   run_cli, stop_pool)
+from errors import InputError, run_cli
+from files import atomic_dir, atomic_save_npy, atomic_write_json
+from signals import StopSignals, ignore_stop_signals, stop_pool
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 HOPS_PER_FRAME = 16  # samples_per_frame = 16 * hop_length -> 17 centred STFT time steps
@@ -414,7 +415,7 @@ def prepare(src: str | Path, dest: str | Path, overwrite: bool = False, progress
     Raises :class:`InputError` for bad flags or paths (``dest`` is checked before any
     decoding: :func:`data.dataset_format.check_dest`), when no file gives a clip, or for a
     full disk. A SIGTERM/SIGINT stops it between videos (and between the writing steps)
-    with :class:`utils.StopRequested`; decoding processes are ended too, and nothing is
+    with :class:`signals.StopRequested`; decoding processes are ended too, and nothing is
     left at ``dest`` (or the previous dataset is).
     """
     unknown = set(flags) - set(AVConfig.__dataclass_fields__)
@@ -450,7 +451,7 @@ def _decode_all(paths: list[str], cfg: AVConfig, progress: bool,
     A stop is seen within one packet: in one process, decoding asks ``stop`` itself; with
     worker processes (which ignore SIGTERM/SIGINT, the parent's to handle) the parent polls
     for each result every 0.1 s and on a stop or an error sets an event that makes the
-    running decodes give up, then joins the workers (:func:`utils.stop_pool`)."""
+    running decodes give up, then joins the workers (:func:`signals.stop_pool`)."""
     from tqdm import tqdm
 
     jobs = [(p, cfg) for p in paths]
@@ -501,7 +502,7 @@ def _clip_starts(n_frames: int, seq_len: int, stride: int) -> range:
 
 def _write(dest: Path, overwrite: bool, cfg: AVConfig, src, videos: dict[str, DecodedVideo],
            assignment: dict[str, str], skipped: list[dict], warn: list[str], stop: StopSignals) -> None:
-    from utils import save_gif, write_wav
+    from media import save_gif, write_wav
 
     T, L = cfg.seq_len, cfg.samples_per_frame
     W, C = cfg.image_width, cfg.channels

@@ -34,7 +34,7 @@ from cli import ArgumentParser, plain_text  # noqa: E402
 from checkpoints import load_model  # noqa: E402
 from data import open_dataset  # noqa: E402
 from prior_monitor import prior_stats  # noqa: E402
-from utils import run_cli  # noqa: E402
+from errors import run_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

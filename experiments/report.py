@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from baselines import BASELINES
-from utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 #: (column, path into metrics.json, higher is better) of each reported figure.
 FIGURES = [

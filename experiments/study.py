@@ -40,7 +40,10 @@ if str(ROOT) not in sys.path:
 
 from cli import ArgumentParser, plain_text  # noqa: E402
 from experiments.report import write_report  # noqa: E402
-from utils import InputError, StopSignals, atomic_write_bytes, atomic_write_json, cpu_name, run_cli  # noqa: E402
+from errors import InputError, run_cli  # noqa: E402
+from files import atomic_write_bytes, atomic_write_json  # noqa: E402
+from runtime import cpu_name  # noqa: E402
+from signals import StopSignals  # noqa: E402
 
 
 @dataclass(frozen=True)

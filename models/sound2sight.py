@@ -71,7 +71,7 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
 def _setting(default: Any, help: str, **flag: Any) -> Any:
     """A config field with its command-line help: ``train_sound2sight.py`` makes one flag per field
-    from these (:func:`utils.add_config_flags`). ``flag=False``: no flag (set from the data or
+    from these (:func:`cli.add_config_flags`). ``flag=False``: no flag (set from the data or
     another flag); ``flag="no_x"``: a True default switched off by ``--no_x``; ``choices``."""
     return field(default=default, metadata={"help": help, **flag})
 

@@ -27,11 +27,20 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def live_pid():
-    """The PID of a live process that is not this one (for run-lock tests); killed afterwards."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        yield proc.pid
-    finally:
+def lock_holder():
+    """Start another process that holds a :class:`runlock.RunLock` on a folder: ``hold(folder, what)``
+    returns the process once it holds the lock (for run-lock tests); every such process is killed afterwards."""
+    procs: list[subprocess.Popen] = []
+
+    def hold(folder: Path, what: str) -> subprocess.Popen:
+        code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from runlock import RunLock\n"
+                f"with RunLock({str(folder)!r}, {what!r}):\n    print('held', flush=True); time.sleep(120)")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in procs:
         proc.kill()
         proc.wait()

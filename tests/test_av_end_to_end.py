@@ -12,7 +12,7 @@ import train_sound2sight
 from data.features import DEFAULT_FEATURE, FEATURES
 from data.prepare_av import prepare
 from test_prepare_av import write_video
-from utils import InputError
+from errors import InputError
 
 TINY = ["--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32", "--disc_rnn_size", "16",
         "--nhead", "2", "--n_past", "3", "--n_future", "3", "--n_eval", "6", "--batch_size", "2",

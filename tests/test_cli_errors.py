@@ -7,7 +7,7 @@ expected, a folder below a file, an unwritable location, a truncated or corrupt
 ``.npy``/``.gif``/``.pt``/video/pickle, NaN or inf in the data) each case asserts: exit
 status 2, exactly one ``error:`` line on stderr naming the file or flag and the fix, no
 traceback, and no file changed anywhere (inputs, earlier outputs), with no temporary file
-left behind. Most cases run in-process through ``utils.run_cli`` (what the scripts' entry
+left behind. Most cases run in-process through ``errors.run_cli`` (what the scripts' entry
 points call); a few run as real subprocesses, to prove the entry points themselves print
 no traceback. A full disk is simulated by making the write primitive a tool uses
 (``os.pwrite``, ``os.posix_fallocate``, ``numpy.save``, ``torch.save``, ``numpy.savez``)
@@ -43,7 +43,7 @@ from test_generate import make_checkpoint
 from test_generator import _fake_mnist
 from test_loaders import make_legacy, write_pickle
 from test_prepare_av import write_video
-from utils import run_cli
+from errors import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 MAINS: dict[str, Callable] = {"train": train_sound2sight.main, "evaluate": generate_sound2sight.main,
@@ -182,7 +182,7 @@ def leftovers(*roots: Path) -> list[str]:
 
 
 def in_process(tool: str, argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run the tool's ``main(argv)`` through ``utils.run_cli``, as its entry point does: (exit status, out, err).
+    """Run the tool's ``main(argv)`` through ``errors.run_cli``, as its entry point does: (exit status, out, err).
     Anything but SystemExit (a traceback at the real entry point) fails the test."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as stopped:

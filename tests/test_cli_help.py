@@ -16,7 +16,7 @@ import generate_sound2sight as gen
 import train_sound2sight
 from data import prepare_av
 from M3SO_Gen_Code import generate_m3so
-from utils import InputError
+from errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 PARSERS = {
@@ -138,8 +138,8 @@ def test_help_defaults_by_example():
 
 
 def test_plain_text_strips_sphinx_markup():
-    doc = "Done by :mod:`evaluation` over :data:`metrics.PAIR_METRICS`, see :func:`~utils.run_cli`;\n``--n_past`` frames."
-    assert cli.plain_text(doc) == "Done by evaluation over metrics.PAIR_METRICS, see utils.run_cli;\n--n_past frames."
+    doc = "Done by :mod:`evaluation` over :data:`metrics.PAIR_METRICS`, see :func:`~errors.run_cli`;\n``--n_past`` frames."
+    assert cli.plain_text(doc) == "Done by evaluation over metrics.PAIR_METRICS, see errors.run_cli;\n--n_past frames."
     assert cli.plain_text(None) == ""
 
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from data.dataset_format import FORMAT_VERSION, SPLITS, DatasetMeta, recreate_hint
 from data.features import FrameSettings
-from utils import InputError
+from errors import InputError
 
 STFT = {"n_fft": 44, "hop_length": 22, "center": True, "window": "hann", "shape": [23, 21]}
 # dataset.json files as the tools wrote them before this module existed (format_version 1)
@@ -95,3 +96,34 @@ def test_bad_files_say_which_and_how_to_re_create_them(tmp_path):
     escaped = {**OLD_PREPARE_MFCC, "mfcc": {**OLD_PREPARE_MFCC["mfcc"], "file": "../../etc/passwd"}}
     assert "lacks a valid" in _bad(tmp_path, escaped)
     assert recreate_hint("d", "av") == "python -m data.prepare_av --src VIDEOS --dest d"
+
+
+def test_a_killed_builds_temporary_folders_are_removed_by_the_next_build(tmp_path, capsys):
+    """SIGKILL leaves ``.DEST.*.partial`` beside --dest; the next build of that --dest removes those of
+    dead processes (and PID-less ones older than itself) and says so; a live build's and other names stay."""
+    import subprocess
+    import sys
+
+    from M3SO_Gen_Code.generate_m3so import generate
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    leftovers = [f".m3so.{dead}.abcd_123.partial", ".m3so.zz9yx8wv.partial"]
+    kept = [f".m3so.{os.getppid()}.live1234.partial",  # a build still running
+            f".m3so.v2.{dead}.abcd_123.partial",  # another --dest (m3so.v2)
+            f".m3so.{dead}.abcd_123.old"]  # the dataset being replaced: kept while --dest does not exist
+    for name in leftovers + kept:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "clips.npy").write_bytes(b"x" * 100)
+    os.utime(tmp_path / ".m3so.zz9yx8wv.partial", (1_000_000, 1_000_000))  # long before this run
+    generate(tmp_path / "m3so", num_train=4, num_test=2, num_frames=4, no_block=True, progress=False)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "temporary folder" in line]
+    assert lines == [f"removed 2 temporary folders left beside {tmp_path / 'm3so'} by a build that was killed: "
+                     + ", ".join(sorted(leftovers))]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted(kept)
+    assert (tmp_path / "m3so" / "dataset.json").is_file()
+    generate(tmp_path / "m3so", num_train=4, num_test=2, num_frames=4, no_block=True, progress=False,
+             overwrite=True)  # now --dest exists: the dead process's .old is removed too
+    assert f".m3so.{dead}.abcd_123.old" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted(kept[:2])

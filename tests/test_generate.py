@@ -20,7 +20,7 @@ import evaluation
 import generate_sound2sight as gen
 import metrics
 from models.sound2sight import Sound2Sight, Sound2SightConfig
-from utils import InputError, run_cli
+from errors import InputError, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CLIPS, T, N_PAST, N_FUTURE, NSAMPLE = 5, 6, 2, 4, 3
@@ -432,11 +432,11 @@ def test_the_release_evaluation_command_form(setup, tmp_path):
     assert not (tmp_path / "out3" / "metrics.json").exists()
 
 
-def test_a_second_evaluation_into_one_folder_is_refused(setup, tmp_path, live_pid):
+def test_a_second_evaluation_into_one_folder_is_refused(setup, tmp_path, lock_holder):
     out = tmp_path / "busy"
     out.mkdir()
-    (out / ".lock").write_text(f"{live_pid} evaluation\n")
-    with pytest.raises(InputError, match=f"in use by another evaluation \\(process {live_pid}\\)"):
+    holder = lock_holder(out, "evaluation")
+    with pytest.raises(InputError, match=f"in use by another evaluation \\(process {holder.pid}\\)"):
         gen.main(base_args(setup["tmp"] / "run", setup["data"], out, "--num_gifs", "0"))
     assert not (out / "metrics.json").exists()
 

@@ -13,7 +13,7 @@ import pytest
 from data.features import FEATURES, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameSettings, frame_stft, scale_features
 from M3SO_Gen_Code import generate_m3so as gen
 from M3SO_Gen_Code import mnist
-from utils import InputError
+from errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ("frames", "audio", "stft", "labels", "positions", "bounces", "blocks")

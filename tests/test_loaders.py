@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from data import dataset_info, open_dataset
 from data.convert_legacy import main as convert_main
 from data.legacy import load_array_pickle
-from utils import InputError
+from errors import InputError
 
 F, S = 23, 21
 

@@ -16,7 +16,7 @@ from checkpoints import load_model
 from models.sound2sight import Sound2Sight, Sound2SightConfig
 from models.transformer import CausalTransformer
 from models.vgg import VGGDecoder, VGGEncoder
-from utils import InputError
+from errors import InputError
 
 torch.set_num_threads(2)
 TINY = dict(g_dim=16, rnn_size=32, z_dim=4, disc_rnn_size=32, dim_ff=32)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from data.prepare_av import AVConfig, decode_video, main, prepare, split_videos
-from utils import InputError
+from errors import InputError
 
 SRC_W, SRC_H = 96, 64  # centre crop keeps columns 16..79
 CROP_LEFT = (SRC_W - SRC_H) // 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from experiments import report, study
-from utils import InputError
+from errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ import checkpoints
 import runtime
 import train_sound2sight
 import training
-from utils import InputError
+from errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32", "--disc_rnn_size", "16",
@@ -411,7 +411,7 @@ def test_sigterm_stops_cleanly_and_resume_equals_a_straight_run(tmp_path, tiny_d
 def test_partial_epoch_checkpoint_resumes_mid_epoch(tmp_path, tiny_data, monkeypatch):
     """The mid-epoch path itself (the signal test may land on an epoch boundary): a stop requested
     before iteration 2 of epoch 1 writes partial_epoch, and resuming from it matches a straight run."""
-    from utils import StopSignals
+    from signals import StopSignals
 
     straight = run(tmp_path / "a", tiny_data, "--niter", "2", "--epoch_size", "4", "--batch_size", "2")
     calls = {"n": 0}
@@ -437,18 +437,19 @@ def test_partial_epoch_checkpoint_resumes_mid_epoch(tmp_path, tiny_data, monkeyp
     assert StopSignals().requested == 0
 
 
-def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path, tiny_data, capsys, live_pid):
+def test_run_lock_refuses_a_live_owner_and_a_killed_owners_file_does_not_block(tmp_path, tiny_data, capsys,
+                                                                                 lock_holder):
     log = tmp_path / "run"
     log.mkdir()
-    (log / ".lock").write_text(f"{live_pid} training\n")
-    with pytest.raises(InputError, match=f"in use by another training \\(process {live_pid}\\)"):
+    holder = lock_holder(log, "training")
+    with pytest.raises(InputError, match=f"in use by another training \\(process {holder.pid}\\)"):
         run(log, tiny_data, "--niter", "1", "--epoch_size", "1")
     assert not (log / "checkpoints").exists()  # nothing was written
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
-    (log / ".lock").write_text(f"{dead} training\n")  # its process is gone
+    holder.kill()  # killed outright: its file stays, naming it; the kernel released its lock
+    holder.wait()
+    assert (log / ".lock").read_text().split()[0] == str(holder.pid)
     run(log, tiny_data, "--niter", "1", "--epoch_size", "1")
-    assert f"left by process {dead}" in capsys.readouterr().err
+    assert f"left by process {holder.pid}" in capsys.readouterr().err
     assert (log / "checkpoints" / "last.pt").is_file() and not (log / ".lock").exists()
 
 

@@ -1,11 +1,13 @@
-"""utils.py: GIF framing colours and layout, atomic writes."""
+"""media.py (GIF framing colours and layout) and files.py (atomic writes)."""
 import os
 
 import numpy as np
 import pytest
 import torch
 
-from utils import InputError, atomic_dir, atomic_write_text, framed_row, gif_colours, label_columns
+from errors import InputError
+from files import atomic_dir, atomic_write_text
+from media import framed_row, gif_colours, label_columns
 
 
 def test_gif_colours_mark_given_generated_and_future_frames():
@@ -67,7 +69,8 @@ def test_a_full_disk_during_an_atomic_write_keeps_the_previous_file(tmp_path, mo
     import pytest
     import torch
 
-    from utils import InputError, atomic_torch_save, atomic_write_json
+    from errors import InputError
+    from files import atomic_torch_save, atomic_write_json
 
     target = tmp_path / "last.pt"
     atomic_torch_save({"epoch": 1}, target)

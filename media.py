@@ -1,0 +1,111 @@
+"""Media out and in: frames as uint8, framed and labelled GIF grids, GIFs, and 16-bit PCM WAV.
+
+Every file is written atomically (:func:`files.atomic_write_bytes`).
+"""
+from __future__ import annotations
+
+import io
+import os
+import wave
+
+import numpy as np
+
+from errors import InputError
+from files import atomic_write_bytes
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] (any shape) to uint8, clipping what lies outside."""
+    if frames.dtype == np.uint8:
+        return frames
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def framed_row(panels: list, colours: list, pad: int = 2) -> np.ndarray:
+    """Panels ``[T, C, H, W]`` (torch, in [0, 1]) side by side, each frame framed by its colour ``[T, 3]``.
+
+    Returns uint8 ``[T, H + 2 pad, n (W + 2 pad), 3]``, ready for :func:`save_gif`.
+    """
+    import torch
+
+    video = torch.stack(panels, 1).float().clamp(0, 1)  # [T, P, C, H, W]
+    if video.shape[2] == 1:
+        video = video.expand(-1, -1, 3, -1, -1)
+    t, n, _, h, w = video.shape
+    canvas = torch.stack(colours, 1)[:, :, :, None, None].expand(t, n, 3, h + 2 * pad, w + 2 * pad).clone()
+    canvas[..., pad:pad + h, pad:pad + w] = video
+    grid = canvas.permute(0, 3, 1, 4, 2).reshape(t, h + 2 * pad, n * (w + 2 * pad), 3)
+    return (grid.numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def label_columns(grid: np.ndarray, labels: list[str], height: int = 14) -> np.ndarray:
+    """A header strip above every frame of ``grid`` (uint8 ``[T, H, W, 3]``, panels of equal width side
+    by side) naming each panel: returns uint8 ``[T, height + H, W, 3]``, white text on black, each
+    label centred over its panel (``W / len(labels)`` pixels wide; Pillow's default font, shrunk
+    until the longest label fits)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    t, _, width, _ = grid.shape
+    panel = width / max(len(labels), 1)
+    head = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(head)
+    for size in range(height - 3, 5, -1):
+        font = ImageFont.load_default(size=size)
+        if max(draw.textlength(text, font=font) for text in labels) <= panel - 2:
+            break
+    for i, text in enumerate(labels):
+        x = (i + 0.5) * panel - draw.textlength(text, font=font) / 2
+        draw.text((x, height / 2), text, fill=(255, 255, 255), font=font, anchor="lm")
+    strip = np.broadcast_to(np.asarray(head, dtype=np.uint8), (t, height, width, 3))
+    return np.concatenate([strip, grid], axis=1)
+
+
+def gif_colours(total: int, n_past: int, kind: str):
+    """Frame colours ``[T, 3]`` for :func:`framed_row`: green = a real frame the model was given,
+    red = a model output, grey = a ground-truth future frame (real, never shown to the model).
+    ``kind``: ``"gt"``, or ``"posterior"`` / ``"sample"`` (rows that show the ``n_past`` given frames
+    and then the model's frames, as the release drew its posterior and sample rows)."""
+    import torch
+
+    if kind not in ("gt", "posterior", "sample"):
+        raise ValueError(f"kind must be gt, posterior or sample, got {kind!r}")
+    green, red, grey = torch.tensor([0.1, 0.8, 0.1]), torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.5, 0.5, 0.5])
+    t = torch.arange(total)[:, None]
+    return torch.where(t < n_past, green, grey if kind == "gt" else red)
+
+
+def save_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> None:
+    """Write frames ``[T, H, W]`` or ``[T, H, W, C]`` (uint8, or float in [0, 1]) as a looping GIF."""
+    import imageio.v3 as iio
+
+    frames = to_uint8(np.asarray(frames))
+    if frames.ndim == 4 and frames.shape[-1] == 1:
+        frames = frames[..., 0]
+    buf = io.BytesIO()
+    iio.imwrite(buf, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+    """Write mono float audio in [-1, 1] as 16-bit PCM WAV (stdlib ``wave``: no extra dependency)."""
+    pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0) * 32767.0).round().astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read a 16-bit PCM WAV (mono or the mean of its channels) as float32 in [-1, 1]."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                raise InputError(f"{path}: only 16-bit PCM WAV is supported (got {8 * w.getsampwidth()}-bit)")
+            n_ch, sr = w.getnchannels(), w.getframerate()
+            data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    except (wave.Error, EOFError) as err:
+        raise InputError(f"{path}: not a readable WAV file ({err}); re-export it as 16-bit PCM") from None
+    audio = data.reshape(-1, n_ch).mean(axis=1).astype(np.float32) / 32767.0
+    return audio, sr
