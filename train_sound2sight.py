@@ -33,7 +33,7 @@ from cli import ArgumentParser, plain_text
 import prior_monitor
 import runtime
 import training
-from data import DATASETS, PRESETS, check_preset, dataset_info, dataset_shapes, open_dataset
+from data import DATASETS, DEFAULT_DATA_ROOT, PRESETS, check_preset, dataset_info, dataset_shapes, open_dataset
 from models.sound2sight import OPTIMIZERS, Sound2Sight, Sound2SightConfig
 from utils import (InputError, RunLock, StopSignals, add_config_flags, atomic_write_json, config_kwargs, native_bf16, run_cli,
                    save_gif, seed_everything)
@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="make a small M3SO-NB (unless --data_root is given), train a small model, evaluate it")
     start.add_argument("--eval_nsample", type=int, default=20, help="--demo: samples per clip in the final evaluation")
     data = p.add_argument_group("data")
-    data.add_argument("--data_root", default="data", help="dataset folder (generated layout or legacy M3SO download)")
+    data.add_argument("--data_root", default=DEFAULT_DATA_ROOT,
+                      help="dataset folder (generated layout or legacy M3SO download); make the default one with "
+                           f"python M3SO_Gen_Code/generate_m3so.py --dest {DEFAULT_DATA_ROOT}")
     data.add_argument("--dataset", default="smmnist", choices=DATASETS,
                       help="smmnist/m3so/m3so_nb: a generated or legacy M3SO folder; drums/painting: 64x64 colour "
                            "presets; av: any folder made by python -m data.prepare_av (shapes from its dataset.json)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,32 @@ def test_bad_files_say_which_and_how_to_re_create_them(tmp_path):
     escaped = {**OLD_PREPARE_MFCC, "mfcc": {**OLD_PREPARE_MFCC["mfcc"], "file": "../../etc/passwd"}}
     assert "lacks a valid" in _bad(tmp_path, escaped)
     assert recreate_hint("d", "av") == "python -m data.prepare_av --src VIDEOS --dest d"
+
+
+def test_datasets_live_outside_the_data_package(tmp_path, monkeypatch):
+    """No message advises writing a dataset into the ``data/`` package (from the repository root
+    ``data`` is the code): the hints, the loader's errors and the tools' ``--dest`` check point at
+    ``datasets/`` instead, and the training's default ``--data_root`` is there."""
+    import data
+    import train_sound2sight
+    from data.dataset_format import DEFAULT_DATA_ROOT, PACKAGE_DIR, check_dest, in_package
+
+    root = PACKAGE_DIR.parent
+    monkeypatch.chdir(root)
+    assert DEFAULT_DATA_ROOT == "datasets/m3so" and not in_package(DEFAULT_DATA_ROOT)
+    assert train_sound2sight.parse_args([]).data_root == DEFAULT_DATA_ROOT
+    for given, dest in (("data", "datasets/m3so"), ("data/", "datasets/m3so"), ("./data/m3so_nb", "datasets/m3so_nb")):
+        assert in_package(given)
+        hint = recreate_hint(given)
+        assert hint == f"python M3SO_Gen_Code/generate_m3so.py --dest {dest} and pass --data_root {dest}", hint
+        with pytest.raises(InputError) as err:
+            data.detect_layout(given)
+        assert f"--dest {dest}" in str(err.value) and not re.search(r"--dest (\./)?data(/|\s|$)", str(err.value))
+        with pytest.raises(InputError) as err:
+            check_dest(given, overwrite=True)
+        assert f"e.g. --dest {dest}" in str(err.value)
+    assert not in_package("datasets/m3so") and not in_package("tests/data") and not in_package(tmp_path / "data")
+    assert recreate_hint(tmp_path / "data") == f"python M3SO_Gen_Code/generate_m3so.py --dest {tmp_path / 'data'}"
+    with pytest.raises(InputError) as err:  # the default, not made yet: the command that makes it
+        data.detect_layout(DEFAULT_DATA_ROOT)
+    assert str(err.value).endswith(f"python M3SO_Gen_Code/generate_m3so.py --dest {DEFAULT_DATA_ROOT}")
