@@ -33,7 +33,7 @@ from cli import ArgumentParser, plain_text
 import prior_monitor
 import runtime
 import training
-from data import DATASETS, PRESETS, check_preset, dataset_info, dataset_shapes, open_dataset
+from data import DATASETS, DEFAULT_DATA_ROOT, PRESETS, check_preset, dataset_info, dataset_shapes, open_dataset
 from models.sound2sight import OPTIMIZERS, Sound2Sight, Sound2SightConfig
 from cli import add_config_flags, config_kwargs
 from errors import InputError, run_cli
@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="make a small M3SO-NB (unless --data_root is given), train a small model, evaluate it")
     start.add_argument("--eval_nsample", type=int, default=20, help="--demo: samples per clip in the final evaluation")
     data = p.add_argument_group("data")
-    data.add_argument("--data_root", default="data", help="dataset folder (generated layout or legacy M3SO download)")
+    data.add_argument("--data_root", default=DEFAULT_DATA_ROOT,
+                      help="dataset folder (generated layout or legacy M3SO download); make the default one with "
+                           f"python M3SO_Gen_Code/generate_m3so.py --dest {DEFAULT_DATA_ROOT}")
     data.add_argument("--dataset", default="smmnist", choices=DATASETS,
                       help="smmnist/m3so/m3so_nb: a generated or legacy M3SO folder; drums/painting: 64x64 colour "
                            "presets; av: any folder made by python -m data.prepare_av (shapes from its dataset.json)")
@@ -90,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="optimiser of both players")
     opt.add_argument("--lr_schedule", default="constant", choices=list(training.LR_SCHEDULES),
                      help="constant (as released) or cosine: both learning rates follow a half cosine from their "
-                          "value at epoch 0 to 0 after the last epoch (--niter), set at the start of each epoch")
+                          "value in the first epoch to 0 after the last (--niter), set at the start of each epoch")
     opt.add_argument("--batch_size", type=int, default=100,
                      help="global batch size (split over torchrun processes)")
     opt.add_argument("--niter", type=int, default=300, help="number of epochs")
@@ -98,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="cap on iterations per epoch (an epoch is one pass over the training clips; 0 = no cap)")
     opt.add_argument("--seed", type=int, default=1, help="seed of every random number generator")
     opt.add_argument("--beta_gen_loss", type=float, default=0.0001,
-                     help="adversarial weight (x1 to epoch 300, x5 to 600, x10 to 900, x100 after; off in epoch 0)")
+                     help="adversarial weight: off in the first epoch, then x1 to epoch 301, x5 to 601, x10 to 901, "
+                          "x100 after (epochs counted from 1, as the console and the checkpoints count them)")
     # what keeps the prior reading the sound (RESULTS.md, "Keeping the prior on the sound");
     # each default is the release's behaviour
     opt.add_argument("--kl_warmup", type=float, default=0.0,
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--amp", action="store_true", help="mixed precision: bfloat16 on CPU, float16 on CUDA")
     rt.add_argument("--compile", action="store_true",
                     help="torch.compile the training step's model (on CPU the inductor compile takes minutes, "
-                         "and recompiles once when the adversarial term starts after epoch 0)")
+                         "and recompiles once when the adversarial term starts after the first epoch)")
     rt.add_argument("--compile_backend", default="inductor",
                     help="torch.compile backend for --compile (inductor; aot_eager or eager need no C++ compiler)")
     out = p.add_argument_group("output")
@@ -339,8 +342,8 @@ def resume(run: Run) -> checkpoints.Progress:
         progress = checkpoints.resume_training(last, run.model, run.optimizer, run.scaler, run.device)
         run.metrics_log.truncate(progress.epoch)
         if run.rank == 0:
-            print(f"resuming {last} after epoch {progress.epoch}"
-                  + (f" and {progress.iteration} iterations of epoch {progress.epoch}" if progress.iteration else ""))
+            part = f" and {progress.iteration} iterations of epoch {progress.epoch + 1}" if progress.iteration else ""
+            print(f"resuming {last} after epoch {progress.epoch}/{run.args.niter}{part}")
         return progress
     if run.args.resume and run.rank == 0:
         print(f"--resume: no checkpoint in {run.ckpt_dir} yet, starting afresh")
@@ -394,7 +397,7 @@ def finish_setup(run: Run, progress: checkpoints.Progress) -> None:
     run.iters = len(run.loader) if args.epoch_size <= 0 else min(args.epoch_size, len(run.loader))
     if rank == 0:
         print(f"training {'Sound2Sight' if run.cfg.use_audio else 'SVG-LP (no audio)'} on {args.data_root}: "
-              f"{len(run.train_set)} clips, {run.iters} iterations/epoch, epochs {progress.epoch}..{args.niter - 1}, "
+              f"{len(run.train_set)} clips, {run.iters} iterations/epoch, epochs {progress.epoch + 1}..{args.niter}, "
               f"device {device}, {world} process(es); logs in {run.log_dir}")
     if rank == 0 and not args.no_tensorboard:
         run.tb = runtime.tensorboard_writer(run.log_dir / "tensorboard",
@@ -416,8 +419,8 @@ def run_epoch(run: Run, epoch: int, progress: checkpoints.Progress, stop: StopSi
     skip = progress.iteration if epoch == progress.epoch else 0
     sums: dict[str, float] = dict(progress.sums) if skip else {}
     t0 = time.perf_counter() - (progress.seconds if skip else 0.0)
-    bar = tqdm(total=run.iters, initial=skip, desc=f"epoch {epoch}", disable=rank != 0, leave=False,
-               dynamic_ncols=True)
+    bar = tqdm(total=run.iters, initial=skip, desc=f"epoch {epoch + 1}/{args.niter}", disable=rank != 0,
+               leave=False, dynamic_ncols=True)
     with bar:  # closed (and cleared) on an error too, so the error line stands alone
         for i, batch in enumerate(run.loader):
             if i >= run.iters:
@@ -454,8 +457,9 @@ def end_epoch(run: Run, epoch: int, means: dict[str, float], progress: checkpoin
         val = training.validate(run.model, run.val_frames, run.val_audio, args.n_past, run.n_eval - args.n_past,
                                 args.val_nsample, seed=args.seed)
         prior = prior_monitor.prior_stats(run.model, run.val_frames, run.val_audio if run.cfg.use_audio else None)
-        row = {"epoch": epoch, "adv_weight": w, "lr": lr, **means, **val, **prior.as_dict("prior_"),
-               "seconds": time.perf_counter() - run.epoch_start}
+        # epoch: the 0-based index (the schedules' and the release's); epochs_done: the console's, the checkpoints'
+        row = {"epoch": epoch, "epochs_done": epoch + 1, "adv_weight": w, "lr": lr, **means, **val,
+               **prior.as_dict("prior_"), "seconds": time.perf_counter() - run.epoch_start}
         grid = training.sample_grid(run.model, run.val_frames, run.val_audio, args.n_past, run.n_eval - args.n_past,
                                     seed=args.seed)
         log_epoch(run, epoch, row, val, prior, grid, w, lr)
@@ -466,7 +470,8 @@ def end_epoch(run: Run, epoch: int, means: dict[str, float], progress: checkpoin
             run.save("best.pt", progress)
         if args.save_every and (epoch + 1) % args.save_every == 0:
             run.save(f"epoch_{epoch + 1}.pt", progress)
-        print(f"epoch {epoch}: train mse loss {means['train_mse_loss']:.5f} kld loss {means['kld_loss']:.4g} "
+        print(f"epoch {epoch + 1}/{args.niter}: train mse loss {means['train_mse_loss']:.5f} "
+              f"kld loss {means['kld_loss']:.4g} "
               f"| val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
               f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | prior audio change "
               f"{prior.audio_change:.3g} | {row['seconds']:.1f}s" + (" *best*" if improved else ""))
@@ -484,7 +489,7 @@ def log_epoch(run: Run, epoch: int, row: dict[str, Any], val: dict[str, float], 
     """One epoch's record: a metrics.csv row, losses.png, samples/epoch_N.gif and TensorBoard."""
     run.metrics_log.append(row)
     run.metrics_log.plot(run.log_dir / "losses.png")
-    save_gif(run.log_dir / "samples" / f"epoch_{epoch:04d}.gif", grid)
+    save_gif(run.log_dir / "samples" / f"epoch_{epoch + 1:04d}.gif", grid)  # as checkpoints/epoch_N.pt
     if run.tb is None:
         return
     step = (epoch + 1) * run.iters
@@ -509,7 +514,7 @@ def stop_run(stop: StopSignals, run: Run, partial: checkpoints.Progress | None) 
         where = "at the end of the last epoch"
         if partial is not None and run.world == 1:
             run.save("last.pt", partial)
-            where = f"after {partial.iteration} iterations of epoch {partial.epoch}"
+            where = f"after {partial.iteration} iterations of epoch {partial.epoch + 1}/{run.args.niter}"
         elif partial is not None:
             where += " (the partial epoch is dropped under torchrun)"
         given = list(sys.argv[1:] if run.argv is None else run.argv)

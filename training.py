@@ -285,7 +285,7 @@ class MetricsLog:
 
         if not self.rows:
             return
-        ep = [r["epoch"] for r in self.rows]
+        ep = [int(r["epoch"]) + 1 for r in self.rows]  # epochs done, as the console and the checkpoints count
         columns = [b.column for b in BASELINES.values()]
         panels = [("train mse loss (as the release)", ["train_mse_loss"]), ("kld loss", ["kld_loss"]),
                   ("adversarial", ["disc_loss", "gen_loss", "g_adv"]),
@@ -301,7 +301,7 @@ class MetricsLog:
             ax.set_title(title)
             if "(log)" in title and any(isinstance(r.get(k), float) and r[k] > 0 for r in self.rows for k in keys):
                 ax.set_yscale("log")  # a collapse is a drop by orders of magnitude
-            ax.set_xlabel("epoch")
+            ax.set_xlabel("epochs done")
             ax.legend(fontsize=7)
         fig.tight_layout()
         buf = io.BytesIO()

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python M3SO_Gen_Code/generate_m3so.py --dest data_m3so            # M3SO, 10,000 + 1,000 clips
-    python M3SO_Gen_Code/generate_m3so.py --dest data_m3so_nb --no_block --num_workers 2
+    python M3SO_Gen_Code/generate_m3so.py --dest datasets/m3so         # M3SO, 10,000 + 1,000 clips
+    python M3SO_Gen_Code/generate_m3so.py --dest datasets/m3so_nb --no_block --num_workers 2
 
 or, in-process, ``generate(dest, num_train=..., no_block=True, ...)``. Output (see the
 dataset contract): ``dataset.json`` and ``{train,test}/{frames,audio,stft,labels,

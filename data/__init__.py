@@ -18,10 +18,11 @@ from torch.utils.data import Dataset
 from errors import InputError
 
 from . import legacy, m3so
-from .m3so import GEN_HINT, check_split
+from .dataset_format import DEFAULT_DATA_ROOT, in_package, recreate_hint
+from .m3so import check_split
 
-__all__ = ["detect_layout", "dataset_info", "dataset_shapes", "check_preset", "open_dataset", "DataShapes",
-           "DATASETS", "PRESETS", "PRESET_AUDIO_SHAPES"]
+__all__ = ["DEFAULT_DATA_ROOT", "detect_layout", "dataset_info", "dataset_shapes", "check_preset", "open_dataset",
+           "DataShapes", "DATASETS", "PRESETS", "PRESET_AUDIO_SHAPES"]
 
 #: ``--dataset`` choices of both scripts. smmnist/m3so/m3so_nb: a generated or legacy M3SO
 #: folder; drums/painting: the paper's 64x64 colour sets; av: any folder
@@ -49,15 +50,19 @@ class DataShapes:
 def detect_layout(data_root: str | Path) -> str:
     """``"m3so"`` when ``dataset.json`` exists, ``"legacy"`` when ``<split>/gif/`` does, else InputError."""
     root = Path(data_root)
+    if in_package(root) and not (root / "dataset.json").is_file() and not legacy.is_legacy(root):
+        raise InputError(f"{root} is in data/, the project's Python package, not a dataset folder; make one "
+                         f"outside it with {recreate_hint(root)}")
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise InputError(f"{root} {what}; pass the dataset folder as --data_root or make one with {GEN_HINT} {root}")
+        raise InputError(f"{root} {what}; pass the dataset folder as --data_root or make one with "
+                         f"{recreate_hint(root)}")
     if (root / "dataset.json").is_file():
         return "m3so"
     if legacy.is_legacy(root):
         return "legacy"
     raise InputError(f"{root} is neither a Sound2Sight dataset (dataset.json) nor the legacy M3SO layout "
-                     f"(<split>/gif/); make one with {GEN_HINT} {root}")
+                     f"(<split>/gif/); make one with {recreate_hint(root)}")
 
 
 def dataset_info(data_root: str | Path) -> dict[str, Any]:

@@ -35,6 +35,11 @@ FILE_NAME = "dataset.json"
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
 GEN_HINT = "python M3SO_Gen_Code/generate_m3so.py --dest"
+#: Where the README's examples and the training's ``--data_root`` default put datasets: beside
+#: the code, outside the ``data/`` package (and ignored by git).
+DATASETS_DIR = "datasets"
+DEFAULT_DATA_ROOT = f"{DATASETS_DIR}/m3so"
+PACKAGE_DIR = Path(__file__).resolve().parent
 # How to re-create a dataset, by its recorded name (anything else: the M3SO generator).
 _HINTS = {"av": "python -m data.prepare_av --src VIDEOS --dest",
           "M3SO (legacy import)": "python -m data.convert_legacy --src DOWNLOAD --dest"}
@@ -44,9 +49,32 @@ _HEAD = ("name", "format_version", "image_size", "channels", "num_frames", "fps"
 _REQUIRED = ("name", "format_version", "image_size", "channels", "num_frames", "stft", "splits")
 
 
+def in_package(root: str | Path) -> bool:
+    """Whether ``root`` is this ``data/`` package's folder or inside it (no place for a dataset)."""
+    try:
+        resolved = Path(root).resolve()
+    except (OSError, RuntimeError):
+        return False
+    return resolved == PACKAGE_DIR or PACKAGE_DIR in resolved.parents
+
+
+def hint_dest(root: str | Path) -> str:
+    """``root`` as a ``--dest`` to advise: itself, or for a folder in the ``data/`` package the same
+    name under :data:`DATASETS_DIR` (the package itself: :data:`DEFAULT_DATA_ROOT`)."""
+    if not in_package(root):
+        return str(root)
+    resolved = Path(root).resolve()
+    return DEFAULT_DATA_ROOT if resolved == PACKAGE_DIR else f"{DATASETS_DIR}/{resolved.name}"
+
+
 def recreate_hint(root: str | Path, name: Any = None) -> str:
-    """The command that re-creates the dataset folder ``root`` (by the dataset's ``name``)."""
-    return f"{_HINTS.get(name, GEN_HINT) if isinstance(name, str) else GEN_HINT} {root}"
+    """The command that re-creates the dataset folder ``root`` (by the dataset's ``name``); for a
+    folder in the ``data/`` package, the command that makes one outside it and the ``--data_root``
+    to pass then."""
+    command = f"{_HINTS.get(name, GEN_HINT) if isinstance(name, str) else GEN_HINT} {hint_dest(root)}"
+    if in_package(root):
+        command += f" and pass --data_root {hint_dest(root)}"
+    return command
 
 
 def _positive_int(value: Any) -> bool:
@@ -216,10 +244,14 @@ def check_dest(dest: str | Path, overwrite: bool) -> None:
     Refused (one-line InputError naming ``--dest`` and the fix): a file; an existing folder
     without ``overwrite``; with ``overwrite``, a non-empty folder that is not a dataset (no
     ``dataset.json``: ``--overwrite`` replaces datasets, never other folders); a location
-    whose folder cannot be created or written. Nothing is created. The tools then build
-    the folder with :func:`files.atomic_dir`, which refuses the same first two again.
+    whose folder cannot be created or written; a folder in the ``data/`` package (code, not
+    data). Nothing is created. The tools then build the folder with :func:`files.atomic_dir`,
+    which refuses the same first two again.
     """
     dest = Path(dest)
+    if in_package(dest):
+        raise InputError(f"--dest {dest} is in data/, the project's Python package; write datasets outside it, "
+                         f"e.g. --dest {hint_dest(dest)}")
     if dest.exists() or dest.is_symlink():
         if not dest.is_dir():
             raise InputError(f"--dest {dest} is a file, not a folder; choose another --dest")
@@ -256,5 +288,6 @@ def stoppable(dest: str | Path) -> Iterator[StopSignals]:
                                             f"{left}; run the same command again to build it") from None
 
 
-__all__ = ["DatasetMeta", "FILE_NAME", "FORMAT_VERSION", "SPLITS", "GEN_HINT", "recreate_hint", "check_dest",
+__all__ = ["DatasetMeta", "FILE_NAME", "FORMAT_VERSION", "SPLITS", "GEN_HINT", "DATASETS_DIR",
+           "DEFAULT_DATA_ROOT", "in_package", "hint_dest", "recreate_hint", "check_dest",
            "stoppable"]

@@ -33,8 +33,8 @@ from torch.utils.data import Dataset
 from errors import InputError
 
 from .features import scale_features
-from .dataset_format import SPLITS
-from .m3so import GEN_HINT, check_seq_len, check_split, check_start
+from .dataset_format import SPLITS, recreate_hint
+from .m3so import check_seq_len, check_split, check_start
 
 GIF_DIR = "gif"
 PICKLE_DIR = "stft_wav_pickle"
@@ -202,7 +202,7 @@ def list_clips(root: str | Path, split: str) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root} does not exist; point --data_root at the M3SO download or make one with "
-                         f"{GEN_HINT} {root}")
+                         f"{recreate_hint(root)}")
     gif_dir, pk_dir = root / split / GIF_DIR, root / split / PICKLE_DIR
     if not gif_dir.is_dir():
         raise InputError(f"{gif_dir} is missing: the legacy layout needs {split}/{GIF_DIR}/ and {split}/{PICKLE_DIR}/; "

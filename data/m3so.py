@@ -64,7 +64,7 @@ def _map(path: Path, hint: str | None = None) -> np.ndarray:
     """Memory-map one ``.npy`` (never unpickling), with a clear error when it is missing or broken.
 
     ``hint``: the command that re-creates the dataset (default: the M3SO generator's)."""
-    hint = hint or f"{GEN_HINT} {path.parent.parent}"
+    hint = hint or recreate_hint(path.parent.parent)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,32 @@ def test_a_killed_builds_temporary_folders_are_removed_by_the_next_build(tmp_pat
              overwrite=True)  # now --dest exists: the dead process's .old is removed too
     assert f".m3so.{dead}.abcd_123.old" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted(kept[:2])
+
+
+def test_datasets_live_outside_the_data_package(tmp_path, monkeypatch):
+    """No message advises writing a dataset into the ``data/`` package (from the repository root
+    ``data`` is the code): the hints, the loader's errors and the tools' ``--dest`` check point at
+    ``datasets/`` instead, and the training's default ``--data_root`` is there."""
+    import data
+    import train_sound2sight
+    from data.dataset_format import DEFAULT_DATA_ROOT, PACKAGE_DIR, check_dest, in_package
+
+    root = PACKAGE_DIR.parent
+    monkeypatch.chdir(root)
+    assert DEFAULT_DATA_ROOT == "datasets/m3so" and not in_package(DEFAULT_DATA_ROOT)
+    assert train_sound2sight.parse_args([]).data_root == DEFAULT_DATA_ROOT
+    for given, dest in (("data", "datasets/m3so"), ("data/", "datasets/m3so"), ("./data/m3so_nb", "datasets/m3so_nb")):
+        assert in_package(given)
+        hint = recreate_hint(given)
+        assert hint == f"python M3SO_Gen_Code/generate_m3so.py --dest {dest} and pass --data_root {dest}", hint
+        with pytest.raises(InputError) as err:
+            data.detect_layout(given)
+        assert f"--dest {dest}" in str(err.value) and not re.search(r"--dest (\./)?data(/|\s|$)", str(err.value))
+        with pytest.raises(InputError) as err:
+            check_dest(given, overwrite=True)
+        assert f"e.g. --dest {dest}" in str(err.value)
+    assert not in_package("datasets/m3so") and not in_package("tests/data") and not in_package(tmp_path / "data")
+    assert recreate_hint(tmp_path / "data") == f"python M3SO_Gen_Code/generate_m3so.py --dest {tmp_path / 'data'}"
+    with pytest.raises(InputError) as err:  # the default, not made yet: the command that makes it
+        data.detect_layout(DEFAULT_DATA_ROOT)
+    assert str(err.value).endswith(f"python M3SO_Gen_Code/generate_m3so.py --dest {DEFAULT_DATA_ROOT}")

@@ -99,16 +99,39 @@ def test_run_writes_everything(tmp_path, tiny_data):
     cfg = json.loads((log / "config.json").read_text())
     assert cfg["args"]["g_dim"] == 16 and cfg["model_config"]["audio_shape"] == [23, 21]
     rows = list(csv.DictReader(open(log / "metrics.csv")))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and [int(r["epochs_done"]) for r in rows] == [1, 2]
     assert float(rows[0]["adv_weight"]) == 0.0 and float(rows[1]["adv_weight"]) > 0
     for key in ("train_mse_loss", "kld_loss", "disc_loss", "gen_loss", "g_adv", "val_min_mse", "val_ssim",
                 "val_copy_last_mse", "val_constant_velocity_mse", "val_constant_velocity_ssim"):
         assert all(float(r[key]) == float(r[key]) for r in rows), key  # present and not NaN
-    for f in ("checkpoints/last.pt", "checkpoints/best.pt", "losses.png", "samples/epoch_0000.gif",
-              "samples/epoch_0001.gif"):
+    for f in ("checkpoints/last.pt", "checkpoints/best.pt", "losses.png", "samples/epoch_0001.gif",
+              "samples/epoch_0002.gif"):
         assert (log / f).is_file(), f
     ckpt = torch.load(log / "checkpoints/last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and set(ckpt) >= {"model", "optimizer", "rng", "model_config", "args"}
+
+
+def test_epoch_numbers_agree(tmp_path, tiny_data, capsys):
+    """The console's "epoch N/M" counts from 1 and is the epochs done after it: the ``epoch`` of the
+    checkpoint saved then (``best.pt`` for the last "*best*" line, ``epoch_N.pt``), ``samples/epoch_N.gif``
+    and metrics.csv's ``epochs_done`` (its ``epoch`` column is the 0-based index)."""
+    import re
+
+    log = run(tmp_path / "run", tiny_data, "--niter", "3", "--epoch_size", "1", "--save_every", "1")
+    out = capsys.readouterr().out
+    assert "epochs 1..3," in out
+    lines = re.findall(r"^epoch (\d+)/3: .*$", out, flags=re.M)
+    assert lines == ["1", "2", "3"]
+    best = [int(m) for m in re.findall(r"^epoch (\d+)/3: .*\*best\*$", out, flags=re.M)]
+    assert best and torch.load(log / "checkpoints/best.pt", weights_only=True)["epoch"] == best[-1]
+    rows = list(csv.DictReader(open(log / "metrics.csv")))
+    assert [(int(r["epoch"]), int(r["epochs_done"])) for r in rows] == [(0, 1), (1, 2), (2, 3)]
+    for n in (1, 2, 3):
+        assert torch.load(log / f"checkpoints/epoch_{n}.pt", weights_only=True)["epoch"] == n
+        assert (log / f"samples/epoch_{n:04d}.gif").is_file()
+    run(tmp_path / "run", tiny_data, "--niter", "4", "--epoch_size", "1", "--resume")
+    out = capsys.readouterr().out
+    assert "after epoch 3/4" in out and "epochs 4..4," in out and re.search(r"^epoch 4/4: ", out, flags=re.M)
 
 
 def _state(log: Path) -> dict:
