@@ -29,6 +29,12 @@ scikit-image as the release called it). Reported, for every metric:
 Every clip draws its noise from its own generator, seeded from (``seed``, clip index), so
 the numbers do not depend on batching, on sharding over ``torchrun`` processes, or on
 resuming an interrupted evaluation (:class:`BatchStore`).
+
+Per-clip results are typed records: :func:`evaluate_batch` returns a :class:`BatchResult`
+(one :class:`PredictorScores` for the model and for each baseline, plus the model's
+per-sample scores, best-sample index, set metrics and GIFs), merged in clip order by
+:meth:`BatchResult.concat` and stored or exchanged between processes as plain arrays
+(:meth:`BatchResult.to_arrays` / :meth:`BatchResult.from_arrays`).
 """
 from __future__ import annotations
 
@@ -173,26 +179,153 @@ class Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
-# ------------------------------------------------------------------------- one batch
-@torch.inference_mode()
-def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clips: list[int], settings: EvalSettings,
-                   timer: Timer | None = None) -> dict[str, Any]:
-    """Score one batch of clips.
+# ------------------------------------------------------------------- typed results
+#: The model's entry in :attr:`BatchResult.predictors` (a baseline may not take the name: RESERVED_NAMES).
+MODEL = "model"
 
-    frames ``[T, B, C, H, W]``, audio ``[T, B, 1, F, S]`` (time-major, on the model's
-    device, T >= n_past + n_future); ``clips``: their global indices (they pick the noise).
-    Returns numpy arrays with leading dim B: ``clip``; ``<protocol>_<metric>`` ``[B, F]``;
-    ``baseline_<name>_<metric>`` ``[B, F]`` for each of ``settings.baselines``;
-    ``sample_<metric>`` ``[B, S]`` (each sample's mean over frames); ``best_index`` ``[B]`` with the best protocol; each set metric ``[B]``;
-    ``gifs`` ``{clip: uint8 grid}`` for clips below ``num_gifs``; ``gt`` / ``samples`` with
-    ``save_samples``. Samples are generated ``chunk_size // B`` per clip and model call, and
-    only their scores are kept (all of them only with ``save_samples``).
+
+@dataclass
+class PredictorScores:
+    """One predictor's per-clip, per-future-frame scores under each protocol.
+
+    ``by_protocol[protocol][metric]``: ``[B, F]`` (float64). The model's differ by protocol
+    (best over samples per frame, or the best sample's sequence); a baseline makes one
+    deterministic prediction, so each protocol holds the same numbers (:meth:`deterministic`).
     """
-    st, timer = settings, timer or Timer(frames.device)
+
+    by_protocol: dict[str, dict[str, np.ndarray]]  # {protocol: {metric: [B, F]}}
+
+    @classmethod
+    def deterministic(cls, scores: dict[str, np.ndarray], protocols: Sequence[str]) -> "PredictorScores":
+        """The scores ``{metric: [B, F]}`` of a single prediction, the same under every protocol."""
+        return cls({proto: scores for proto in protocols})
+
+    def under(self, protocol: str) -> dict[str, np.ndarray]:
+        """``{metric: [B, F]}`` under ``protocol``."""
+        return self.by_protocol[protocol]
+
+    @classmethod
+    def concat(cls, parts: Sequence["PredictorScores"], order: np.ndarray) -> "PredictorScores":
+        """The parts' clips one after another, then reordered by ``order`` (indices into the concatenation)."""
+        first = parts[0].by_protocol
+        return cls({proto: {m: np.concatenate([p.by_protocol[proto][m] for p in parts])[order] for m in first[proto]}
+                    for proto in first})
+
+
+@dataclass
+class BatchResult:
+    """The per-clip results of some clips (one batch, or merged in clip order): what every
+    report is made from, what :class:`BatchStore` keeps and what torchrun processes exchange.
+
+    ``predictors`` holds the model under :data:`MODEL` first, then every baseline under its
+    :data:`baselines.BASELINES` name, all scored on the same clips and future frames. The
+    other fields belong to the model's samples alone.
+    """
+
+    clips: np.ndarray                                  # [B] int64 global clip indices
+    predictors: dict[str, PredictorScores]             # MODEL, then each baseline by name
+    sample_scores: dict[str, np.ndarray]               # {metric: [B, S]} each sample's mean over the future frames
+    set_metrics: dict[str, np.ndarray]                 # {name: [B]} every SET_METRICS entry, NaN where not computable
+    gifs: dict[int, np.ndarray]                        # {clip: uint8 [T, H', W', 3]} for clips below num_gifs
+    best_index: np.ndarray | None = None               # [B] the best-sample protocol's sample, when that protocol ran
+    gt: np.ndarray | None = None                       # [B, T, C, H, W] with save_samples
+    samples: np.ndarray | None = None                  # [B, S, T, C, H, W] with save_samples
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def model(self) -> PredictorScores:
+        return self.predictors[MODEL]
+
+    @classmethod
+    def concat(cls, parts: Sequence["BatchResult"]) -> "BatchResult":
+        """Per-batch (and per-process) results -> one result in clip order."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise ValueError("no clips to merge")
+        order = np.argsort(np.concatenate([p.clips for p in parts]), kind="stable")
+
+        def cat(arrays: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(arrays)[order]
+
+        first = parts[0]
+        optional = {name: (None if getattr(first, name) is None else cat([getattr(p, name) for p in parts]))
+                    for name in ("best_index", "gt", "samples")}
+        return cls(clips=cat([p.clips for p in parts]),
+                   predictors={who: PredictorScores.concat([p.predictors[who] for p in parts], order)
+                               for who in first.predictors},
+                   sample_scores={m: cat([p.sample_scores[m] for p in parts]) for m in first.sample_scores},
+                   set_metrics={n: cat([p.set_metrics[n] for p in parts]) for n in first.set_metrics},
+                   gifs={c: g for p in parts for c, g in p.gifs.items()}, **optional)
+
+    # Flat arrays for np.savez (no pickles) and for gathering across processes. The names are
+    # paths of the fields above ("predictors/<who>/<protocol>/<metric>", ...); only
+    # to_arrays and from_arrays read them.
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Every field as ``{path: array}``, the inverse of :meth:`from_arrays`."""
+        out = {"clips": self.clips}
+        for who, scores in self.predictors.items():
+            for proto, by_metric in scores.by_protocol.items():
+                out.update({f"predictors/{who}/{proto}/{m}": v for m, v in by_metric.items()})
+        out.update({f"sample_scores/{m}": v for m, v in self.sample_scores.items()})
+        out.update({f"set_metrics/{n}": v for n, v in self.set_metrics.items()})
+        out.update({f"gifs/{c}": g for c, g in self.gifs.items()})
+        out.update({name: getattr(self, name) for name in ("best_index", "gt", "samples")
+                    if getattr(self, name) is not None})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "BatchResult":
+        """The result :meth:`to_arrays` flattened; ValueError when ``arrays`` is not such a flattening."""
+        fields: dict[str, Any] = {"predictors": {}, "sample_scores": {}, "set_metrics": {}, "gifs": {}}
+        for path, value in arrays.items():
+            head, *rest = path.split("/")
+            if head == "predictors" and len(rest) == 3:
+                who, proto, m = rest
+                fields["predictors"].setdefault(who, {}).setdefault(proto, {})[m] = value
+            elif head in ("sample_scores", "set_metrics") and len(rest) == 1:
+                fields[head][rest[0]] = value
+            elif head == "gifs" and len(rest) == 1:
+                fields["gifs"][int(rest[0])] = value
+            elif head in ("clips", "best_index", "gt", "samples") and not rest:
+                fields[head] = value
+            else:
+                raise ValueError(f"not a field of BatchResult: {path!r}")
+        if "clips" not in fields or MODEL not in fields["predictors"]:
+            raise ValueError("a BatchResult needs its clips and the model's scores")
+        fields["predictors"] = {who: PredictorScores(by) for who, by in fields["predictors"].items()}
+        return cls(**fields)
+
+
+# ------------------------------------------------------------------------- one batch
+@dataclass
+class _Futures:
+    """What :func:`sample_and_score` keeps of the model's samples (they are not kept whole
+    unless asked): every sample's scores, the set metrics, the samples a GIF shows."""
+
+    scores: dict[str, torch.Tensor]              # {metric: float64 [B, S, F]}
+    set_metrics: dict[str, np.ndarray]           # {name: [B]}
+    gif_best: dict[int, torch.Tensor]            # {row b: [T, C, H, W]} the sample with the best mean selection score
+    gif_random: dict[int, list[torch.Tensor]]    # {row b: [_GIF_RANDOM x [T, C, H, W]]} random samples, index order
+    kept: torch.Tensor | None                    # [B, S, T, C, H, W] with save_samples
+
+
+def gif_rows(clips: Sequence[int], settings: EvalSettings) -> list[int]:
+    """The batch rows whose clips get a GIF (global index below ``num_gifs``)."""
+    return [b for b, c in enumerate(clips) if c < settings.num_gifs]
+
+
+def sample_and_score(model, frames: torch.Tensor, audio: torch.Tensor | None, clips: list[int],
+                     settings: EvalSettings, timer: Timer) -> _Futures:
+    """Sample ``nsample`` futures per clip from the prior (``chunk_size // B`` per clip and
+    model call) and score each against the ground truth, keeping only the scores, the set
+    metrics' running state and the samples the GIFs show.
+
+    frames ``[T, B, C, H, W]``, audio ``[T, B, 1, F, S]`` with T = n_past + n_future."""
+    st = settings
     n_past, n_future, nsample = st.n_past, st.n_future, st.nsample
-    total, batch = n_past + n_future, frames.shape[1]
-    frames = frames[:total]
-    audio = None if audio is None else audio[:total]
+    total, batch = frames.shape[0], frames.shape[1]
     device, z = frames.device, model.cfg.z_dim
     gt = frames[n_past:].transpose(0, 1)  # [B, F, C, H, W]
     ctx = frames[:n_past]
@@ -200,11 +333,11 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clip
     scores = {m: torch.empty(batch, nsample, n_future, dtype=torch.float64) for m in st.metrics}  # [B, S, F] each
     set_metrics = {name: m for name, m in metrics.SET_METRICS.items() if nsample >= m.min_samples}
     set_state = {name: m.start(gt) for name, m in set_metrics.items()}
-    gif_rows = [b for b, c in enumerate(clips) if c < st.num_gifs]
+    rows = gif_rows(clips, st)
     gif_pick = {b: torch.randperm(nsample, generator=clip_generator(st.seed, clips[b], _STREAM_GIF))[:_GIF_RANDOM]
-                .sort().values.tolist() for b in gif_rows}
-    gif_best = {b: (-float("inf"), None) for b in gif_rows}  # running (mean SSIM-like score, sequence [T, C, H, W])
-    gif_random: dict[int, dict[int, torch.Tensor]] = {b: {} for b in gif_rows}
+                .sort().values.tolist() for b in rows}
+    gif_best = {b: (-float("inf"), None) for b in rows}  # running (mean selection score, sequence [T, C, H, W])
+    gif_random: dict[int, dict[int, torch.Tensor]] = {b: {} for b in rows}
     kept = torch.empty(batch, nsample, total, *frames.shape[2:]) if st.save_samples else None
     select = metrics.SELECTION_METRIC if metrics.SELECTION_METRIC in st.metrics else st.metrics[0]
     sign = 1.0 if metrics.PAIR_METRICS[select].higher_is_better else -1.0
@@ -225,7 +358,7 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clip
                 m.update(set_state[name], fut)
             if kept is not None:
                 kept[:, s0:s1] = seq.cpu()
-            for b in gif_rows:
+            for b in rows:
                 means = sign * chunk[select][b].mean(-1)  # [s]
                 k = int(means.argmax())  # first maximum, as the best protocol's argmax
                 if float(means[k]) > gif_best[b][0]:
@@ -233,50 +366,90 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clip
                 for j in gif_pick[b]:
                     if s0 <= j < s1:
                         gif_random[b][j] = seq[b, j - s0].cpu()
-
-    post = {}
-    if gif_rows:  # the posterior reconstruction is shown in the GIFs only
-        with timer("sampling"):
-            eps_post = batch_noise(st.seed, [clips[b] for b in gif_rows], _STREAM_POSTERIOR, (total - 1, z))
-            rows = torch.as_tensor(gif_rows, device=device)
-            rec = model.reconstruct(frames[:, rows], None if audio is None else audio[:, rows],
-                                    eps=eps_post.transpose(0, 1).to(device)).float().clamp_(0, 1)  # [T, G, ...]
-            post = {b: rec[:, i].cpu() for i, b in enumerate(gif_rows)}
-    result: dict[str, Any] = {"clip": np.asarray(clips, dtype=np.int64)}
     with timer("scoring"):
-        for name in st.baselines:
-            pred = BASELINES[name].predict(ctx, n_future).transpose(0, 1)  # [B, F, C, H, W]
-            for m, v in metrics.score(gt, pred, st.metrics, st.score_settings).items():
-                result[f"{baseline_key(name)}_{m}"] = v.cpu().numpy()
-        for proto in st.protocols:
-            if proto == "best":
-                per_clip, result["best_index"] = metrics.per_clip_best(scores)
-            else:
-                per_clip = metrics.PROTOCOLS[proto](scores)
-            result.update({f"{proto}_{m}": v for m, v in per_clip.items()})
-        for m, v in scores.items():
-            result[f"sample_{m}"] = v.mean(-1).numpy()
-        for name, m in metrics.SET_METRICS.items():
-            result[name] = (m.finish(set_state[name], nsample).cpu().numpy() if name in set_state
-                            else np.full(batch, np.nan))
+        finished = {name: (m.finish(set_state[name], nsample).cpu().numpy() if name in set_state
+                           else np.full(batch, np.nan)) for name, m in metrics.SET_METRICS.items()}
+    return _Futures(scores, finished, {b: seq for b, (_, seq) in gif_best.items()},
+                    {b: [gif_random[b][j] for j in gif_pick[b]] for b in rows}, kept)
+
+
+def apply_protocols(scores: dict[str, torch.Tensor], settings: EvalSettings) -> tuple[PredictorScores, np.ndarray | None]:
+    """The model's per-clip scores under each protocol from every sample's ``{metric: [B, S, F]}``,
+    and the best-sample protocol's chosen sample ``[B]`` (None when that protocol is not run)."""
+    by_protocol, best_index = {}, None
+    for proto in settings.protocols:
+        if proto == "best":
+            by_protocol[proto], best_index = metrics.per_clip_best(scores)
+        else:
+            by_protocol[proto] = metrics.PROTOCOLS[proto](scores)
+    return PredictorScores(by_protocol), best_index
+
+
+def score_baselines(frames: torch.Tensor, settings: EvalSettings) -> dict[str, PredictorScores]:
+    """Every baseline of ``settings.baselines`` predicted from the context of ``frames``
+    ``[T, B, C, H, W]`` and scored against its future frames, by name."""
+    ctx, gt = frames[:settings.n_past], frames[settings.n_past:].transpose(0, 1)  # [n_past, B, ...], [B, F, ...]
+    out = {}
+    for name in settings.baselines:
+        pred = BASELINES[name].predict(ctx, settings.n_future).transpose(0, 1)  # [B, F, C, H, W]
+        scores = {m: v.cpu().numpy() for m, v in metrics.score(gt, pred, settings.metrics, settings.score_settings).items()}
+        out[name] = PredictorScores.deterministic(scores, settings.protocols)
+    return out
+
+
+def reconstruct_posterior(model, frames: torch.Tensor, audio: torch.Tensor | None, clips: list[int],
+                          rows: list[int], settings: EvalSettings) -> dict[int, torch.Tensor]:
+    """The posterior's teacher-forced reconstruction ``{row b: [T, C, H, W]}`` of batch rows
+    ``rows`` (shown in the GIFs only: it is not a bound, so it is not scored)."""
+    if not rows:
+        return {}
+    eps = batch_noise(settings.seed, [clips[b] for b in rows], _STREAM_POSTERIOR, (frames.shape[0] - 1, model.cfg.z_dim))
+    index = torch.as_tensor(rows, device=frames.device)
+    rec = model.reconstruct(frames[:, index], None if audio is None else audio[:, index],
+                            eps=eps.transpose(0, 1).to(frames.device)).float().clamp_(0, 1)  # [T, G, C, H, W]
+    return {b: rec[:, i].cpu() for i, b in enumerate(rows)}
+
+
+def build_gifs(frames: torch.Tensor, clips: list[int], futures: _Futures, posterior: dict[int, torch.Tensor],
+               settings: EvalSettings) -> dict[int, np.ndarray]:
+    """``{clip: uint8 grid}``: columns truth | posterior | best sample | random samples, framed and labelled."""
+    total, n_past = frames.shape[0], settings.n_past
     gifs = {}
-    for b in gif_rows:
-        truth = frames[:, b].float().cpu()
-        posterior = torch.cat([truth[:n_past], post[b][n_past:]])  # as the release drew it: given frames first
-        panels = [truth, posterior, gif_best[b][1]] + [gif_random[b][j] for j in gif_pick[b]]
+    for b, best in futures.gif_best.items():
+        truth = frames[:, b].float().cpu()  # [T, C, H, W]
+        shown = torch.cat([truth[:n_past], posterior[b][n_past:]])  # as the release drew it: given frames first
+        panels = [truth, shown, best, *futures.gif_random[b]]
         kinds = ["gt", "posterior"] + ["sample"] * (len(panels) - 2)
         labels = ["truth", "posterior", "best"] + ["random"] * (len(panels) - 3)
         gifs[clips[b]] = label_columns(framed_row(panels, [gif_colours(total, n_past, k) for k in kinds]), labels)
-    result["gifs"] = gifs
-    if kept is not None:
-        result["gt"] = frames.transpose(0, 1).float().cpu().numpy()  # [B, T, C, H, W]
-        result["samples"] = kept.numpy()  # [B, S, T, C, H, W]
-    return result
+    return gifs
 
 
-def baseline_key(name: str) -> str:
-    """The prefix of baseline ``name``'s per-clip arrays in :func:`evaluate_batch`'s result."""
-    return f"baseline_{name}"
+@torch.inference_mode()
+def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clips: list[int], settings: EvalSettings,
+                   timer: Timer | None = None) -> BatchResult:
+    """Score one batch of clips: the model's samples, every baseline, the GIFs.
+
+    frames ``[T, B, C, H, W]``, audio ``[T, B, 1, F, S]`` (time-major, on the model's
+    device, T >= n_past + n_future); ``clips``: their global indices (they pick the noise).
+    """
+    st, timer = settings, timer or Timer(frames.device)
+    total = st.n_past + st.n_future
+    frames = frames[:total]
+    audio = None if audio is None else audio[:total]
+    futures = sample_and_score(model, frames, audio, clips, st, timer)
+    with timer("sampling"):
+        posterior = reconstruct_posterior(model, frames, audio, clips, gif_rows(clips, st), st)
+    with timer("scoring"):
+        baseline_scores = score_baselines(frames, st)
+        model_scores, best_index = apply_protocols(futures.scores, st)
+        sample_scores = {m: v.mean(-1).numpy() for m, v in futures.scores.items()}  # [B, S] each
+    kept = futures.kept
+    return BatchResult(clips=np.asarray(clips, dtype=np.int64), predictors={MODEL: model_scores, **baseline_scores},
+                       sample_scores=sample_scores, set_metrics=futures.set_metrics,
+                       gifs=build_gifs(frames, clips, futures, posterior, st), best_index=best_index,
+                       gt=None if kept is None else frames.transpose(0, 1).float().cpu().numpy(),  # [B, T, C, H, W]
+                       samples=None if kept is None else kept.numpy())  # [B, S, T, C, H, W]
 
 
 # ------------------------------------------------------------------------ a data set
@@ -300,16 +473,20 @@ class Stopped(Exception):
 class BatchStore:
     """Finished batches of one evaluation, kept in a folder (``<log_dir>/.partial/``) until it completes.
 
-    Every batch's per-clip results are written atomically as one ``.npz`` (numbers, GIF
-    frames; no pickles) when it finishes; the same evaluation run again loads them instead
-    of recomputing. Every clip draws its noise from its own generator, so a resumed
-    evaluation gives the numbers of an uninterrupted one. ``fingerprint`` (checkpoint,
-    data, every setting that changes a number) must match, else the stale batches are
-    discarded, saying so.
+    Every batch's :class:`BatchResult` is written atomically as one ``.npz``
+    (:meth:`BatchResult.to_arrays`: numbers, GIF frames; no pickles) when it finishes; the
+    same evaluation run again loads them instead of recomputing. Every clip draws its noise
+    from its own generator, so a resumed evaluation gives the numbers of an uninterrupted
+    one. ``fingerprint`` (checkpoint, data, every setting that changes a number) and the
+    store's :data:`FORMAT` must match, else the stale batches are discarded, saying so.
     """
+
+    #: The layout of the batch files; a folder written in another is discarded, never misread.
+    FORMAT = 2
 
     def __init__(self, folder: Path, fingerprint: dict[str, Any], rank: int = 0, world: int = 1):
         self.folder = folder
+        fingerprint = {**fingerprint, "store_format": self.FORMAT}
         if rank == 0:
             fp_path = folder / "fingerprint.json"
             if folder.is_dir():
@@ -329,25 +506,22 @@ class BatchStore:
     def _path(self, tag: str, clips: list[int]) -> Path:
         return self.folder / f"{tag}_{clips[0]:06d}_{clips[-1]:06d}.npz"
 
-    def load(self, tag: str, clips: list[int]) -> dict[str, Any] | None:
+    def load(self, tag: str, clips: list[int]) -> BatchResult | None:
+        """The finished batch of ``clips`` (None when not finished, or unreadable)."""
         path = self._path(tag, clips)
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+                return BatchResult.from_arrays({k: z[k] for k in z.files})
         except (OSError, ValueError, EOFError):  # written atomically, so only an outside hand breaks one
             print(f"{path} is unreadable; scoring that batch again")
             return None
-        gifs = {int(k[4:]): arrays.pop(k) for k in list(arrays) if k.startswith("gif_")}
-        return {**arrays, "gifs": gifs}
 
-    def save(self, tag: str, clips: list[int], result: dict[str, Any]) -> None:
-        arrays = {k: v for k, v in result.items() if k != "gifs"}
-        arrays.update({f"gif_{c}": g for c, g in result["gifs"].items()})
+    def save(self, tag: str, clips: list[int], result: BatchResult) -> None:
         with atomic_file(self._path(tag, clips)) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **result.to_arrays())
 
     def finish(self, rank: int = 0) -> None:
         if rank == 0:
@@ -362,7 +536,7 @@ def batches_of(num_clips: int, batch_size: int) -> list[list[int]]:
 def score_dataset(model, dataset, mine: list[list[int]], settings: EvalSettings, device: torch.device, *,
                   timer: Timer | None = None, world: int = 1, rank: int = 0, desc: str = "evaluating",
                   store: BatchStore | None = None, tag: str = "main", stop: Any = None,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True) -> BatchResult:
     """Evaluate this process's batches of clip indices ``mine``; all processes' results merged, in clip order.
 
     With a ``store``, finished batches are loaded instead of recomputed and new ones saved;
@@ -383,66 +557,47 @@ def score_dataset(model, dataset, mine: list[list[int]], settings: EvalSettings,
                 store.save(tag, clips, part)
             parts.append(part)
             bar.update(1)
-    if world > 1:
-        gathered: list[list[dict[str, Any]] | None] = [None] * world
-        torch.distributed.all_gather_object(gathered, parts)
-        parts = [p for rank_parts in gathered for p in rank_parts]
-    return merge(parts)
-
-
-def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-batch (and per-rank) results -> one dict in clip order."""
-    parts = [p for p in parts if len(p["clip"])]
-    merged: dict[str, Any] = {"gifs": {}}
-    for p in parts:
-        merged["gifs"].update(p["gifs"])
-    order = np.argsort(np.concatenate([p["clip"] for p in parts]), kind="stable")
-    for key in parts[0]:
-        if key != "gifs":
-            merged[key] = np.concatenate([p[key] for p in parts])[order]
-    return merged
+    if world > 1:  # exchanged as plain arrays (BatchResult.to_arrays), each process's batches merged first
+        mine_arrays = BatchResult.concat(parts).to_arrays() if any(len(p) for p in parts) else None
+        gathered: list[dict[str, np.ndarray] | None] = [None] * world
+        torch.distributed.all_gather_object(gathered, mine_arrays)
+        parts = [BatchResult.from_arrays(a) for a in gathered if a is not None]
+    return BatchResult.concat(parts)
 
 
 # ------------------------------------------------------------------------- summaries
-def per_clip(res: dict[str, Any], prefix: str, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """``{metric: [N, F]}`` of one protocol (``prefix`` "paper", "best") or of a baseline (:func:`baseline_key`)."""
-    return {m: res[f"{prefix}_{m}"] for m in names}
-
-
-def summarise(res: dict[str, Any], settings: EvalSettings) -> dict[str, Any]:
+def summarise(res: BatchResult, settings: EvalSettings) -> dict[str, Any]:
     """metrics.json's numbers from the per-clip arrays: each protocol, each baseline under its
     name with an entry per protocol (one deterministic "sample": the same numbers), ``baselines``
     (name -> label), each set metric's mean (None when it could not be computed, e.g.
     diversity of one sample)."""
-    out: dict[str, Any] = {proto: metrics.summarise(per_clip(res, proto, settings.metrics))
-                           for proto in settings.protocols}
+    out: dict[str, Any] = {proto: metrics.summarise(res.model.under(proto)) for proto in settings.protocols}
     for name in settings.baselines:
-        base = metrics.summarise(per_clip(res, baseline_key(name), settings.metrics))
-        out[name] = {proto: base for proto in settings.protocols}
+        out[name] = {proto: metrics.summarise(res.predictors[name].under(proto)) for proto in settings.protocols}
     out["baselines"] = {name: BASELINES[name].label for name in settings.baselines}
     for name in metrics.SET_METRICS:
-        v = res[name]
+        v = res.set_metrics[name]  # [N]
         out[name] = None if np.isnan(v).any() else float(v.mean())
     return out
 
 
-def event_summary(res: dict[str, Any], masks: dict[str, np.ndarray], settings: EvalSettings) -> dict[str, Any]:
-    """Event-aligned means (:func:`metrics.masked_means`) for the model under each protocol and for each baseline."""
+def event_summary(res: BatchResult, masks: dict[str, np.ndarray], settings: EvalSettings) -> dict[str, Any]:
+    """Event-aligned means (:func:`metrics.masked_means`) for the model under each protocol and for
+    each baseline (once: the same under every protocol)."""
     return {"window": settings.event_window,
-            "model": {proto: metrics.masked_means(per_clip(res, proto, settings.metrics), masks)
-                      for proto in settings.protocols},
-            **{name: metrics.masked_means(per_clip(res, baseline_key(name), settings.metrics), masks)
+            "model": {proto: metrics.masked_means(res.model.under(proto), masks) for proto in settings.protocols},
+            **{name: metrics.masked_means(res.predictors[name].under(settings.protocols[0]), masks)
                for name in settings.baselines}}
 
 
-def shuffle_summary(summary: dict[str, Any], shuffled: dict[str, Any] | None, settings: EvalSettings) -> dict[str, Any]:
+def shuffle_summary(summary: dict[str, Any], shuffled: BatchResult | None, settings: EvalSettings) -> dict[str, Any]:
     """Headline numbers with swapped audio and the drop (matched minus swapped, so a positive drop
     means the sound helped, whatever the metric's direction is shown as). ``shuffled`` None: the
     model reads no audio, so the numbers are the matched ones and the drop is zero by construction."""
     out: dict[str, Any] = {"by_construction": shuffled is None}
     for proto in settings.protocols:
         out[proto] = (summary[proto] if shuffled is None
-                      else metrics.summarise(per_clip(shuffled, proto, settings.metrics)))
+                      else metrics.summarise(shuffled.model.under(proto)))
     out["drop"] = {proto: {m: (summary[proto][m] - out[proto][m]) * (1 if metrics.PAIR_METRICS[m].higher_is_better
                                                                      else -1)
                            for m in settings.metrics} for proto in settings.protocols}
@@ -460,10 +615,11 @@ def events_of(data_root: str, info: dict[str, Any], split_clips: int):
 
 @dataclass
 class Evaluation:
-    """What :func:`evaluate` returns: ``summary`` (metrics.json's numbers) and ``per_clip`` (the arrays)."""
+    """What :func:`evaluate` returns: ``summary`` (metrics.json's numbers), ``per_clip`` (every clip's
+    results, in clip order) and ``timing`` (seconds per phase)."""
 
     summary: dict[str, Any]
-    per_clip: dict[str, Any]
+    per_clip: BatchResult
     timing: dict[str, float]
 
 
@@ -651,7 +807,7 @@ def write_tensorboard(folder: Path, result: dict[str, Any]) -> None:
                               step)
 
 
-def write_outputs(log_dir: Path, result: dict[str, Any], res: dict[str, Any], *, save_samples: bool = False,
+def write_outputs(log_dir: Path, result: dict[str, Any], res: BatchResult, *, save_samples: bool = False,
                   tensorboard: bool = True) -> None:
     """metrics.csv, curves.png, events.png (with events), TensorBoard, gifs/, samples.npz, and
     metrics.json last. Each file is written atomically, and metrics.json comes after the rest,
@@ -664,13 +820,13 @@ def write_outputs(log_dir: Path, result: dict[str, Any], res: dict[str, Any], *,
         plot_events(log_dir / "events.png", result, result["protocols"][0])
     if tensorboard:
         write_tensorboard(log_dir / "tensorboard", result)
-    for clip, grid in sorted(res["gifs"].items()):
+    for clip, grid in sorted(res.gifs.items()):
         save_gif(log_dir / "gifs" / f"clip_{clip:05d}.gif", grid)
     if save_samples:
         with atomic_file(log_dir / "samples.npz") as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, gt=res["gt"].astype(np.float32), samples=res["samples"].astype(np.float32),
-                         clip_index=res["clip"])
+                np.savez(f, gt=res.gt.astype(np.float32), samples=res.samples.astype(np.float32),
+                         clip_index=res.clips)
     atomic_write_json(log_dir / "metrics.json", result)
 
 

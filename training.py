@@ -184,7 +184,7 @@ def validate(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor |
     original's model-selection figure (mean over clips of the min over samples of the
     sample's MSE over the future frames).
     """
-    from evaluation import EvalSettings, baseline_key, evaluate_batch
+    from evaluation import EvalSettings, evaluate_batch
 
     was_training = model.training
     model.eval()
@@ -194,13 +194,15 @@ def validate(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor |
         res = evaluate_batch(model, frames, audio, list(range(frames.shape[1])), settings)
     finally:
         model.train(was_training)
-    out = {"val_min_mse": float(res["sample_mse"].min(axis=1).mean())}
+    out = {"val_min_mse": float(res.sample_scores["mse"].min(axis=1).mean())}  # [B, S] -> best sample per clip
+    paper = res.model.under("paper")  # {metric: [B, F]}
     for m in VALIDATION_METRICS:
         if m != "mse":
-            out[f"val_{m}"] = float(res[f"paper_{m}"].mean())
+            out[f"val_{m}"] = float(paper[m].mean())
     for name in settings.baselines:
+        scores = res.predictors[name].under("paper")  # {metric: [B, F]}
         for m in VALIDATION_METRICS:
-            out[f"val_{BASELINES[name].column}_{m}"] = float(res[f"{baseline_key(name)}_{m}"].mean())
+            out[f"val_{BASELINES[name].column}_{m}"] = float(scores[m].mean())
     return out
 
 
