@@ -253,6 +253,64 @@ def test_noise_is_per_clip_and_seed():
     assert not torch.equal(a[0], a[1])  # other clip
 
 
+
+def _batch_result(clips: list[int], seed: int, best: bool = True) -> evaluation.BatchResult:
+    """A hand-made BatchResult of ``clips`` (values from ``seed``): two frames, three samples."""
+    rng = np.random.default_rng(seed)
+    n = len(clips)
+    base = {"ssim": rng.random((n, 2)), "psnr": rng.random((n, 2))}
+    return evaluation.BatchResult(
+        clips=np.asarray(clips, dtype=np.int64),
+        predictors={evaluation.MODEL: evaluation.PredictorScores({"paper": {"ssim": rng.random((n, 2))}}),
+                    "copy_last_frame": evaluation.PredictorScores.deterministic(base, ["paper"])},
+        sample_scores={"ssim": rng.random((n, 3))}, set_metrics={"diversity": rng.random(n)},
+        gifs={c: rng.integers(0, 255, (2, 4, 4, 3), dtype=np.uint8) for c in clips if c < 2},
+        best_index=rng.integers(0, 3, n) if best else None)
+
+
+def _assert_results_equal(a: evaluation.BatchResult, b: evaluation.BatchResult) -> None:
+    flat_a, flat_b = a.to_arrays(), b.to_arrays()
+    assert sorted(flat_a) == sorted(flat_b)
+    for k in flat_a:
+        np.testing.assert_array_equal(flat_a[k], flat_b[k], err_msg=k)
+
+
+def test_batch_result_round_trips_through_npz_and_merges_in_clip_order(tmp_path):
+    import io
+
+    part = _batch_result([3, 0, 1], seed=0)
+    buf = io.BytesIO()
+    np.savez(buf, **part.to_arrays())
+    buf.seek(0)
+    with np.load(buf, allow_pickle=False) as z:  # numbers and GIF frames only: no pickles
+        back = evaluation.BatchResult.from_arrays({k: z[k] for k in z.files})
+    _assert_results_equal(part, back)
+    assert back.gt is None and back.samples is None and set(back.gifs) == {0, 1}
+    with pytest.raises(ValueError, match="not a field"):
+        evaluation.BatchResult.from_arrays({**part.to_arrays(), "paper_ssim": np.zeros(3)})
+
+    other = _batch_result([2, 4], seed=1)
+    merged = evaluation.BatchResult.concat([part, other])
+    assert merged.clips.tolist() == [0, 1, 2, 3, 4] and set(merged.gifs) == {0, 1}
+    whole = np.concatenate([part.model.under("paper")["ssim"], other.model.under("paper")["ssim"]])
+    np.testing.assert_array_equal(merged.model.under("paper")["ssim"], whole[[1, 2, 3, 0, 4]])
+    np.testing.assert_array_equal(merged.best_index, np.concatenate([part.best_index, other.best_index])[[1, 2, 3, 0, 4]])
+    _assert_results_equal(evaluation.BatchResult.concat([other, part]), merged)  # any order of parts
+
+
+def test_a_partial_folder_of_another_store_format_is_discarded(tmp_path, capsys):
+    fp = {"checkpoint": "x", "seed": 1}
+    store = evaluation.BatchStore(tmp_path / ".partial", fp)
+    store.save("main", [0, 1, 3], _batch_result([0, 1, 3], seed=0))
+    _assert_results_equal(evaluation.BatchStore(tmp_path / ".partial", fp).load("main", [0, 1, 3]),
+                          _batch_result([0, 1, 3], seed=0))
+    assert "continuing after 1 finished batches" in capsys.readouterr().out
+    stored = json.loads((tmp_path / ".partial" / "fingerprint.json").read_text())
+    (tmp_path / ".partial" / "fingerprint.json").write_text(json.dumps({**stored, "store_format": 1}))
+    again = evaluation.BatchStore(tmp_path / ".partial", fp)
+    assert "starting afresh" in capsys.readouterr().out and again.load("main", [0, 1, 3]) is None
+
+
 def test_torchrun_two_processes_equal_one(setup, tmp_path):
     """2 processes (gloo, one thread each) give bit-identical numbers and GIFs to the 1-process run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
