@@ -58,12 +58,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ checkpoints
 def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler | None, epoch: int, best_val: float,
-                    args: dict[str, Any], partial_epoch: dict[str, Any] | None = None) -> None:
+                    args: dict[str, Any], partial_epoch: dict[str, Any] | None = None,
+                    iterations: int | None = None) -> None:
     """Write a resumable checkpoint atomically: state dicts plus config, never pickled modules.
 
     ``epoch`` is the number of completed epochs. ``model`` is the unwrapped module.
     ``partial_epoch`` (a run stopped mid-epoch): ``{"iteration": steps done in epoch
     ``epoch``, "sums": the epoch's running loss sums, "seconds": its time so far}``.
+    ``iterations``: training iterations done in all (TensorBoard's step, for training and
+    evaluation alike; :func:`trained_iterations` reads it back).
     """
     ckpt = {
         "model_config": asdict(model.cfg),
@@ -77,7 +80,20 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
     }
     if partial_epoch is not None:
         ckpt["partial_epoch"] = partial_epoch
+    if iterations is not None:
+        ckpt["iterations"] = int(iterations)
     atomic_torch_save(ckpt, path)
+
+
+def trained_iterations(ckpt: dict[str, Any]) -> int | None:
+    """Training iterations behind a checkpoint: its ``iterations``; for a checkpoint written before
+    that entry, ``epoch`` x ``--epoch_size`` from its args when the cap was set (else None)."""
+    if "iterations" in ckpt:
+        return int(ckpt["iterations"])
+    epoch, size = ckpt.get("epoch"), (ckpt.get("args") or {}).get("epoch_size")
+    if isinstance(epoch, int) and isinstance(size, int) and size > 0:
+        return epoch * size
+    return None
 
 
 @dataclass
@@ -112,10 +128,13 @@ class Progress:
 
 
 def save_training(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                  scaler: torch.amp.GradScaler | None, progress: Progress, args: dict[str, Any]) -> None:
-    """Write a resumable training checkpoint at ``progress`` (see :func:`save_checkpoint`)."""
+                  scaler: torch.amp.GradScaler | None, progress: Progress, args: dict[str, Any],
+                  iters_per_epoch: int | None = None) -> None:
+    """Write a resumable training checkpoint at ``progress`` (see :func:`save_checkpoint`);
+    with ``iters_per_epoch``, also the iterations done in all."""
+    done = None if iters_per_epoch is None else progress.epoch * iters_per_epoch + progress.iteration
     save_checkpoint(path, model=model, optimizer=optimizer, scaler=scaler, epoch=progress.epoch,
-                    best_val=progress.best_val, args=args, partial_epoch=progress.partial_epoch())
+                    best_val=progress.best_val, args=args, partial_epoch=progress.partial_epoch(), iterations=done)
 
 
 def resume_training(path: str | os.PathLike, model: Sound2Sight, optimizer: torch.optim.Optimizer,

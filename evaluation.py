@@ -86,7 +86,7 @@ def default_n_future(num_frames: int, n_past: int) -> int:
 RESERVED_NAMES = frozenset({*metrics.PROTOCOLS, *metrics.SET_METRICS, "model", "window", "events", "audio_shuffled",
                             "prior", "baselines", "num_clips", "nsample", "n_past", "n_future", "metrics", "protocols",
                             "seed", "data_range", "psnr_data_range", "psnr_cap_db", "use_audio", "world_size",
-                            "checkpoint", "model_epoch", "data_root", "timing"})
+                            "checkpoint", "model_epoch", "model_iterations", "data_root", "timing"})
 
 
 # (the settings' field "metrics" shadows the module inside the class body)
@@ -723,11 +723,12 @@ def plot_curves(path: Path, summary: dict[str, Any], title: str) -> None:
             ax = axes[i, j]
             key = f"{metric}_per_frame"
             steps = np.arange(summary["n_past"], summary["n_past"] + len(summary[proto][key]))
-            ax.plot(steps, summary[proto][key], "o-", ms=3, label="Sound2Sight (samples)")
+            ax.plot(steps, summary[proto][key], "o-", ms=3, lw=2.5, alpha=0.8, zorder=2, label="Sound2Sight (samples)")
             for (name, label), marker in zip(summary["baselines"].items(), "sd^vx+"):
                 ax.plot(steps, summary[name][proto][key], marker + "--", ms=3, label=label)
-            if "audio_shuffled" in summary:
-                ax.plot(steps, summary["audio_shuffled"][proto][key], ":", label="Sound2Sight, shuffled audio")
+            if "audio_shuffled" in summary:  # drawn on top, thin with crosses: visible where it equals the model's
+                ax.plot(steps, summary["audio_shuffled"][proto][key], "x:", ms=6, lw=1.2, color="black", zorder=3,
+                        label="Sound2Sight, shuffled audio")
             ax.set_title(f"{metric.upper()} - {proto} protocol")
             ax.set_xlabel("frame index")
             ax.set_ylabel(_label(metric))
@@ -790,8 +791,10 @@ def headline(m: dict[str, Any]) -> str:
 
 
 def write_tensorboard(folder: Path, result: dict[str, Any]) -> None:
-    """Headline numbers (step = the checkpoint's epoch) and per-frame curves (step = frame index)."""
-    step = int(result.get("model_epoch") or 0)
+    """Headline numbers at step = the training iterations behind the checkpoint (the step of the
+    training's own curves, so both runs share one x-axis; its epoch where that is unknown) and
+    per-frame curves (step = frame index)."""
+    step = int(result.get("model_iterations") or result.get("model_epoch") or 0)
     with runtime.tensorboard_writer(folder) as tb:
         for proto in result["protocols"]:
             for who, block in _blocks(result, proto):
@@ -819,7 +822,7 @@ def write_outputs(log_dir: Path, result: dict[str, Any], res: BatchResult, *, sa
     if "events" in result:
         plot_events(log_dir / "events.png", result, result["protocols"][0])
     if tensorboard:
-        write_tensorboard(log_dir / "tensorboard", result)
+        write_tensorboard(log_dir / "tensorboard" / "eval", result)  # the run is named after what it is
     for clip, grid in sorted(res.gifs.items()):
         save_gif(log_dir / "gifs" / f"clip_{clip:05d}.gif", grid)
     if save_samples:
@@ -856,7 +859,7 @@ def evaluate_checkpoint(ckpt_path: Path, data_root: str, log_dir: Path, settings
     batches are kept in ``<log_dir>/.partial/`` and a SIGTERM/SIGINT (one process) stops
     between batches with exit 128 + signal, so the same call continues. Returns
     metrics.json's content plus ``timing`` on every rank. ``model``/``ckpt``: already loaded."""
-    from checkpoints import load_model
+    from checkpoints import load_model, trained_iterations
     from data import dataset_info, open_dataset
 
     t_start = time.perf_counter()
@@ -890,6 +893,7 @@ def evaluate_checkpoint(ckpt_path: Path, data_root: str, log_dir: Path, settings
                           f"{store.folder}. Run the same command again to continue.", file=sys.stderr)
                 raise SystemExit(128 + stop.requested) from None
         result = {**ev.summary, "checkpoint": str(ckpt_path), "model_epoch": (ckpt or {}).get("epoch"),
+                  "model_iterations": trained_iterations(ckpt or {}),
                   "data_root": str(data_root), "timing": ev.timing}
         if rank == 0:
             write_outputs(log_dir, result, ev.per_clip, save_samples=settings.save_samples, tensorboard=tensorboard)

@@ -253,7 +253,7 @@ class Run:
 
     def save(self, name: str, progress: checkpoints.Progress) -> None:
         checkpoints.save_training(self.ckpt_dir / name, self.model, self.optimizer, self.scaler, progress,
-                                  vars(self.args))
+                                  vars(self.args), iters_per_epoch=self.iters)
 
 
 def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Path:
@@ -400,7 +400,7 @@ def finish_setup(run: Run, progress: checkpoints.Progress) -> None:
               f"{len(run.train_set)} clips, {run.iters} iterations/epoch, epochs {progress.epoch + 1}..{args.niter}, "
               f"device {device}, {world} process(es); logs in {run.log_dir}")
     if rank == 0 and not args.no_tensorboard:
-        run.tb = runtime.tensorboard_writer(run.log_dir / "tensorboard",
+        run.tb = runtime.tensorboard_writer(run.log_dir / "tensorboard" / "train",
                                             purge_step=progress.epoch * run.iters + progress.iteration)
 
 

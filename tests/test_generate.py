@@ -559,7 +559,7 @@ def test_sigterm_stops_an_evaluation_between_batches(setup, tmp_path):
 def test_evaluation_tensorboard(setup):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(setup["out"] / "tensorboard"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(setup["out"] / "tensorboard" / "eval"), size_guidance={"scalars": 0})
     acc.Reload()
     m = json.loads((setup["out"] / "metrics.json").read_text())
     assert acc.Scalars("eval/paper/model_ssim")[0].value == pytest.approx(m["paper"]["ssim"], rel=1e-6)

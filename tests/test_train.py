@@ -480,7 +480,7 @@ def test_tensorboard_event_files(tmp_path, tiny_data):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     log = run(tmp_path / "tb", tiny_data, "--niter", "2", "--epoch_size", "3")
-    acc = EventAccumulator(str(log / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc = EventAccumulator(str(log / "tensorboard" / "train"), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
     tags = acc.Tags()
     assert [e.step for e in acc.Scalars("train/train_mse_loss")] == list(range(6))  # every iteration
@@ -490,6 +490,16 @@ def test_tensorboard_event_files(tmp_path, tiny_data):
     assert len(clip_tags) == 4 and all(len(acc.Images(t)) == 2 for t in clip_tags)  # 4 clips, every epoch
     img = acc.Images(clip_tags[0])[0]
     assert (img.height, img.width) == (5 * 52, 8 * 52)  # rows: truth, posterior, 3 samples; 8 frames across
+    # the evaluation's run sits at the training iterations behind its checkpoint: one x-axis for both
+    import evaluation
+
+    settings = evaluation.EvalSettings(n_past=3, n_future=3, nsample=2, num_clips=2, batch_size=2)
+    evaluation.evaluate_checkpoint(log / "checkpoints" / "last.pt", str(tiny_data), log / "eval", settings,
+                                   device=torch.device("cpu"))
+    ev = EventAccumulator(str(log / "eval" / "tensorboard" / "eval"), size_guidance={"scalars": 0})
+    ev.Reload()
+    assert [e.step for e in ev.Scalars("eval/paper/model_ssim")] == [6] == [acc.Scalars("val/ssim")[-1].step]
+    assert torch.load(log / "checkpoints" / "last.pt", weights_only=True)["iterations"] == 6
     none = run(tmp_path / "none", tiny_data, "--niter", "1", "--epoch_size", "1", "--no_tensorboard")
     assert not (none / "tensorboard").exists()
 
