@@ -399,14 +399,15 @@ def score_baselines(frames: torch.Tensor, settings: EvalSettings) -> dict[str, P
 
 def reconstruct_posterior(model, frames: torch.Tensor, audio: torch.Tensor | None, clips: list[int],
                           rows: list[int], settings: EvalSettings) -> dict[int, torch.Tensor]:
-    """The posterior's teacher-forced reconstruction ``{row b: [T, C, H, W]}`` of batch rows
-    ``rows`` (shown in the GIFs only: it is not a bound, so it is not scored)."""
+    """The posterior row of the GIFs ``{row b: [T, C, H, W]}`` of batch rows ``rows``, as the release's
+    generation script drew it (:meth:`Sound2Sight.reconstruct_generated`: the given frames, then the
+    predictor fed its own frames with the posterior's z). Shown only: it is not a bound, so it is not scored."""
     if not rows:
         return {}
     eps = batch_noise(settings.seed, [clips[b] for b in rows], _STREAM_POSTERIOR, (frames.shape[0] - 1, model.cfg.z_dim))
     index = torch.as_tensor(rows, device=frames.device)
-    rec = model.reconstruct(frames[:, index], None if audio is None else audio[:, index],
-                            eps=eps.transpose(0, 1).to(frames.device)).float().clamp_(0, 1)  # [T, G, C, H, W]
+    rec = model.reconstruct_generated(frames[:, index], None if audio is None else audio[:, index], settings.n_past,
+                                      eps=eps.transpose(0, 1).to(frames.device)).float().clamp_(0, 1)  # [T, G, C, H, W]
     return {b: rec[:, i].cpu() for i, b in enumerate(rows)}
 
 

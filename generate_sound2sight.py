@@ -23,9 +23,10 @@ any of :data:`metrics.PAIR_METRICS`). Reported, per metric:
   and the drop that causes: what says whether the predictions use the sound. A model
   trained without audio ignores it, so its drop is zero by construction (not re-run).
 
-The GIFs also show the posterior reconstruction (the model sees the target frames
-through the posterior, but its predictor was trained on prior z), as the release did; it
-is not scored.
+The GIFs also show a posterior row as the release's generation script drew it: the given
+frames during the context, then frames decoded with the posterior's z (it sees the true
+frames) while the predictor reads its own previous output. Its predictor was trained on
+prior z, so the row bounds nothing and is not scored.
 
 Left out, ``--data_root`` and ``--n_past`` are the checkpoint's training's, and ``--n_future``
 the clips' frames after the context, at most the release's 25; one line says what was taken.

@@ -353,6 +353,36 @@ class Sound2Sight(nn.Module):
         return torch.cat([frames[:1], pred.to(frames.dtype)])
 
     @torch.no_grad()
+    def reconstruct_generated(self, frames: torch.Tensor, audio: torch.Tensor | None, n_past: int,
+                              eps: torch.Tensor | None = None) -> torch.Tensor:
+        """The posterior row of the release's evaluation GIFs ``[T, B, C, H, W]``: the ``n_past`` given
+        frames, then frames decoded with ``z_t`` from the posterior (which reads the true frames, noise
+        ``eps [T-1, B, z]``) while the predictor reads its OWN previous output after the context, as
+        the release's generation script fed its decoded frame back. Skips as in :meth:`sample`."""
+        self._check(frames, audio)
+        total, batch = frames.shape[:2]
+        if not 1 <= n_past < total:
+            raise ValueError(f"need 1 <= n_past < T, got n_past {n_past} for {total} frames")
+        if eps is None:
+            eps = self.draw_noise(total - 1, batch, frames)
+        h, skips = self.encode_frames(frames)                                  # [T, B, g], skips per frame
+        mu_q, logvar_q, _ = self.posterior.forward_seq(h[1:], self.audio_context(audio))
+        z = reparameterize(mu_q, logvar_q, eps)                                # [T-1, B, z]
+        g_seq, state = self.predictor.forward_seq(torch.cat([h[:n_past], z[:n_past]], -1))  # steps 1..n_past
+        g_out, skip = g_seq[-1], [s[n_past - 1] for s in skips]
+        out = list(frames[:n_past].unbind(0))
+        for t in range(n_past, total):                                         # decode frame t
+            x = self.decoder((g_out, skip))
+            out.append(x.to(frames.dtype))
+            if t == total - 1:
+                break
+            h_new, own_skip = self.encoder(x)
+            if self.cfg.last_frame_skip:
+                skip = own_skip
+            g_out, state = self.predictor(torch.cat([h_new, z[t]], -1), state)  # step t+1 reads frame t
+        return torch.stack(out)
+
+    @torch.no_grad()
     def sample(self, context: torch.Tensor, audio: torch.Tensor | None, nsample: int, n_future: int,
                eps: torch.Tensor | None = None) -> torch.Tensor:
         """Generate ``nsample`` futures per clip, as the release sampled.

@@ -167,6 +167,34 @@ def reconstruct(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | 
 
 
 @torch.no_grad()
+def reconstruct_generated(model: Sound2Sight, frames: torch.Tensor, audio: torch.Tensor | None, n_past: int,
+                          eps: torch.Tensor) -> torch.Tensor:
+    """Stepwise: the release's generation-script posterior row (given frames during the context,
+    then the predictor fed its own decoded frame while the posterior reads the true ones)."""
+    cfg = model.cfg
+    total = frames.shape[0]
+    tgt_list, a_list, out = [], [], [frames[0]]
+    post_state = pred_state = a_c = skip = None
+    x_in = frames[0]
+    for t in range(1, total):
+        h, sk = model.encoder(x_in)
+        if cfg.last_frame_skip or t <= n_past:
+            skip = sk
+        tgt_list.append(model.encoder(frames[t])[0])
+        if cfg.use_audio:
+            a_list.append(model.audio_encoder(audio[t]))
+            a_c = model.audio_transformer(torch.stack(a_list))[-1]
+        mu_q, lv_q, post_state = model.posterior.step(torch.stack(tgt_list), a_c, post_state)
+        g_out, pred_state = model.predictor(torch.cat([h, reparameterize(mu_q, lv_q, eps[t - 1])], 1), pred_state)
+        if t < n_past:
+            x_in = frames[t]
+        else:
+            x_in = model.decoder((g_out, skip))
+        out.append(x_in)
+    return torch.stack(out)
+
+
+@torch.no_grad()
 def sample(model: Sound2Sight, context: torch.Tensor, audio: torch.Tensor | None, nsample: int, n_future: int,
            eps: torch.Tensor | None = None) -> torch.Tensor:
     """Stepwise sampling as released, same contract and noise as ``Sound2Sight.sample``.

@@ -223,6 +223,15 @@ def test_sample_and_reconstruct_equal_stepwise(kw):
     assert rec.shape == frames.shape
     assert torch.equal(rec[0], frames[0])
     assert torch.allclose(rec, rec_ref, atol=TOL)
+    # the evaluation GIFs' posterior row: the release's generation loop, step by step
+    eps = model.draw_noise(6, 2, frames)
+    gen = model.reconstruct_generated(frames, audio, 3, eps=eps)
+    gen_ref = stepwise.reconstruct_generated(model, frames, audio, 3, eps)
+    assert gen.shape == frames.shape and torch.equal(gen[:3], frames[:3])  # the given frames first
+    assert torch.allclose(gen, gen_ref, atol=TOL)
+    assert (gen[4:] - model.reconstruct(frames, audio, eps=eps)[4:]).abs().max() > 1e-6  # fed back, not forced
+    with pytest.raises(ValueError, match="n_past"):
+        model.reconstruct_generated(frames, audio, 7, eps=eps)
 
 
 def test_sample_noise_is_injectable_and_per_sample():
