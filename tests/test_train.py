@@ -237,7 +237,7 @@ def test_demo_with_overrides(tmp_path, monkeypatch, capsys):
     assert m["checkpoint"].endswith("last.pt") and m["num_clips"] == 8  # the final model, all test clips
     args = json.loads((log / "config.json").read_text())["args"]
     assert args["n_future"] == 10 and args["niter"] == 2  # demo default kept, explicit flag wins
-    assert (args["output_bias"], args["lr_schedule"], args["val_clips"]) == (-6.0, "cosine", 64)
+    assert (args["output_bias"], args["lr_schedule"], args["val_clips"], args["logvar_bias"]) == (-6.0, "cosine", 64, -4.0)
     out = capsys.readouterr().out
     assert "Sound2Sight   copy last frame   constant velocity" in out and f"{m['paper']['ssim']:.4f}" in out
     assert f"{m['constant_velocity']['paper']['ssim']:.4f}" in out  # every baseline beside it
