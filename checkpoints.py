@@ -26,6 +26,7 @@ from models.latent import migrate_state_dict
 from models.sound2sight import Sound2Sight, Sound2SightConfig
 from errors import InputError
 from files import atomic_torch_save
+from runtime import match_param_layout
 
 
 # ------------------------------------------------------------------- RNG states
@@ -147,6 +148,7 @@ def resume_training(path: str | os.PathLike, model: Sound2Sight, optimizer: torc
     check_config(path, saved_config(ckpt), model.cfg)
     model.load_state_dict(migrate_state_dict(ckpt["model"]))
     optimizer.load_state_dict(migrate_optimizer_state(ckpt["optimizer"], ckpt["model"], model))
+    match_param_layout(optimizer, state=True)  # a state saved NCHW must not meet a fused kernel
     if ckpt.get("scaler") and scaler is not None:
         scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])

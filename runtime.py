@@ -69,6 +69,31 @@ def autocast(device: torch.device, amp: bool):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape and the same element order in memory (strides of size-1 dimensions do not matter)."""
+    return a.shape == b.shape and all(sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride()) if n > 1)
+
+
+def match_param_layout(optimizer: torch.optim.Optimizer, state: bool = False) -> None:
+    """Give every gradient (and with ``state``, every per-parameter state tensor of the
+    parameter's shape) its parameter's strides.
+
+    Why: PyTorch's fused Adam reads a parameter, its gradient and its moments as flat memory
+    and does not check that their strides agree: a contiguous gradient of a channels-last
+    weight is silently applied to the wrong elements. Autograd and DDP already give
+    gradients their parameter's layout, so in training this is a check that copies nothing;
+    optimiser state loaded from a checkpoint written with another layout (older runs were
+    NCHW) is re-laid out once on resume."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None and not _same_layout(p.grad, p):
+                p.grad = torch.empty_like(p).copy_(p.grad)
+            if state:
+                for key, value in optimizer.state.get(p, {}).items():
+                    if torch.is_tensor(value) and value.shape == p.shape and not _same_layout(value, p):
+                        optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def to_time_major(batch: tuple[torch.Tensor, torch.Tensor],
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Loader batches ``([B, T, C, H, W], [B, T, 1, F, S])`` -> time-major tensors on ``device``."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from baselines import BASELINES
-from runtime import autocast
+from runtime import autocast, match_param_layout
 from files import atomic_write_text
 from media import framed_row, gif_colours, label_columns
 
@@ -116,10 +116,12 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames:
                                              if torch.is_tensor(v) and v.numel() == 1) + ")")
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
+        match_param_layout(optimizer)
         scaler.step(optimizer)
         scaler.update()
     else:
         loss.backward()
+        match_param_layout(optimizer)
         optimizer.step()
     return logged_figures({k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1},
                           frames.shape[0])

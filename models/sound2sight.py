@@ -144,6 +144,11 @@ class Sound2SightConfig:
                              "set use_disc=False for the SVG-LP ablation")
 
 
+def _fused_ok(model: nn.Module) -> bool:
+    """Whether PyTorch has fused optimiser kernels for every parameter (float on CPU or CUDA)."""
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
+
+
 def _frame_codec(cfg: Sound2SightConfig) -> tuple[type, type]:
     enc, dec, _ = FRAME_MODELS[cfg.model]
     return enc, dec
@@ -197,7 +202,10 @@ class Sound2Sight(nn.Module):
         if self.cfg.use_disc:
             groups.append({"params": self.discriminator_parameters(), "lr": disc_lr, "name": "discriminator"})
         if name == "adam":
-            return torch.optim.Adam(groups, lr=lr, betas=(beta1, 0.999))
+            # fused: one kernel per parameter instead of a dozen elementwise ops; the same update
+            # up to float rounding (tests/test_models.py), and at the demo's width the for-loop
+            # Adam costs several percent of an iteration (docs/DESIGN.md, "The demo's step")
+            return torch.optim.Adam(groups, lr=lr, betas=(beta1, 0.999), fused=_fused_ok(self))
         if name == "rmsprop":
             return torch.optim.RMSprop(groups, lr=lr)
         if name == "sgd":

@@ -17,6 +17,7 @@ from models.sound2sight import Sound2Sight, Sound2SightConfig
 from models.transformer import CausalTransformer
 from models.vgg import VGGDecoder, VGGEncoder
 from errors import InputError
+from runtime import match_param_layout
 
 torch.set_num_threads(2)
 TINY = dict(g_dim=16, rnn_size=32, z_dim=4, disc_rnn_size=32, dim_ff=32)
@@ -453,6 +454,54 @@ def test_configure_optimizer_groups():
         model.configure_optimizer(1, 1, 0.5, "lion")
 
 
+def test_fused_adam_equals_the_plain_update():
+    """The model's Adam runs PyTorch's fused kernel; five steps of it leave the same weights
+    and moments as the for-loop Adam on the same gradients, up to float32 rounding. Half the
+    gradients arrive contiguous (NCHW) for channels-last weights: ``match_param_layout`` (which
+    ``training.train_step`` calls) must re-lay them out, or the fused kernel, which reads them
+    as flat memory, updates the wrong elements."""
+    cfg = tiny()
+    fused_model, plain_model = model_of(cfg), model_of(cfg)
+    fused = fused_model.configure_optimizer(0.002, 0.0025, 0.9)
+    assert all(g["fused"] for g in fused.param_groups)
+    names = {id(p): n for n, p in fused_model.named_parameters()}
+    plain_params = dict(plain_model.named_parameters())
+    plain = torch.optim.Adam([{"params": [plain_params[names[id(p)]] for p in g["params"]], "lr": g["lr"]}
+                              for g in fused.param_groups], betas=(0.9, 0.999), fused=False, foreach=False)
+    assert any(not p.is_contiguous() for p in fused_model.parameters())  # channels-last weights present
+    gen = torch.Generator().manual_seed(0)
+    for step in range(5):
+        for name, p in fused_model.named_parameters():
+            if p.requires_grad:
+                grad = torch.randn(p.shape, generator=gen)                     # contiguous
+                p.grad = grad.clone() if step % 2 else torch.empty_like(p).copy_(grad)
+                plain_params[name].grad = grad.clone()
+        match_param_layout(fused)
+        assert all(p.grad.stride() == p.stride() for p in fused_model.parameters() if p.grad is not None and min(p.shape, default=2) > 1)
+        fused.step()
+        plain.step()
+    for name, p in fused_model.named_parameters():
+        torch.testing.assert_close(p, plain_params[name], rtol=1e-5, atol=1e-7)
+        if p.requires_grad:
+            a, b = fused.state[p], plain.state[plain_params[name]]
+            torch.testing.assert_close(a["exp_avg"], b["exp_avg"], rtol=1e-5, atol=1e-9)
+            torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"], rtol=1e-5, atol=1e-12)
+
+
+def test_match_param_layout_relays_out_loaded_state():
+    """Optimiser state saved NCHW (older checkpoints) gets each parameter's channels-last
+    strides, values unchanged; state of another shape (Adam's ``step``) is left alone."""
+    model = model_of(tiny())
+    opt = model.configure_optimizer(0.002, 0.0025, 0.9)
+    weight = next(p for p in model.parameters() if not p.is_contiguous())
+    nchw = torch.randn(weight.shape)
+    opt.state[weight] = {"step": torch.tensor(3.0), "exp_avg": nchw.clone(), "exp_avg_sq": nchw.abs()}
+    match_param_layout(opt, state=True)
+    st = opt.state[weight]
+    assert st["exp_avg"].stride() == weight.stride() and torch.equal(st["exp_avg"], nchw)
+    assert st["exp_avg_sq"].stride() == weight.stride() and torch.equal(st["exp_avg_sq"], nchw.abs())
+    assert float(st["step"]) == 3.0
+
 def test_load_model_round_trip_and_mismatch(tmp_path):
     cfg = tiny(n_past=2)
     model = model_of(cfg).eval()
@@ -607,3 +656,17 @@ def test_split_skip_path_equals_plain_path(kw):
     got, want = (m.sample(frames[:3], audio, 3, 3, eps=eps_s) for m in (fast, plain))
     assert (got - want).abs().max() < TOL, float((got - want).abs().max())
     assert (got[3:, :, 0] - got[3:, :, 1]).abs().max() > 1e-3  # the samples differ: the comparison means something
+
+
+def test_backward_gives_gradients_in_their_parameters_layout():
+    """What makes ``match_param_layout`` a check that copies nothing in training: autograd
+    leaves every gradient in its (channels-last) parameter's element order."""
+    from runtime import _same_layout
+
+    cfg = tiny()
+    model = model_of(cfg).train()
+    frames, audio = batch(cfg, steps=4)
+    model(frames, audio, adv_weight=1.0)["loss"].backward()
+    grads = [(n, p) for n, p in model.named_parameters() if p.grad is not None]
+    assert grads and any(not p.is_contiguous() for _, p in grads)
+    assert [n for n, p in grads if not _same_layout(p.grad, p)] == []
