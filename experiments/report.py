@@ -85,8 +85,23 @@ def _group(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def tables(runs: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    """Markdown tables and the aggregates behind them."""
+def baseline_run(name: str, ds: str, cfgs: dict[str, list[str]], runs: dict[str, dict[str, Any]],
+                 extra: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """A metrics.json holding baseline ``name`` on dataset ``ds``: the first of its runs that has
+    it (the baselines are deterministic and every run scores the same test clips), else
+    ``extra[ds]`` (an evaluation kept in ``results/baselines/<ds>_metrics.json`` for runs
+    evaluated before the baseline was registered), else None."""
+    for names in cfgs.values():
+        for n in names:
+            if name in runs[n]:
+                return runs[n]
+    other = (extra or {}).get(ds)
+    return other if other is not None and name in other else None
+
+
+def tables(runs: dict[str, dict[str, Any]],
+           extra: dict[str, dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
+    """Markdown tables and the aggregates behind them (``extra``: see :func:`baseline_run`)."""
     agg: dict[str, Any] = {}
     lines: list[str] = []
     for ds, cfgs in _group(runs).items():
@@ -98,10 +113,10 @@ def tables(runs: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             digits = {"diversity": 5}
             lines.append(f"| {cfg} | " + " | ".join(_fmt(agg[ds][cfg][c], digits.get(c, 2 if "PSNR" in c else 4))
                                                     for c, _ in FIGURES) + " |")
-        first = runs[next(iter(cfgs.values()))[0]]  # deterministic, same clips: one run has them
         for name, base in BASELINES.items():
+            source = baseline_run(name, ds, cfgs, runs, extra)
             paths = {col: baseline_path(name, path) for col, path in FIGURES}
-            agg[ds][name] = {col: aggregate([dig(first, p)] if p else []) for col, p in paths.items()}
+            agg[ds][name] = {col: aggregate([dig(source, p)] if p and source else []) for col, p in paths.items()}
             lines.append(f"| {base.label} | " + " | ".join(
                 _fmt(agg[ds][name][c], 2 if "PSNR" in c else 4) for c, _ in FIGURES) + " |")
         lines.append("")
@@ -117,7 +132,8 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_curves(path: Path, ds: str, cfgs: dict[str, list[str]], runs: dict[str, dict[str, Any]]) -> None:
+def plot_curves(path: Path, ds: str, cfgs: dict[str, list[str]], runs: dict[str, dict[str, Any]],
+                extra: dict[str, dict[str, Any]] | None = None) -> None:
     """Per-frame SSIM and PSNR (paper protocol), mean over seeds, each configuration and every baseline."""
     import matplotlib
 
@@ -135,8 +151,9 @@ def plot_curves(path: Path, ds: str, cfgs: dict[str, list[str]], runs: dict[str,
             if len(names) > 1:
                 ax.fill_between(steps, curves.min(0), curves.max(0), alpha=0.2)
         for (name, base), marker in zip(BASELINES.items(), "sd^vx+"):
-            if name in any_run:  # a run evaluated before the baseline was registered has not got it
-                ax.plot(steps, any_run[name]["paper"][f"{metric}_per_frame"], marker + "--", ms=3, color="k",
+            source = baseline_run(name, ds, cfgs, runs, extra)
+            if source is not None:
+                ax.plot(steps, source[name]["paper"][f"{metric}_per_frame"], marker + "--", ms=3, color="k",
                         label=base.label)
         ax.set_title(f"{ds}: {metric.upper()} per future frame (paper protocol)")
         ax.set_xlabel("frame index")
@@ -176,10 +193,12 @@ def write_report(results: Path, metrics_paths: dict[str, Path], meta: dict[str, 
                  train_commands: dict[str, str], eval_commands: dict[str, str]) -> Path:
     """Write the report of the finished runs into ``results``; returns ``tables.md``'s path."""
     runs = {name: json.loads(Path(p).read_text()) for name, p in metrics_paths.items()}
-    text, agg = tables(runs)
+    extra = {ds: json.loads((results / "baselines" / f"{ds}_metrics.json").read_text())
+             for ds in _group(runs) if (results / "baselines" / f"{ds}_metrics.json").is_file()}
+    text, agg = tables(runs, extra)
     results.mkdir(parents=True, exist_ok=True)
     for ds, cfgs in _group(runs).items():
-        plot_curves(results / f"curves_{ds}.png", ds, cfgs, runs)
+        plot_curves(results / f"curves_{ds}.png", ds, cfgs, runs, extra)
         if "events" in runs[next(iter(cfgs.values()))[0]]:
             plot_events(results / f"events_{ds}.png", ds, agg[ds])
         for cfg, names in cfgs.items():

@@ -22,6 +22,24 @@ def test_aggregate_and_dig():
     assert report.dig({"a": {"b": None}}, ("a", "b")) is None and report.dig({}, ("a",)) is None
 
 
+def test_a_baseline_comes_from_any_run_that_has_it_or_the_kept_evaluation():
+    """Runs evaluated before a baseline was registered lack its block: the report takes it from
+    another run of the dataset, else from ``results/baselines/<ds>_metrics.json``."""
+    old = {"paper": {"ssim": 0.5}, "copy_last_frame": {"paper": {"ssim": 0.4}}}
+    new = {**old, "constant_velocity": {"paper": {"ssim": 0.7}}}
+    runs = {"a/s2s_seed1": old, "a/s2s_seed2": new, "b/s2s_seed1": old}
+    cfgs = {"s2s": ["a/s2s_seed1", "a/s2s_seed2"]}
+    assert report.baseline_run("constant_velocity", "a", cfgs, runs) is new
+    assert report.baseline_run("copy_last_frame", "a", cfgs, runs) is old
+    b = {"s2s": ["b/s2s_seed1"]}
+    assert report.baseline_run("constant_velocity", "b", b, runs) is None
+    kept = {"constant_velocity": {"paper": {"ssim": 0.6}}}
+    assert report.baseline_run("constant_velocity", "b", b, runs, {"b": kept}) is kept
+    text, agg = report.tables(runs, {"b": kept})
+    assert agg["b"]["constant_velocity"]["paper SSIM"]["mean"] == 0.6
+    assert agg["a"]["constant_velocity"]["paper SSIM"]["mean"] == 0.7
+
+
 def test_runs_cover_the_required_configurations():
     names = {study.run_name(*r) for r in study.runs(study.SCALES["cpu"])}
     for ds in ("m3so", "m3so_nb"):
