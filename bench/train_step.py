@@ -11,6 +11,10 @@ interleaved iteration by iteration so that load from other processes hits them a
 - ``fp32``: ``Sound2Sight.forward`` + one ``loss.backward()``;
 - ``bf16``: the same under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
 
+The fp32 variant's iteration is also split into forward, backward and optimiser step
+(``ms_forward``, ``ms_backward``, ``ms_optimizer``: Adam's fused kernel), and the for-loop
+Adam is timed on the same gradients (``ms_optimizer_for_loop``).
+
 Prints ONE JSON line. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one
 forward + backward. By default both sides compute the released maths (the discriminator's
 own encoders stay at their initial weights); the reference also computes, as the original
@@ -43,7 +47,7 @@ from cli import ArgumentParser, plain_text  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
 from runtime import get_device  # noqa: E402
 from errors import run_cli  # noqa: E402
-from runtime import cpu_name, native_bf16, seed_everything  # noqa: E402
+from runtime import cpu_name, match_param_layout, native_bf16, seed_everything  # noqa: E402
 
 ADV_WEIGHT = 1e-4  # beta_gen_loss: the generator's adversarial term is on, as after epoch 0
 
@@ -102,12 +106,35 @@ def main(argv=None) -> dict:
     # gradients; so does the reference (they are still not optimised: not in its optimiser).
     ref.disc.requires_grad_(True)
 
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    parts: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": [], "optimizer_for_loop": []}
+    _, fp32_opt = models["fp32"]
+    # the release's optimiser without the fused kernel, timed on the fp32 variant's gradients
+    # (it updates the same weights once more: harmless for timing)
+    for_loop = torch.optim.Adam([{"params": g["params"], "lr": g["lr"]} for g in fp32_opt.param_groups],
+                                betas=(0.9, 0.999), foreach=False, fused=False)
+
     def vectorised(model, opt, bf16: bool):
+        timed = not bf16
+        t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(frames, audio, adv_weight=ADV_WEIGHT)
+        sync()
+        t1 = time.perf_counter()
         out["loss"].backward()
+        sync()
+        t2 = time.perf_counter()
+        match_param_layout(opt)
         opt.step()
+        sync()
+        if timed:
+            parts["forward"].append(t1 - t0)
+            parts["backward"].append(t2 - t1)
+            parts["optimizer"].append(time.perf_counter() - t2)
 
     steps_fn = {
         "original": lambda: stepwise.train_step(*models["original"], frames, audio, adv_weight=ADV_WEIGHT),
@@ -118,10 +145,6 @@ def main(argv=None) -> dict:
         bf16_iters = args.iters if device.type != "cpu" or native_bf16() else 1
     else:
         bf16_iters = args.bf16_iters
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
     for name, fn in steps_fn.items():
         for _ in range(args.warmup if name != "bf16" or bf16_iters else 0):
@@ -137,6 +160,13 @@ def main(argv=None) -> dict:
             sync()
             times[name].append(time.perf_counter() - start)
     med = {name: (statistics.median(ts) if ts else None) for name, ts in times.items()}
+    for _ in range(args.iters):  # the for-loop Adam on the fp32 variant's last gradients
+        sync()
+        start = time.perf_counter()
+        for_loop.step()
+        sync()
+        parts["optimizer_for_loop"].append(time.perf_counter() - start)
+    split = {f"ms_{k}": round(1000 * statistics.median(v), 2) for k, v in parts.items() if v}
 
     def flops(fn) -> float:
         with FlopCounterMode(display=False) as counter:
@@ -159,6 +189,8 @@ def main(argv=None) -> dict:
         "speedup_bf16": None if med["bf16"] is None else round(med["original"] / med["bf16"], 3),
         "bf16_iters": bf16_iters, "cpu_bf16_native": native_bf16(),
         "gflop_per_iter": round(gflop, 2),
+        "gflop_per_s": round(gflop / med["fp32"], 1),
+        **split,
         "gflop_per_iter_original": round(gflop_orig, 2),
         "disc_train_encoders": args.disc_train_encoders,
         "batch_size": args.batch_size, "n_past": args.n_past, "n_future": args.n_future,

@@ -36,6 +36,10 @@ def test_bench_train_step_counts_fewer_flops_than_the_original(capsys):
     assert out["s_per_iter"] > 0 and out["s_per_iter_original"] > 0 and out["s_per_iter_bf16"] is None
     # the vectorised step does strictly less work than the released structure (frames encoded once, etc.)
     assert 0 < out["gflop_per_iter"] < out["gflop_per_iter_original"]
+    # the split of the fp32 iteration: its parts are positive and fit inside the whole
+    parts = [out[k] for k in ("ms_forward", "ms_backward", "ms_optimizer")]
+    assert all(p > 0 for p in parts) and out["ms_optimizer_for_loop"] > 0
+    assert out["gflop_per_s"] > 0
 
 
 def test_bench_generate(capsys):
