@@ -406,7 +406,8 @@ def reconstruct_posterior(model, frames: torch.Tensor, audio: torch.Tensor | Non
     Empty for a model without one (not a :class:`methods.PosteriorReconstruction`): its GIFs have no such row."""
     if not rows or not isinstance(model, methods.PosteriorReconstruction):
         return {}
-    eps = batch_noise(settings.seed, [clips[b] for b in rows], _STREAM_POSTERIOR, (frames.shape[0] - 1, model.noise_dim))
+    eps = batch_noise(settings.seed, [clips[b] for b in rows], _STREAM_POSTERIOR,
+                      (frames.shape[0] - 1, model.noise_dim))
     index = torch.as_tensor(rows, device=frames.device)
     rec = model.reconstruct_generated(frames[:, index], None if audio is None else audio[:, index], settings.n_past,
                                       eps=eps.transpose(0, 1).to(frames.device)).float().clamp_(0, 1)  # [T, G, C, H, W]

@@ -273,8 +273,8 @@ class Run:
         return self.log_dir / "checkpoints"
 
     def save(self, name: str, progress: checkpoints.Progress) -> None:
-        checkpoints.save_training(self.ckpt_dir / name, self.method.name, self.model, self.optimizer, self.scaler, progress,
-                                  vars(self.args), iters_per_epoch=self.iters)
+        checkpoints.save_training(self.ckpt_dir / name, self.method.name, self.model, self.optimizer, self.scaler,
+                                  progress, vars(self.args), iters_per_epoch=self.iters)
 
 
 def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Path:
@@ -347,7 +347,8 @@ def setup_run(args: argparse.Namespace, argv: list[str] | None, rank: int, world
     init_biases(args, method, model)
     model = model.to(device)
     run = Run(args=args, argv=argv, rank=rank, world=world, device=device, log_dir=run_folder(args), method=method,
-              cfg=cfg, model=model, optimizer=model.configure_optimizer(args.lr, args.disc_lr, args.beta1, args.optimizer),
+              cfg=cfg, model=model,
+              optimizer=model.configure_optimizer(args.lr, args.disc_lr, args.beta1, args.optimizer),
               scaler=torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda"),
               train_set=train_set, n_eval=n_eval, metrics_log=training.MetricsLog(run_folder(args) / "metrics.csv"),
               info=info, test_set=test_set)
