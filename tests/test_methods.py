@@ -137,7 +137,8 @@ def test_a_checkpoint_records_its_method_and_loads_through_the_registry(tmp_path
 # ------------------------------------------------------------------ the command line
 def test_method_flag_is_in_the_help_and_picks_the_model_flags(toy):
     text = " ".join(train_sound2sight.build_parser().format_help().split())
-    assert "--method {sound2sight,toy}" in text and "the trained method" in text
+    assert f"--method {{{','.join(methods.METHODS)}}}" in text and "the trained method" in text
+    assert list(methods.METHODS)[0] == "sound2sight" and list(methods.METHODS)[-1] == "toy"  # the default first
     assert "--z_dim" in text and "model (Sound2SightConfig)" in text   # the default method's flags
     toy_flags = {s for a in train_sound2sight.build_parser("toy")._actions for s in a.option_strings}
     assert "--width" in toy_flags and "--method" in toy_flags and "--z_dim" not in toy_flags
