@@ -1,12 +1,13 @@
 """Checkpoints: writing, reading and migrating them, in one place.
 
 A checkpoint is a dict of state dicts plus config (nanoGPT style), never pickled modules:
-``{"model_config", "model", "optimizer", "scaler", "epoch", "best_val", "rng", "args"}``
-(and ``"partial_epoch"`` for a run stopped mid-epoch). Files are read with
-``torch.load(..., weights_only=True)``, so a checkpoint cannot run code. Files written by
-older versions keep loading: module names are migrated
-(:func:`models.latent.migrate_state_dict`, :func:`migrate_optimizer_state`) and config
-fields (:func:`saved_config`).
+``{"method", "model_config", "model", "optimizer", "scaler", "epoch", "best_val", "rng", "args"}``
+(and ``"partial_epoch"`` for a run stopped mid-epoch). ``method`` names the trained method
+(:data:`methods.METHODS`) whose config and model the rest belong to; a checkpoint without it
+is a Sound2Sight one. Files are read with ``torch.load(..., weights_only=True)``, so a
+checkpoint cannot run code. Files written by older versions keep loading: module names are
+migrated (the method's ``migrate_state``, :func:`migrate_optimizer_state`) and config fields
+(the method's ``migrate_config``, through :func:`saved_config`).
 """
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ import pickle
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+import methods
 from models.latent import migrate_state_dict
-from models.sound2sight import Sound2Sight, Sound2SightConfig
 from errors import InputError
 from files import atomic_torch_save
 from runtime import match_param_layout
@@ -57,19 +58,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ checkpoints
-def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def save_checkpoint(path: str | os.PathLike, *, method: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler | None, epoch: int, best_val: float,
                     args: dict[str, Any], partial_epoch: dict[str, Any] | None = None,
                     iterations: int | None = None) -> None:
     """Write a resumable checkpoint atomically: state dicts plus config, never pickled modules.
 
-    ``epoch`` is the number of completed epochs. ``model`` is the unwrapped module.
+    ``method`` is the trained method's :data:`methods.METHODS` name, ``model`` its unwrapped module.
+    ``epoch`` is the number of completed epochs.
     ``partial_epoch`` (a run stopped mid-epoch): ``{"iteration": steps done in epoch
     ``epoch``, "sums": the epoch's running loss sums, "seconds": its time so far}``.
     ``iterations``: training iterations done in all (TensorBoard's step, for training and
     evaluation alike; :func:`trained_iterations` reads it back).
     """
     ckpt = {
+        "method": method,
         "model_config": asdict(model.cfg),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -128,26 +131,30 @@ class Progress:
                    seconds=float(partial.get("seconds", 0.0)))
 
 
-def save_training(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def save_training(path: str | os.PathLike, method: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                   scaler: torch.amp.GradScaler | None, progress: Progress, args: dict[str, Any],
                   iters_per_epoch: int | None = None) -> None:
-    """Write a resumable training checkpoint at ``progress`` (see :func:`save_checkpoint`);
-    with ``iters_per_epoch``, also the iterations done in all."""
+    """Write a resumable training checkpoint of ``method``'s ``model`` at ``progress`` (see
+    :func:`save_checkpoint`); with ``iters_per_epoch``, also the iterations done in all."""
     done = None if iters_per_epoch is None else progress.epoch * iters_per_epoch + progress.iteration
-    save_checkpoint(path, model=model, optimizer=optimizer, scaler=scaler, epoch=progress.epoch,
+    save_checkpoint(path, method=method, model=model, optimizer=optimizer, scaler=scaler, epoch=progress.epoch,
                     best_val=progress.best_val, args=args, partial_epoch=progress.partial_epoch(), iterations=done)
 
 
-def resume_training(path: str | os.PathLike, model: Sound2Sight, optimizer: torch.optim.Optimizer,
+def resume_training(path: str | os.PathLike, method: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler | None, device: torch.device) -> Progress:
-    """Continue a run from its checkpoint ``path``: refuse another configuration (naming the
-    fields), load the model, optimiser and scaler states (migrating older names), restore every
-    RNG, and return where the run stood. ``model`` is the unwrapped module, already built from
-    this run's config."""
+    """Continue a run of ``method`` from its checkpoint ``path``: refuse a checkpoint of another
+    method or configuration (naming the fields), load the model, optimiser and scaler states
+    (migrating older names), restore every RNG, and return where the run stood. ``model`` is
+    the unwrapped module, already built from this run's config."""
     ckpt = read_checkpoint(path, map_location=device)
+    saved = methods.of_checkpoint(ckpt, path)
+    if saved.name != method:
+        raise InputError(f"checkpoint {path} was made by --method {saved.name}, this run asks for --method {method}; "
+                         "pass the same flags, or a fresh --log_dir to start a new run")
     check_config(path, saved_config(ckpt), model.cfg)
-    model.load_state_dict(migrate_state_dict(ckpt["model"]))
-    optimizer.load_state_dict(migrate_optimizer_state(ckpt["optimizer"], ckpt["model"], model))
+    model.load_state_dict(saved.migrate_state(ckpt["model"]))
+    optimizer.load_state_dict(migrate_optimizer_state(ckpt["optimizer"], ckpt["model"], model, saved.migrate_state))
     match_param_layout(optimizer, state=True)  # a state saved NCHW must not meet a fused kernel
     if ckpt.get("scaler") and scaler is not None:
         scaler.load_state_dict(ckpt["scaler"])
@@ -156,15 +163,18 @@ def resume_training(path: str | os.PathLike, model: Sound2Sight, optimizer: torc
 
 
 def migrate_optimizer_state(opt_state: dict[str, Any], saved_model: dict[str, torch.Tensor],
-                            model: torch.nn.Module) -> dict[str, Any]:
+                            model: torch.nn.Module,
+                            migrate: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = migrate_state_dict
+                            ) -> dict[str, Any]:
     """Re-index an optimiser state saved with a model whose parameters had other names/order.
 
     ``saved_model``: the checkpoint's model state dict as saved (its key order is the saved
     parameter order); ``model``: today's model, whose ``configure_optimizer`` groups are
     generator parameters then trainable discriminator parameters. Adam/RMSprop/SGD state is
     per parameter, so moving each parameter's state to its new index restores it exactly.
-    A state saved with today's names is returned unchanged."""
-    renamed = list(migrate_state_dict(dict(saved_model)))
+    ``migrate``: the method's state-dict migration (Sound2Sight's by default). A state saved
+    with today's names is returned unchanged."""
+    renamed = list(migrate(dict(saved_model)))
     if renamed == list(saved_model):
         return opt_state
     params = dict(model.named_parameters())
@@ -232,26 +242,17 @@ def _unreadable(path: Path, err: Exception) -> str:
             "by train_sound2sight.py")
 
 
-def saved_config(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's ``model_config`` migrated to today's fields.
-
-    - ``disc_train_encoders`` is True for checkpoints older than the field (their
-      discriminator's encoders always trained);
-    - ``dropout`` (one rate for every transformer dropout, before the release's two rates
-      were split) becomes ``pos_dropout`` and ``layer_dropout``, both at its value.
-    """
-    cfg = {"disc_train_encoders": True, **ckpt["model_config"]}
-    if "dropout" in cfg:
-        rate = cfg.pop("dropout")
-        cfg.setdefault("pos_dropout", rate)
-        cfg.setdefault("layer_dropout", rate)
-    return cfg
+def saved_config(ckpt: dict[str, Any], path: str | Path = "") -> dict[str, Any]:
+    """A checkpoint's ``model_config`` migrated to today's fields by its method's ``migrate_config``
+    (for Sound2Sight: :func:`models.sound2sight.migrate_config`)."""
+    return methods.of_checkpoint(ckpt, path).migrate_config(dict(ckpt["model_config"]))
 
 
-def check_config(path: str | Path, saved: Sound2SightConfig | dict, want: Sound2SightConfig | dict) -> None:
-    """Refuse a checkpoint made for another configuration, naming every field that differs."""
-    have = asdict(saved) if isinstance(saved, Sound2SightConfig) else dict(saved)
-    want = asdict(want) if isinstance(want, Sound2SightConfig) else dict(want)
+def check_config(path: str | Path, saved: Any, want: Any) -> None:
+    """Refuse a checkpoint made for another configuration, naming every field that differs
+    (``saved``, ``want``: config dataclasses or dicts of their fields)."""
+    have = asdict(saved) if dataclasses.is_dataclass(saved) else dict(saved)
+    want = asdict(want) if dataclasses.is_dataclass(want) else dict(want)
     diffs = [f"{k} {_norm(have[k])!r}, this run asks for {_norm(want[k])!r}" for k in want
              if k in have and _norm(want[k]) != _norm(have[k])]
     if diffs:
@@ -260,29 +261,31 @@ def check_config(path: str | Path, saved: Sound2SightConfig | dict, want: Sound2
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu",
-               expect: Sound2SightConfig | dict | None = None) -> tuple[Sound2Sight, dict]:
-    """Rebuild a model from a checkpoint ``{"model_config": ..., "model": state_dict}``.
+               expect: Any = None) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from a checkpoint ``{"method": ..., "model_config": ..., "model": state_dict}``
+    through :data:`methods.METHODS` (no ``method``: ``sound2sight``).
 
     Reads through :func:`read_checkpoint` and loads strictly. ``expect`` (a config or dict
     of fields) is compared with the checkpoint's config first, so a mismatch names the
     field instead of failing on tensor shapes. Returns the model (in eval mode) and the
-    whole checkpoint dict. Bad files raise ``errors.InputError``.
+    whole checkpoint dict. Bad files (an unknown method included) raise ``errors.InputError``.
     """
     ckpt = read_checkpoint(path, map_location)
-    raw = saved_config(ckpt)
-    known = {f.name for f in dataclasses.fields(Sound2SightConfig)}
+    method = methods.of_checkpoint(ckpt, path)
+    raw = saved_config(ckpt, path)
+    known = {f.name for f in dataclasses.fields(method.config)}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InputError(f"checkpoint {path} has unknown config fields {unknown}; it was written by another version")
     try:
-        cfg = Sound2SightConfig(**raw)
+        cfg = method.config(**raw)
     except (TypeError, ValueError) as err:
         raise InputError(f"checkpoint {path} has an invalid model_config: {err}") from None
     if expect is not None:
         check_config(path, cfg, expect)
-    model = Sound2Sight(cfg)
+    model = method.build(cfg)
     try:
-        model.load_state_dict(migrate_state_dict(ckpt["model"]), strict=True)
+        model.load_state_dict(method.migrate_state(ckpt["model"]), strict=True)
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]

@@ -56,6 +56,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import methods
 import metrics
 import prior_monitor
 from baselines import BASELINES
@@ -326,7 +327,7 @@ def sample_and_score(model, frames: torch.Tensor, audio: torch.Tensor | None, cl
     st = settings
     n_past, n_future, nsample = st.n_past, st.n_future, st.nsample
     total, batch = frames.shape[0], frames.shape[1]
-    device, z = frames.device, model.cfg.z_dim
+    device, z = frames.device, model.noise_dim  # z 0: a deterministic method, empty noise
     gt = frames[n_past:].transpose(0, 1)  # [B, F, C, H, W]
     ctx = frames[:n_past]
     noise = batch_noise(st.seed, clips, _STREAM_PRIOR, (total - 1, nsample, z))  # [B, T-1, S, z] prior noise
@@ -401,10 +402,12 @@ def reconstruct_posterior(model, frames: torch.Tensor, audio: torch.Tensor | Non
                           rows: list[int], settings: EvalSettings) -> dict[int, torch.Tensor]:
     """The posterior row of the GIFs ``{row b: [T, C, H, W]}`` of batch rows ``rows``, as the release's
     generation script drew it (:meth:`Sound2Sight.reconstruct_generated`: the given frames, then the
-    predictor fed its own frames with the posterior's z). Shown only: it is not a bound, so it is not scored."""
-    if not rows:
+    predictor fed its own frames with the posterior's z). Shown only: it is not a bound, so it is not scored.
+    Empty for a model without one (not a :class:`methods.PosteriorReconstruction`): its GIFs have no such row."""
+    if not rows or not isinstance(model, methods.PosteriorReconstruction):
         return {}
-    eps = batch_noise(settings.seed, [clips[b] for b in rows], _STREAM_POSTERIOR, (frames.shape[0] - 1, model.cfg.z_dim))
+    eps = batch_noise(settings.seed, [clips[b] for b in rows], _STREAM_POSTERIOR,
+                      (frames.shape[0] - 1, model.noise_dim))
     index = torch.as_tensor(rows, device=frames.device)
     rec = model.reconstruct_generated(frames[:, index], None if audio is None else audio[:, index], settings.n_past,
                                       eps=eps.transpose(0, 1).to(frames.device)).float().clamp_(0, 1)  # [T, G, C, H, W]
@@ -413,15 +416,17 @@ def reconstruct_posterior(model, frames: torch.Tensor, audio: torch.Tensor | Non
 
 def build_gifs(frames: torch.Tensor, clips: list[int], futures: _Futures, posterior: dict[int, torch.Tensor],
                settings: EvalSettings) -> dict[int, np.ndarray]:
-    """``{clip: uint8 grid}``: columns truth | posterior | best sample | random samples, framed and labelled."""
+    """``{clip: uint8 grid}``: columns truth | posterior | best sample | random samples, framed and
+    labelled; no posterior column where ``posterior`` has no row (a model without one)."""
     total, n_past = frames.shape[0], settings.n_past
     gifs = {}
     for b, best in futures.gif_best.items():
         truth = frames[:, b].float().cpu()  # [T, C, H, W]
-        shown = torch.cat([truth[:n_past], posterior[b][n_past:]])  # as the release drew it: given frames first
-        panels = [truth, shown, best, *futures.gif_random[b]]
-        kinds = ["gt", "posterior"] + ["sample"] * (len(panels) - 2)
-        labels = ["truth", "posterior", "best"] + ["random"] * (len(panels) - 3)
+        # as the release drew it: given frames first
+        shown = [torch.cat([truth[:n_past], posterior[b][n_past:]])] if b in posterior else []
+        panels = [truth, *shown, best, *futures.gif_random[b]]
+        kinds = ["gt"] + ["posterior"] * len(shown) + ["sample"] * (len(panels) - 1 - len(shown))
+        labels = ["truth"] + ["posterior"] * len(shown) + ["best"] + ["random"] * (len(panels) - 2 - len(shown))
         gifs[clips[b]] = label_columns(framed_row(panels, [gif_colours(total, n_past, k) for k in kinds]), labels)
     return gifs
 
@@ -665,9 +670,10 @@ def evaluate(model, dataset, settings: EvalSettings, device: torch.device, *, ra
 
 def prior_figures(model, dataset, num_clips: int, device: torch.device) -> dict[str, float] | None:
     """:func:`prior_monitor.prior_stats` on the first ``min(PRIOR_CLIPS, num_clips)`` clips of ``dataset``
-    (None with fewer than 2 clips). Deterministic, so every torchrun process gets the same figures."""
+    (None with fewer than 2 clips, or for a model without a learned prior). Deterministic, so every
+    torchrun process gets the same figures."""
     n = min(PRIOR_CLIPS, num_clips)
-    if n < 2:
+    if n < 2 or not isinstance(model, methods.LatentPrior):
         return None
     frames, audio = runtime.to_time_major(torch.utils.data.default_collate([dataset[i] for i in range(n)]), device)
     return prior_monitor.prior_stats(model, frames, audio if model.cfg.use_audio else None).as_dict()
@@ -708,8 +714,9 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def plot_curves(path: Path, summary: dict[str, Any], title: str) -> None:
-    """Every metric per future frame: model vs every baseline (and shuffled audio), one column per protocol."""
+def plot_curves(path: Path, summary: dict[str, Any], title: str, label: str = "Sound2Sight") -> None:
+    """Every metric per future frame: the model (``label``: its method's) vs every baseline (and
+    shuffled audio), one column per protocol."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -724,12 +731,12 @@ def plot_curves(path: Path, summary: dict[str, Any], title: str) -> None:
             ax = axes[i, j]
             key = f"{metric}_per_frame"
             steps = np.arange(summary["n_past"], summary["n_past"] + len(summary[proto][key]))
-            ax.plot(steps, summary[proto][key], "o-", ms=3, lw=2.5, alpha=0.8, zorder=2, label="Sound2Sight (samples)")
+            ax.plot(steps, summary[proto][key], "o-", ms=3, lw=2.5, alpha=0.8, zorder=2, label=f"{label} (samples)")
             for (name, label), marker in zip(summary["baselines"].items(), "sd^vx+"):
                 ax.plot(steps, summary[name][proto][key], marker + "--", ms=3, label=label)
             if "audio_shuffled" in summary:  # drawn on top, thin with crosses: visible where it equals the model's
                 ax.plot(steps, summary["audio_shuffled"][proto][key], "x:", ms=6, lw=1.2, color="black", zorder=3,
-                        label="Sound2Sight, shuffled audio")
+                        label=f"{label}, shuffled audio")
             ax.set_title(f"{metric.upper()} - {proto} protocol")
             ax.set_xlabel("frame index")
             ax.set_ylabel(_label(metric))
@@ -741,16 +748,16 @@ def plot_curves(path: Path, summary: dict[str, Any], title: str) -> None:
     atomic_write_bytes(path, _png(fig))
 
 
-def plot_events(path: Path, summary: dict[str, Any], proto: str) -> None:
-    """Bars per event group and metric: the model (``proto`` protocol), every baseline and, if
-    scored, shuffled audio."""
+def plot_events(path: Path, summary: dict[str, Any], proto: str, label: str = "Sound2Sight") -> None:
+    """Bars per event group and metric: the model (``label``, ``proto`` protocol), every baseline and,
+    if scored, shuffled audio."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ev, names = summary["events"], summary["metrics"]
-    series = [("Sound2Sight", ev["model"][proto])] + [(label, ev[name]) for name, label in summary["baselines"].items()]
+    series = [(label, ev["model"][proto])] + [(label, ev[name]) for name, label in summary["baselines"].items()]
     if "events" in summary.get("audio_shuffled", {}):
         series.append(("shuffled audio", summary["audio_shuffled"]["events"][proto]))
     frames = ev["model"][proto]
@@ -812,16 +819,16 @@ def write_tensorboard(folder: Path, result: dict[str, Any]) -> None:
 
 
 def write_outputs(log_dir: Path, result: dict[str, Any], res: BatchResult, *, save_samples: bool = False,
-                  tensorboard: bool = True) -> None:
+                  tensorboard: bool = True, label: str = "Sound2Sight") -> None:
     """metrics.csv, curves.png, events.png (with events), TensorBoard, gifs/, samples.npz, and
-    metrics.json last. Each file is written atomically, and metrics.json comes after the rest,
+    metrics.json last; ``label`` names the model in the plots (its method's label). Each file is written atomically, and metrics.json comes after the rest,
     so a write failing part-way never leaves a new metrics.json beside older curves and GIFs."""
     write_csv(log_dir / "metrics.csv", result)
     plot_curves(log_dir / "curves.png", result,
                 f"{result.get('checkpoint', 'model')} on {result.get('data_root', 'data')} ({result['num_clips']} clips, "
-                f"{result['nsample']} samples)")
+                f"{result['nsample']} samples)", label)
     if "events" in result:
-        plot_events(log_dir / "events.png", result, result["protocols"][0])
+        plot_events(log_dir / "events.png", result, result["protocols"][0], label)
     if tensorboard:
         write_tensorboard(log_dir / "tensorboard" / "eval", result)  # the run is named after what it is
     for clip, grid in sorted(res.gifs.items()):
@@ -867,6 +874,7 @@ def evaluate_checkpoint(ckpt_path: Path, data_root: str, log_dir: Path, settings
     if model is None:
         model, ckpt = load_model(ckpt_path, map_location=device)
     model.eval()
+    method = methods.of_checkpoint(ckpt, ckpt_path) if ckpt else methods.of_model(model)
     seq_len = settings.n_past + settings.n_future
     info = dataset_info(data_root)
     check_model_fits_data(model.cfg, info, ckpt_path, data_root, seq_len)
@@ -897,7 +905,8 @@ def evaluate_checkpoint(ckpt_path: Path, data_root: str, log_dir: Path, settings
                   "model_iterations": trained_iterations(ckpt or {}),
                   "data_root": str(data_root), "timing": ev.timing}
         if rank == 0:
-            write_outputs(log_dir, result, ev.per_clip, save_samples=settings.save_samples, tensorboard=tensorboard)
+            write_outputs(log_dir, result, ev.per_clip, save_samples=settings.save_samples, tensorboard=tensorboard,
+                          label=method.label(model.cfg))
         if store is not None:
             store.finish(rank)
     if rank == 0:

@@ -1,4 +1,5 @@
-"""Evaluate a Sound2Sight checkpoint: sample futures, score them, write numbers, curves and GIFs.
+"""Evaluate a Sound2Sight checkpoint (or one of any trained method of methods.METHODS: the checkpoint
+names its method): sample futures, score them, write numbers, curves and GIFs.
 
 The work is done by ``evaluation.py`` (the library the demo and the training's validation
 call too); this script parses the release's flags, checks them and writes the outputs.
@@ -26,7 +27,8 @@ any of :data:`metrics.PAIR_METRICS`). Reported, per metric:
 The GIFs also show a posterior row as the release's generation script drew it: the given
 frames during the context, then frames decoded with the posterior's z (it sees the true
 frames) while the predictor reads its own previous output. Its predictor was trained on
-prior z, so the row bounds nothing and is not scored.
+prior z, so the row bounds nothing and is not scored. A method without a posterior has no
+such row.
 
 Left out, ``--data_root`` and ``--n_past`` are the checkpoint's training's, and ``--n_future``
 the clips' frames after the context, at most the release's 25; one line says what was taken.

@@ -17,6 +17,9 @@ evaluation (``metrics.json``'s ``prior`` block and its headline) and for any che
 * ``kl``: KL(posterior || prior) summed over z, per step and clip (the training's ``kld``
   on this batch, in eval mode).
 
+A method without a learned prior (not a :class:`methods.LatentPrior`) has no figures:
+:func:`prior_stats` returns None and the callers leave them out.
+
 The computation is the training's teacher-forced prior in eval mode (no dropout, BatchNorm
 running statistics): deterministic, it draws no random numbers, so it never moves the
 training's RNG.
@@ -27,6 +30,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from methods import LatentPrior
 from models.lstm import gaussian_kl
 
 
@@ -50,10 +54,13 @@ def derange_audio(audio: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prior_stats(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor | None) -> PriorStats:
-    """The figures of ``model``'s prior (a :class:`models.sound2sight.Sound2Sight`, not a DDP wrapper)
-    on ``frames [T, B, C, H, W]`` (``T >= 2``, ``B >= 2``) and ``audio [T, B, 1, F, S]`` (None
-    without audio). Runs in eval mode and restores the model's mode."""
+def prior_stats(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor | None) -> PriorStats | None:
+    """The figures of ``model``'s prior (a :class:`methods.LatentPrior` such as
+    :class:`models.sound2sight.Sound2Sight`, not a DDP wrapper) on ``frames [T, B, C, H, W]``
+    (``T >= 2``, ``B >= 2``) and ``audio [T, B, 1, F, S]`` (None without audio); None for a
+    model without a learned prior. Runs in eval mode and restores the model's mode."""
+    if not isinstance(model, LatentPrior):
+        return None
     if frames.dim() != 5 or frames.shape[0] < 2 or frames.shape[1] < 2:
         raise ValueError(f"prior_stats needs frames [T>=2, B>=2, C, H, W], got {list(frames.shape)}")
     was_training = model.training

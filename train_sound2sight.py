@@ -1,6 +1,9 @@
-"""Train Sound2Sight (or its no-audio ablation) on M3SO / M3SO-NB or prepared real videos.
+"""Train Sound2Sight (or its no-audio ablation, or another method of ``--method``) on M3SO / M3SO-NB
+or prepared real videos.
 
-The paper's command keeps working with this script's name (same flags, same defaults).
+The paper's command keeps working with this script's name (same flags, same defaults). The
+model's flags are those of the ``--method``'s config (methods.METHODS; default sound2sight:
+Sound2SightConfig); ``--method X --help`` lists X's.
 The quickest start, on any machine:
 
     python train_sound2sight.py --demo
@@ -30,11 +33,12 @@ from tqdm import tqdm
 
 import checkpoints
 from cli import ArgumentParser, plain_text
+import methods
 import prior_monitor
 import runtime
 import training
 from data import DATASETS, DEFAULT_DATA_ROOT, PRESETS, check_preset, dataset_info, dataset_shapes, open_dataset
-from models.sound2sight import OPTIMIZERS, Sound2Sight, Sound2SightConfig
+from models.sound2sight import OPTIMIZERS
 from cli import add_config_flags, config_kwargs
 from errors import InputError, run_cli
 from files import atomic_write_json
@@ -59,7 +63,8 @@ DEMO_DATA = {"num_train": 4096, "num_test": 256, "seed": 0}
 DEMO_EVAL_CLIPS = 256
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(method: str = methods.DEFAULT_METHOD) -> argparse.ArgumentParser:
+    """Every flag, the model's from ``method``'s config dataclass (:data:`methods.METHODS`)."""
     p = ArgumentParser(description=plain_text(__doc__))
     # the original script's flag names and defaults, grouped by what they are for
     start = p.add_argument_group("quick start")
@@ -78,8 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--n_eval", type=int, default=60,
                       help="frames in validation sequences (capped at the clip length)")
     data.add_argument("--num_digits", type=int, default=1, help="kept for the paper's command; the data decides")
-    # the model: one flag per Sound2SightConfig field (the original's names and defaults)
-    add_config_flags(p, Sound2SightConfig, "model (Sound2SightConfig)")
+    which = p.add_argument_group("method")
+    which.add_argument("--method", default=methods.DEFAULT_METHOD, choices=list(methods.METHODS),
+                       help="the trained method (methods.METHODS); the model flags below are its config's "
+                            "(--method X --help lists X's)")
+    # the model: one flag per field of the method's config (Sound2SightConfig: the original's names and defaults)
+    config = methods.METHODS[method].config
+    add_config_flags(p, config, f"model ({config.__name__})")
     init = p.add_argument_group("model initialisation")
     init.add_argument("--output_bias", type=float, default=0.0,
                       help="initial bias of the decoder's output convolution, before the sigmoid (0 as the "
@@ -155,7 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ``--dataset`` preset (drums, painting) checks that dataset's shapes (InputError when they
     differ) and gives the defaults only while the folder holds no dataset yet.
     """
-    parser = build_parser()
+    parser = build_parser(method_of_argv(argv))
     first, _ = parser.parse_known_args(argv)
     if first.demo:
         parser.set_defaults(**DEMO_DEFAULTS)
@@ -167,6 +177,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     elif first.dataset in PRESETS:
         parser.set_defaults(**PRESETS[first.dataset])
     return parser.parse_args(argv)
+
+
+def method_of_argv(argv: list[str] | None) -> str:
+    """``--method`` alone, read before the other flags (which depend on it); a name not in
+    :data:`methods.METHODS` ends here as one error line (exit 2) listing the choices."""
+    pre = ArgumentParser(add_help=False, allow_abbrev=False)  # --m must stay --model's abbreviation
+    pre.add_argument("--method", default=methods.DEFAULT_METHOD, choices=list(methods.METHODS))
+    return pre.parse_known_args(argv)[0].method
 
 
 def demo_data(args: argparse.Namespace, argv: list[str] | None) -> None:
@@ -183,11 +201,11 @@ def demo_data(args: argparse.Namespace, argv: list[str] | None) -> None:
     args.data_root = str(root)
 
 
-def model_config(args: argparse.Namespace, audio_shape: tuple[int, int]) -> Sound2SightConfig:
-    """The model's config from the flags, the data's audio shape and ``--n_past``."""
+def model_config(args: argparse.Namespace, audio_shape: tuple[int, int]) -> Any:
+    """The ``--method``'s config from the flags, the data's audio shape and ``--n_past``."""
+    config = methods.get(args.method).config
     try:
-        return Sound2SightConfig(**config_kwargs(Sound2SightConfig, args), audio_shape=tuple(audio_shape),
-                                 n_past=args.n_past)
+        return config(**config_kwargs(config, args), audio_shape=tuple(audio_shape), n_past=args.n_past)
     except ValueError as err:
         raise InputError(str(err)) from None
 
@@ -230,8 +248,9 @@ class Run:
     world: int
     device: torch.device
     log_dir: Path
-    cfg: Sound2SightConfig
-    model: torch.nn.Module                 # the unwrapped Sound2Sight (checkpoints, validation)
+    method: methods.Method
+    cfg: Any                               # the method's config
+    model: torch.nn.Module                 # the unwrapped model, a methods.TrainedModel (checkpoints, validation)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     train_set: Any
@@ -254,8 +273,8 @@ class Run:
         return self.log_dir / "checkpoints"
 
     def save(self, name: str, progress: checkpoints.Progress) -> None:
-        checkpoints.save_training(self.ckpt_dir / name, self.model, self.optimizer, self.scaler, progress,
-                                  vars(self.args), iters_per_epoch=self.iters)
+        checkpoints.save_training(self.ckpt_dir / name, self.method.name, self.model, self.optimizer, self.scaler,
+                                  progress, vars(self.args), iters_per_epoch=self.iters)
 
 
 def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Path:
@@ -269,7 +288,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
             progress = end_epoch(run, epoch, means, progress, stop)
     if rank == 0:
         if args.demo:
-            run_demo_eval(args, run.log_dir, run.n_eval)
+            run_demo_eval(args, run.log_dir, run.n_eval, run.method.label(run.cfg))
         print(f"done. logs: {run.log_dir}  (config.json, metrics.csv, losses.png, samples/, checkpoints/)")
     return run.log_dir
 
@@ -289,7 +308,7 @@ def check_flags(args: argparse.Namespace, argv: list[str] | None, rank: int, wor
     if args.demo and world > 1:
         torch.distributed.barrier()
         demo_data(args, argv)
-    if args.no_audio and not args.no_disc:
+    if getattr(args, "no_audio", False) and not getattr(args, "no_disc", True):  # Sound2Sight's flags
         args.no_disc = True
         if rank == 0:
             print("--no_audio: training without the (audio-visual) discriminator, as SVG-LP")
@@ -321,27 +340,56 @@ def setup_run(args: argparse.Namespace, argv: list[str] | None, rank: int, world
                          f"(--batch_size {args.batch_size}); lower --batch_size")
 
     seed_everything(args.seed)
+    method = methods.get(args.method)
     cfg = model_config(args, info["audio_shape"])
-    model = Sound2Sight(cfg)
-    with torch.no_grad():
-        model.decoder.output_conv.bias.fill_(args.output_bias)
-        if args.logvar_bias:
-            model.prior.lstm.logvar.bias.fill_(args.logvar_bias)
-            model.posterior.lstm.logvar.bias.fill_(args.logvar_bias)
+    model = method.build(cfg)
+    check_method_flags(args, method, model)
+    init_biases(args, method, model)
     model = model.to(device)
-    run = Run(args=args, argv=argv, rank=rank, world=world, device=device, log_dir=run_folder(args), cfg=cfg,
-              model=model, optimizer=model.configure_optimizer(args.lr, args.disc_lr, args.beta1, args.optimizer),
+    run = Run(args=args, argv=argv, rank=rank, world=world, device=device, log_dir=run_folder(args), method=method,
+              cfg=cfg, model=model,
+              optimizer=model.configure_optimizer(args.lr, args.disc_lr, args.beta1, args.optimizer),
               scaler=torch.amp.GradScaler("cuda", enabled=args.amp and device.type == "cuda"),
               train_set=train_set, n_eval=n_eval, metrics_log=training.MetricsLog(run_folder(args) / "metrics.csv"),
               info=info, test_set=test_set)
     return run
 
 
+#: The initial-bias flags and the model hook each calls (optional capabilities, :mod:`methods`).
+BIAS_FLAGS = {"output_bias": "init_output_bias", "logvar_bias": "init_logvar_bias"}
+
+
+def init_biases(args: argparse.Namespace, method: methods.Method, model: torch.nn.Module) -> None:
+    """``--output_bias`` / ``--logvar_bias`` through the model's ``init_output_bias`` /
+    ``init_logvar_bias``; a non-zero flag for a model without that hook is one InputError line
+    (0, the default, is every model's own initialisation and asks for nothing)."""
+    for flag, hook in BIAS_FLAGS.items():
+        value = getattr(args, flag)
+        if not value:
+            continue
+        init = getattr(model, hook, None)
+        if init is None:
+            raise InputError(f"--{flag} {value}: method {method.name} has no such bias ({type(model).__name__} "
+                             f"lacks {hook}); drop --{flag}")
+        init(value)
+
+
+def check_method_flags(args: argparse.Namespace, method: methods.Method, model: torch.nn.Module) -> None:
+    """``--kl_warmup`` / ``--noise_warmup`` need a ``forward`` that takes ``kl_scale`` / ``noise_scale``."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    for flag, keyword in (("kl_warmup", "kl_scale"), ("noise_warmup", "noise_scale")):
+        if getattr(args, flag) and keyword not in params:
+            raise InputError(f"--{flag}: method {method.name} has no {keyword.replace('_', ' ')} to ramp; "
+                             f"drop --{flag}")
+
+
 def resume(run: Run) -> checkpoints.Progress:
     """``--resume`` with a ``last.pt``: where that run stood (states and RNGs restored); else a fresh start."""
     last = run.ckpt_dir / "last.pt"
     if run.args.resume and last.is_file():
-        progress = checkpoints.resume_training(last, run.model, run.optimizer, run.scaler, run.device)
+        progress = checkpoints.resume_training(last, run.method.name, run.model, run.optimizer, run.scaler, run.device)
         run.metrics_log.truncate(progress.epoch)
         if run.rank == 0:
             part = f" and {progress.iteration} iterations of epoch {progress.epoch + 1}" if progress.iteration else ""
@@ -361,7 +409,7 @@ def finish_setup(run: Run, progress: checkpoints.Progress) -> None:
     if rank == 0:
         run.log_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run.log_dir / "config.json", {
-            "args": vars(args), "model_config": asdict(run.cfg),
+            "method": run.method.name, "args": vars(args), "model_config": asdict(run.cfg),
             "data": {k: v for k, v in run.info.items() if k != "json"},
             "world_size": world, "device": str(device), "torch": torch.__version__,
             "python": platform.python_version(), "n_eval": run.n_eval,
@@ -398,7 +446,7 @@ def finish_setup(run: Run, progress: checkpoints.Progress) -> None:
                             drop_last=True, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     run.iters = len(run.loader) if args.epoch_size <= 0 else min(args.epoch_size, len(run.loader))
     if rank == 0:
-        print(f"training {'Sound2Sight' if run.cfg.use_audio else 'SVG-LP (no audio)'} on {args.data_root}: "
+        print(f"training {run.method.label(run.cfg)} on {args.data_root}: "
               f"{len(run.train_set)} clips, {run.iters} iterations/epoch, epochs {progress.epoch + 1}..{args.niter}, "
               f"device {device}, {world} process(es); logs in {run.log_dir}")
     if rank == 0 and not args.no_tensorboard:
@@ -458,10 +506,12 @@ def end_epoch(run: Run, epoch: int, means: dict[str, float], progress: checkpoin
         training.recalibrate_batchnorm(run.model, run.calib_batches)
         val = training.validate(run.model, run.val_frames, run.val_audio, args.n_past, run.n_eval - args.n_past,
                                 args.val_nsample, seed=args.seed)
+        # None for a method without a learned prior (methods.LatentPrior): no prior_* columns
         prior = prior_monitor.prior_stats(run.model, run.val_frames, run.val_audio if run.cfg.use_audio else None)
         # epoch: the 0-based index (the schedules' and the release's); epochs_done: the console's, the checkpoints'
         row = {"epoch": epoch, "epochs_done": epoch + 1, "adv_weight": w, "lr": lr, **means, **val,
-               **prior.as_dict("prior_"), "seconds": time.perf_counter() - run.epoch_start}
+               **(prior.as_dict("prior_") if prior is not None else {}),
+               "seconds": time.perf_counter() - run.epoch_start}
         grid = training.sample_grid(run.model, run.val_frames, run.val_audio, args.n_past, run.n_eval - args.n_past,
                                     seed=args.seed)
         log_epoch(run, epoch, row, val, prior, grid, w, lr)
@@ -475,8 +525,9 @@ def end_epoch(run: Run, epoch: int, means: dict[str, float], progress: checkpoin
         print(f"epoch {epoch + 1}/{args.niter}: train mse loss {means['train_mse_loss']:.5f} "
               f"kld loss {means['kld_loss']:.4g} "
               f"| val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
-              f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | prior audio change "
-              f"{prior.audio_change:.3g} | {row['seconds']:.1f}s" + (" *best*" if improved else ""))
+              f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | "
+              + (f"prior audio change {prior.audio_change:.3g} | " if prior is not None else "")
+              + f"{row['seconds']:.1f}s" + (" *best*" if improved else ""))
     else:
         progress = checkpoints.Progress(epoch + 1, progress.best_val)
     if run.world > 1:
@@ -486,7 +537,7 @@ def end_epoch(run: Run, epoch: int, means: dict[str, float], progress: checkpoin
     return progress
 
 
-def log_epoch(run: Run, epoch: int, row: dict[str, Any], val: dict[str, float], prior: prior_monitor.PriorStats,
+def log_epoch(run: Run, epoch: int, row: dict[str, Any], val: dict[str, float], prior: prior_monitor.PriorStats | None,
               grid: np.ndarray, adv_w: float, lr: float) -> None:
     """One epoch's record: a metrics.csv row, losses.png, samples/epoch_N.gif and TensorBoard."""
     run.metrics_log.append(row)
@@ -497,13 +548,14 @@ def log_epoch(run: Run, epoch: int, row: dict[str, Any], val: dict[str, float], 
     step = (epoch + 1) * run.iters
     for k, v in val.items():
         run.tb.add_scalar(f"val/{k[4:]}", v, step)
-    for k, v in prior.as_dict().items():
+    for k, v in (prior.as_dict() if prior is not None else {}).items():
         run.tb.add_scalar(f"prior/{k}", v, step)
     run.tb.add_scalar("schedule/adv_weight", adv_w, step)
     run.tb.add_scalar("schedule/lr", lr, step)
-    # one still per clip: rows truth | posterior | samples, time left to right
-    for b, strip in enumerate(training.clip_strips(grid, min(4, run.val_frames.shape[1]), 5)):
-        run.tb.add_image(f"samples/clip_{b} (rows: truth, posterior, 3 samples)", strip, step, dataformats="HWC")
+    # one still per clip: rows truth | posterior (when the method has one) | samples, time left to right
+    rows = training.grid_labels(run.model, 3)
+    for b, strip in enumerate(training.clip_strips(grid, min(4, run.val_frames.shape[1]), len(rows))):
+        run.tb.add_image(f"samples/clip_{b} (rows: {training.describe_rows(rows)})", strip, step, dataformats="HWC")
     run.tb.flush()
 
 
@@ -527,7 +579,7 @@ def stop_run(stop: StopSignals, run: Run, partial: checkpoints.Progress | None) 
     raise SystemExit(128 + stop.requested)
 
 
-def run_demo_eval(args: argparse.Namespace, log_dir: Path, n_eval: int) -> None:
+def run_demo_eval(args: argparse.Namespace, log_dir: Path, n_eval: int, label: str = "Sound2Sight") -> None:
     """``--demo``: score the FINAL checkpoint on the test split with the paper protocol (``best.pt``
     is chosen on the first test clips, so scoring it there would flatter it)."""
     import evaluation
@@ -538,14 +590,14 @@ def run_demo_eval(args: argparse.Namespace, log_dir: Path, n_eval: int) -> None:
                                        shuffle_audio=True)
     m = evaluation.evaluate_checkpoint(log_dir / "checkpoints" / "last.pt", args.data_root, eval_dir, settings,
                                        device=runtime.get_device(args.device), tensorboard=not args.no_tensorboard)
-    print(demo_table(m))
+    print(demo_table(m, label))
     print(demo_audio_line(m))
     print(f"look at: {eval_dir}/gifs/, {eval_dir}/curves.png, {log_dir}/samples/, {log_dir}/losses.png")
 
 
-def demo_table(m: dict) -> str:
-    """The demo's verdict: the model against copy-last-frame (the baseline to beat), with every
-    other registered baseline beside it for scale (paper protocol)."""
+def demo_table(m: dict, label: str = "Sound2Sight") -> str:
+    """The demo's verdict: the model (``label``: its method's) against copy-last-frame (the baseline
+    to beat), with every other registered baseline beside it for scale (paper protocol)."""
     from baselines import BASELINES
 
     model, base = m["paper"], m["copy_last_frame"]["paper"]
@@ -554,7 +606,7 @@ def demo_table(m: dict) -> str:
     head = "".join(f"   {b.label:>17}" for b in others)
     lines = [f"demo evaluation: {m['num_clips']} test clips x {m['nsample']} samples, paper protocol "
              f"(per frame the best of the samples)",
-             f"            Sound2Sight   copy last frame{head}"]
+             f"            {label:>11}   copy last frame{head}"]
     for metric, label, fmt in (("ssim", "SSIM     ", "{:.4f}"), ("psnr", "PSNR (dB)", "{:.2f}")):
         extra = "".join(f"   {fmt.format(m[b.name]['paper'][metric]):>17}" for b in others)
         lines.append(f"  {label} {fmt.format(model[metric]):>11}   {fmt.format(base[metric]):>15}{extra}   "

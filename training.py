@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from baselines import BASELINES
+from methods import PosteriorReconstruction
 from runtime import autocast, match_param_layout
 from files import atomic_write_text
 from media import framed_row, gif_colours, label_columns
@@ -83,11 +84,14 @@ RELEASE_FIGURES = ("train_mse_loss", "kld_loss", "disc_loss", "gen_loss")
 def logged_figures(out: dict[str, float], frames: int) -> dict[str, float]:
     """The model's per-iteration terms (``Sound2Sight.forward``: ``mse``/``kld`` per predicted step,
     ``d_loss``/``syn_loss`` summed over windows) as training logs them, for clips of ``frames`` frames:
-    :data:`RELEASE_FIGURES` on the release's scale, plus ``g_adv`` and ``loss``."""
+    :data:`RELEASE_FIGURES` on the release's scale, plus ``g_adv`` and ``loss``. A method without
+    a latent or a discriminator leaves ``kld`` / ``g_adv`` / ``d_loss`` / ``syn_loss`` out: 0 here
+    (:class:`methods.TrainedModel`)."""
     steps = frames - 1
-    return {"train_mse_loss": out["mse"] * steps / frames, "kld_loss": out["kld"] * steps / frames,
-            "disc_loss": out["d_loss"] / frames, "gen_loss": out["syn_loss"] / frames,
-            "g_adv": out["g_adv"], "loss": out["loss"]}
+    term = lambda k: out.get(k, 0.0)  # noqa: E731
+    return {"train_mse_loss": out["mse"] * steps / frames, "kld_loss": term("kld") * steps / frames,
+            "disc_loss": term("d_loss") / frames, "gen_loss": term("syn_loss") / frames,
+            "g_adv": term("g_adv"), "loss": out["loss"]}
 
 
 # --------------------------------------------------------------------- one step
@@ -208,11 +212,25 @@ def validate(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor |
     return out
 
 
+def grid_labels(model: torch.nn.Module, nsample: int) -> list[str]:
+    """The columns of :func:`sample_grid` for ``model``: truth, posterior (only for a model with a
+    posterior reconstruction, :class:`methods.PosteriorReconstruction`), then the samples."""
+    posterior = ["posterior"] if isinstance(model, PosteriorReconstruction) else []
+    return ["truth", *posterior] + [f"sample {s + 1}" for s in range(nsample)]
+
+
+def describe_rows(labels: list[str]) -> str:
+    """:func:`grid_labels` in a few words: ``truth, posterior, 3 samples``."""
+    samples = sum(label.startswith("sample") for label in labels)
+    return ", ".join([label for label in labels if not label.startswith("sample")] + [f"{samples} samples"])
+
+
 @torch.no_grad()
 def sample_grid(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor, n_past: int,
                 n_future: int, nsample: int = 3, max_clips: int = 4, seed: int = 0) -> np.ndarray:
     """A GIF-ready grid: one row per clip, columns ground truth | posterior | ``nsample`` prior samples,
-    under a header naming the columns.
+    under a header naming the columns (:func:`grid_labels`; no posterior column for a model
+    without a posterior reconstruction).
 
     Returns uint8 ``[T, 14 + rows*(H+4), cols*(W+4), 3]`` framed as the evaluation's GIFs
     (:func:`media.gif_colours`: green = given to the model, red = generated, grey = real future).
@@ -223,20 +241,24 @@ def sample_grid(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tenso
     model.eval()
     t = n_past + n_future
     frames, audio = frames[:t, :max_clips], audio[:t, :max_clips]
+    labels = grid_labels(model, nsample)
     devices = [frames.device] if frames.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        post = model.reconstruct(frames, audio)  # [t, B, C, H, W]
+        post = model.reconstruct(frames, audio) if "posterior" in labels else None  # [t, B, C, H, W]
         prior = model.sample(frames[:n_past], audio, nsample, n_future)  # [t, B, S, C, H, W]
     model.train(was_training)
-    post, prior = post.float().cpu(), prior.float().cpu()
+    prior = prior.float().cpu()
     frames = frames.float().cpu()
-    post[:n_past] = frames[:n_past]
-    kinds = ["gt", "posterior"] + ["sample"] * nsample
+    shown = []  # [t, B, C, H, W] each: the columns before the samples
+    if post is not None:
+        post = post.float().cpu()
+        post[:n_past] = frames[:n_past]
+        shown = [post]
+    kinds = ["gt"] + ["posterior"] * len(shown) + ["sample"] * nsample
     colours = [gif_colours(t, n_past, k) for k in kinds]
-    rows = [framed_row([frames[:, b], post[:, b]] + [prior[:, b, s] for s in range(nsample)], colours)
+    rows = [framed_row([frames[:, b]] + [p[:, b] for p in shown] + [prior[:, b, s] for s in range(nsample)], colours)
             for b in range(frames.shape[1])]
-    labels = ["truth", "posterior"] + [f"sample {s + 1}" for s in range(nsample)]
     return label_columns(np.concatenate(rows, axis=1), labels)  # rows stacked: [t, 14 + B*(H+4), K*(W+4), 3]
 
 
@@ -306,7 +328,8 @@ class MetricsLog:
             if "(log)" in title and any(isinstance(r.get(k), float) and r[k] > 0 for r in self.rows for k in keys):
                 ax.set_yscale("log")  # a collapse is a drop by orders of magnitude
             ax.set_xlabel("epochs done")
-            ax.legend(fontsize=7)
+            if ax.lines:  # a method without a prior or a discriminator leaves some panels empty
+                ax.legend(fontsize=7)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)

@@ -34,7 +34,7 @@ from cli import ArgumentParser, plain_text  # noqa: E402
 from checkpoints import load_model  # noqa: E402
 from data import open_dataset  # noqa: E402
 from prior_monitor import prior_stats  # noqa: E402
-from errors import run_cli  # noqa: E402
+from errors import InputError, run_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         data = open_dataset(args.data_root, "test", args.frames, image_width=model.cfg.image_width,
                             channels=model.cfg.channels)
         frames, audio = runtime.to_time_major(next(iter(DataLoader(data, batch_size=max(2, args.clips)))), device)
-        stats = prior_stats(model, frames, audio if model.cfg.use_audio else None).as_dict()
+        stats = prior_stats(model, frames, audio if model.cfg.use_audio else None)
+        if stats is None:  # a method without a learned prior (methods.LatentPrior)
+            raise InputError(f"checkpoint {path} is a model without a learned prior; it has no prior figures")
+        stats = stats.as_dict()
         row = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "use_audio": model.cfg.use_audio,
                **{k: round(v, 6) for k, v in stats.items()}}
         print(json.dumps(row), flush=True)

@@ -144,6 +144,22 @@ class Sound2SightConfig:
                              "set use_disc=False for the SVG-LP ablation")
 
 
+def migrate_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``model_config`` dict, written by any earlier version, as today's fields.
+
+    - ``disc_train_encoders`` is True for checkpoints older than the field (their
+      discriminator's encoders always trained);
+    - ``dropout`` (one rate for every transformer dropout, before the release's two rates
+      were split) becomes ``pos_dropout`` and ``layer_dropout``, both at its value.
+    """
+    cfg = {"disc_train_encoders": True, **raw}
+    if "dropout" in cfg:
+        rate = cfg.pop("dropout")
+        cfg.setdefault("pos_dropout", rate)
+        cfg.setdefault("layer_dropout", rate)
+    return cfg
+
+
 def _fused_ok(model: nn.Module) -> bool:
     """Whether PyTorch has fused optimiser kernels for every parameter (float on CPU or CUDA)."""
     return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
@@ -216,7 +232,26 @@ class Sound2Sight(nn.Module):
         """The dict :func:`load_model` reads: ``{"model_config": asdict(cfg), "model": state_dict}``."""
         return {"model_config": asdict(self.cfg), "model": self.state_dict()}
 
+    # ------------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def init_output_bias(self, value: float) -> None:
+        """Start the decoder's output convolution (before the sigmoid) at bias ``value``
+        (``--output_bias``; the release's initialisation is 0)."""
+        self.decoder.output_conv.bias.fill_(value)
+
+    @torch.no_grad()
+    def init_logvar_bias(self, value: float) -> None:
+        """Start the prior's and the posterior's log-variance heads at bias ``value``
+        (``--logvar_bias``; the release's initialisation is 0, sigma near 1)."""
+        self.prior.lstm.logvar.bias.fill_(value)
+        self.posterior.lstm.logvar.bias.fill_(value)
+
     # ------------------------------------------------------------------ noise
+    @property
+    def noise_dim(self) -> int:
+        """Width of the prior noise :meth:`sample` reads per step (``cfg.z_dim``)."""
+        return self.cfg.z_dim
+
     def draw_noise(self, steps: int, batch: int, like: torch.Tensor) -> torch.Tensor:
         """Standard-normal ``eps [steps, batch, z]`` (float32 on ``like``'s device).
 
