@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 
 from errors import InputError
+from models.deterministic import DeterministicConfig, DeterministicPredictor
 from models.latent import migrate_state_dict
 from models.sound2sight import Sound2Sight, Sound2SightConfig, migrate_config
 
@@ -144,6 +145,7 @@ def _sound2sight_label(cfg: Sound2SightConfig) -> str:
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sound2sight", _sound2sight_label, Sound2SightConfig, Sound2Sight,
            migrate_config=migrate_config, migrate_state=migrate_state_dict),
+    Method("deterministic", lambda cfg: "deterministic predictor", DeterministicConfig, DeterministicPredictor),
 )}
 DEFAULT_METHOD = "sound2sight"
 
