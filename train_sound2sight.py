@@ -38,7 +38,7 @@ import prior_monitor
 import runtime
 import training
 from data import DATASETS, DEFAULT_DATA_ROOT, PRESETS, check_preset, dataset_info, dataset_shapes, open_dataset
-from models.sound2sight import OPTIMIZERS
+from models.optim import OPTIMIZERS
 from cli import add_config_flags, config_kwargs
 from errors import InputError, run_cli
 from files import atomic_write_json

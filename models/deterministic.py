@@ -27,7 +27,8 @@ from torch.nn import functional as F
 from .audio import check_audio_shape
 from .layers import fold, init_weights, unfold
 from .lstm import LSTMPredictor
-from .sound2sight import FRAME_MODELS, OPTIMIZERS
+from .optim import build_optimizer
+from .sound2sight import FRAME_MODELS
 
 
 def _setting(default: Any, help: str, **flag: Any) -> Any:
@@ -92,13 +93,7 @@ class DeterministicPredictor(nn.Module):
     def configure_optimizer(self, lr: float, disc_lr: float, beta1: float, name: str = "adam") -> torch.optim.Optimizer:
         """One parameter group, ``generator`` (there is no discriminator; ``disc_lr`` is unused)."""
         groups = [{"params": list(self.parameters()), "lr": lr, "name": "generator"}]
-        if name == "adam":
-            return torch.optim.Adam(groups, lr=lr, betas=(beta1, 0.999))
-        if name == "rmsprop":
-            return torch.optim.RMSprop(groups, lr=lr)
-        if name == "sgd":
-            return torch.optim.SGD(groups, lr=lr, momentum=beta1)
-        raise ValueError(f"optimizer {name!r} is unknown; choose one of {list(OPTIMIZERS)}")
+        return build_optimizer(groups, lr, beta1, name)
 
     def _check(self, frames: torch.Tensor) -> None:
         c, w = self.cfg.channels, self.cfg.image_width

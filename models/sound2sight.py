@@ -61,12 +61,12 @@ from .decoder import FrameDecoder, SplitSkipDecoder
 from .latent import LatentNetwork
 from .layers import fold, init_weights, sample_add, skip_add, unfold
 from .lstm import LSTMPredictor, gaussian_kl, reparameterize
+from .optim import OPTIMIZERS, build_optimizer  # noqa: F401  (OPTIMIZERS: --optimizer's choices)
 from .transformer import CausalTransformer
 from .vgg import VGG_STAGES, VGGDecoder, VGGEncoder
 
 FRAME_MODELS = {"dcgan": (DCGANEncoder, DCGANDecoder, tuple(sorted(DCGAN_PLANS))),
                 "vgg": (VGGEncoder, VGGDecoder, tuple(sorted(VGG_STAGES)))}
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
 
 def _setting(default: Any, help: str, **flag: Any) -> Any:
@@ -160,11 +160,6 @@ def migrate_config(raw: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _fused_ok(model: nn.Module) -> bool:
-    """Whether PyTorch has fused optimiser kernels for every parameter (float on CPU or CUDA)."""
-    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
-
-
 def _frame_codec(cfg: Sound2SightConfig) -> tuple[type, type]:
     enc, dec, _ = FRAME_MODELS[cfg.model]
     return enc, dec
@@ -212,21 +207,11 @@ class Sound2Sight(nn.Module):
         """One optimiser, two parameter groups (generator at ``lr``, discriminator at ``disc_lr``).
 
         Adam / RMSprop keep per-parameter state, so this equals the original's 13 separate
-        optimisers. ``sgd`` uses momentum ``beta1`` (the original passed Adam's betas to
-        every optimiser, which crashed for RMSprop and SGD)."""
+        optimisers (:func:`models.optim.build_optimizer`)."""
         groups = [{"params": self.generator_parameters(), "lr": lr, "name": "generator"}]
         if self.cfg.use_disc:
             groups.append({"params": self.discriminator_parameters(), "lr": disc_lr, "name": "discriminator"})
-        if name == "adam":
-            # fused: one kernel per parameter instead of a dozen elementwise ops; the same update
-            # up to float rounding (tests/test_models.py), and at the demo's width the for-loop
-            # Adam costs several percent of an iteration (docs/DESIGN.md, "The demo's step")
-            return torch.optim.Adam(groups, lr=lr, betas=(beta1, 0.999), fused=_fused_ok(self))
-        if name == "rmsprop":
-            return torch.optim.RMSprop(groups, lr=lr)
-        if name == "sgd":
-            return torch.optim.SGD(groups, lr=lr, momentum=beta1)
-        raise ValueError(f"optimizer {name!r} is unknown; choose one of {list(OPTIMIZERS)}")
+        return build_optimizer(groups, lr, beta1, name)
 
     def checkpoint(self) -> dict[str, Any]:
         """The dict :func:`load_model` reads: ``{"model_config": asdict(cfg), "model": state_dict}``."""
