@@ -757,7 +757,7 @@ def plot_events(path: Path, summary: dict[str, Any], proto: str, label: str = "S
     import matplotlib.pyplot as plt
 
     ev, names = summary["events"], summary["metrics"]
-    series = [(label, ev["model"][proto])] + [(label, ev[name]) for name, label in summary["baselines"].items()]
+    series = [(label, ev["model"][proto])] + [(base, ev[name]) for name, base in summary["baselines"].items()]
     if "events" in summary.get("audio_shuffled", {}):
         series.append(("shuffled audio", summary["audio_shuffled"]["events"][proto]))
     frames = ev["model"][proto]
@@ -821,8 +821,9 @@ def write_tensorboard(folder: Path, result: dict[str, Any]) -> None:
 def write_outputs(log_dir: Path, result: dict[str, Any], res: BatchResult, *, save_samples: bool = False,
                   tensorboard: bool = True, label: str = "Sound2Sight") -> None:
     """metrics.csv, curves.png, events.png (with events), TensorBoard, gifs/, samples.npz, and
-    metrics.json last; ``label`` names the model in the plots (its method's label). Each file is written atomically, and metrics.json comes after the rest,
-    so a write failing part-way never leaves a new metrics.json beside older curves and GIFs."""
+    metrics.json last; ``label`` names the model in the plots (its method's label). Each file is
+    written atomically, and metrics.json comes after the rest, so a write failing part-way never
+    leaves a new metrics.json beside older curves and GIFs."""
     write_csv(log_dir / "metrics.csv", result)
     plot_curves(log_dir / "curves.png", result,
                 f"{result.get('checkpoint', 'model')} on {result.get('data_root', 'data')} ({result['num_clips']} clips, "
