@@ -17,8 +17,7 @@ Sound2Sight's names and defaults.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,12 +27,7 @@ from .audio import check_audio_shape
 from .layers import fold, init_weights, unfold
 from .lstm import LSTMPredictor
 from .optim import build_optimizer
-from .sound2sight import FRAME_MODELS
-
-
-def _setting(default: Any, help: str, **flag: Any) -> Any:
-    """A config field with its flag's help (:func:`cli.add_config_flags`); ``flag=False``: no flag."""
-    return field(default=default, metadata={"help": help, **flag})
+from .sound2sight import FRAME_MODELS, _setting  # one way to declare a flagged config field
 
 
 @dataclass
