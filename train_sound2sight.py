@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 import checkpoints
 from cli import ArgumentParser, plain_text
+import demo
 import methods
 import prior_monitor
 import runtime
@@ -46,21 +47,6 @@ from media import save_gif
 from runlock import RunLock
 from runtime import native_bf16, seed_everything
 from signals import StopSignals
-
-
-# The main job on a fresh 2-core machine: small enough to finish well inside 10 minutes, and
-# chosen by bench/learning.py to beat copy-last-frame in that time (README, "Time to
-# quality"): the paper's model at width 16, 1,500 iterations of batch 16 on 4,096 clips, the
-# decoder's output bias started dark (M3SO frames are 93% black), a cosine learning rate, and
-# the latent's log-variance heads started at -4 so that the prior keeps reading the sound
-# (RESULTS.md, "Keeping the prior on the sound").
-DEMO_DEFAULTS = {
-    "dataset": "m3so_nb", "log_dir": "logs/demo", "n_past": 5, "n_future": 10, "n_eval": 15,
-    "batch_size": 16, "niter": 30, "epoch_size": 50, "nf": 16, "data_threads": 0, "save_every": 0,
-    "output_bias": -6.0, "lr_schedule": "cosine", "val_clips": 64, "logvar_bias": -4.0,
-}
-DEMO_DATA = {"num_train": 4096, "num_test": 256, "seed": 0}
-DEMO_EVAL_CLIPS = 256
 
 
 def build_parser(method: str = methods.DEFAULT_METHOD) -> argparse.ArgumentParser:
@@ -168,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser(method_of_argv(argv))
     first, _ = parser.parse_known_args(argv)
     if first.demo:
-        parser.set_defaults(**DEMO_DEFAULTS)
+        parser.set_defaults(**demo.DEFAULTS)
         first, _ = parser.parse_known_args(argv)
     shapes = dataset_shapes(first.data_root, missing_ok=True)
     if shapes is not None:
@@ -185,20 +171,6 @@ def method_of_argv(argv: list[str] | None) -> str:
     pre = ArgumentParser(add_help=False, allow_abbrev=False)  # --m must stay --model's abbreviation
     pre.add_argument("--method", default=methods.DEFAULT_METHOD, choices=list(methods.METHODS))
     return pre.parse_known_args(argv)[0].method
-
-
-def demo_data(args: argparse.Namespace, argv: list[str] | None) -> None:
-    """``--demo`` without ``--data_root``: make (once) a small M3SO-NB beside the logs."""
-    given = argv if argv is not None else sys.argv[1:]
-    if any(a == "--data_root" or a.startswith("--data_root=") for a in given):
-        return
-    from M3SO_Gen_Code.generate_m3so import generate
-
-    root = Path(args.log_dir) / "m3so_nb_data"
-    if not (root / "dataset.json").is_file():
-        print(f"demo: making a small M3SO-NB ({DEMO_DATA['num_train']} train / {DEMO_DATA['num_test']} test clips) in {root}")
-        generate(root, no_block=True, overwrite=True, **DEMO_DATA)
-    args.data_root = str(root)
 
 
 def model_config(args: argparse.Namespace, audio_shape: tuple[int, int]) -> Any:
@@ -288,7 +260,7 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
             progress = end_epoch(run, epoch, means, progress, stop)
     if rank == 0:
         if args.demo:
-            run_demo_eval(args, run.log_dir, run.n_eval, run.method.label(run.cfg))
+            demo.evaluate(args, run.log_dir, run.n_eval, run.method.label(run.cfg))
         print(f"done. logs: {run.log_dir}  (config.json, metrics.csv, losses.png, samples/, checkpoints/)")
     return run.log_dir
 
@@ -303,11 +275,12 @@ def check_flags(args: argparse.Namespace, argv: list[str] | None, rank: int, wor
     if not args.resume and (log_dir / "checkpoints" / "last.pt").exists():
         raise InputError(f"{log_dir} already holds a training run; pass --resume to continue it, "
                          "or choose another --log_dir/--name")
+    given = list(argv if argv is not None else sys.argv[1:])
     if args.demo and rank == 0:
-        demo_data(args, argv)
+        demo.ensure_data(args, given)
     if args.demo and world > 1:
         torch.distributed.barrier()
-        demo_data(args, argv)
+        demo.ensure_data(args, given)
     if getattr(args, "no_audio", False) and not getattr(args, "no_disc", True):  # Sound2Sight's flags
         args.no_disc = True
         if rank == 0:
@@ -577,53 +550,6 @@ def stop_run(stop: StopSignals, run: Run, partial: checkpoints.Progress | None) 
         print(f"stopped {where}; checkpoint {run.ckpt_dir / 'last.pt'}. Resume with:\n"
               f"  python train_sound2sight.py {shlex.join(given)}", file=sys.stderr)
     raise SystemExit(128 + stop.requested)
-
-
-def run_demo_eval(args: argparse.Namespace, log_dir: Path, n_eval: int, label: str = "Sound2Sight") -> None:
-    """``--demo``: score the FINAL checkpoint on the test split with the paper protocol (``best.pt``
-    is chosen on the first test clips, so scoring it there would flatter it)."""
-    import evaluation
-
-    eval_dir = log_dir / "eval"
-    settings = evaluation.EvalSettings(n_past=args.n_past, n_future=n_eval - args.n_past, nsample=args.eval_nsample,
-                                       seed=args.seed, num_clips=DEMO_EVAL_CLIPS, batch_size=32, num_gifs=4,
-                                       shuffle_audio=True)
-    m = evaluation.evaluate_checkpoint(log_dir / "checkpoints" / "last.pt", args.data_root, eval_dir, settings,
-                                       device=runtime.get_device(args.device), tensorboard=not args.no_tensorboard)
-    print(demo_table(m, label))
-    print(demo_audio_line(m))
-    print(f"look at: {eval_dir}/gifs/, {eval_dir}/curves.png, {log_dir}/samples/, {log_dir}/losses.png")
-
-
-def demo_table(m: dict, label: str = "Sound2Sight") -> str:
-    """The demo's verdict: the model (``label``: its method's) against copy-last-frame (the baseline
-    to beat), with every other registered baseline beside it for scale (paper protocol)."""
-    from baselines import BASELINES
-
-    model, base = m["paper"], m["copy_last_frame"]["paper"]
-    others = [b for b in BASELINES.values() if b.name != "copy_last_frame" and b.name in m]
-    verdict = lambda a, b: "beats" if a > b else "does NOT beat"  # noqa: E731
-    head = "".join(f"   {b.label:>17}" for b in others)
-    lines = [f"demo evaluation: {m['num_clips']} test clips x {m['nsample']} samples, paper protocol "
-             f"(per frame the best of the samples)",
-             f"            {label:>11}   copy last frame{head}"]
-    for metric, label, fmt in (("ssim", "SSIM     ", "{:.4f}"), ("psnr", "PSNR (dB)", "{:.2f}")):
-        extra = "".join(f"   {fmt.format(m[b.name]['paper'][metric]):>17}" for b in others)
-        lines.append(f"  {label} {fmt.format(model[metric]):>11}   {fmt.format(base[metric]):>15}{extra}   "
-                     f"({verdict(model[metric], base[metric])} copy last frame)")
-    return "\n".join(lines)
-
-
-def demo_audio_line(m: dict) -> str:
-    """What giving every test clip another clip's audio costs the model (the evaluation's shuffle
-    drop, paper protocol; positive: the sound helps), and whether its prior reads the sound."""
-    if not m.get("use_audio"):
-        return "audio: this model reads no audio (no-audio ablation)"
-    drop = m["audio_shuffled"]["drop"]["paper"]
-    prior = m.get("prior") or {}
-    verdict = "the sound helps" if drop["ssim"] > 0 and drop["psnr"] > 0 else "the sound does NOT help"
-    return (f"  swapped audio costs SSIM {drop['ssim']:+.4f}, PSNR {drop['psnr']:+.2f} dB ({verdict}); "
-            f"prior's change under swapped audio {prior.get('audio_change', float('nan')):.3g}")
 
 
 if __name__ == "__main__":

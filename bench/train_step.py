@@ -24,8 +24,9 @@ trains them instead (both sides then train them). On a CPU without bf16 instruct
 (``cpu_bf16_native`` false) bf16 is emulated and very slow: ``--bf16_iters`` bounds its cost.
 Other processes on the machine change absolute times a lot; compare the ratios.
 
-``--demo`` times the demo's shape instead (``train_sound2sight.py --demo``: batch 16,
-5 + 10 frames, conv width ``--nf 16``); any explicit flag still overrides it.
+``--demo`` times the demo's shape instead, read from ``demo.DEFAULTS`` (``train_sound2sight.py
+--demo``: batch 16, 5 + 10 frames, conv width 16, 128-wide LSTMs and transformers); any
+explicit flag still overrides it.
 """
 from __future__ import annotations
 
@@ -44,19 +45,24 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import stepwise  # noqa: E402
 from cli import ArgumentParser, plain_text  # noqa: E402
+import demo  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
 from runtime import get_device  # noqa: E402
 from errors import run_cli  # noqa: E402
 from runtime import cpu_name, match_param_layout, native_bf16, seed_everything  # noqa: E402
 
+SHAPE_FLAGS = ("batch_size", "nf", "rnn_size", "disc_rnn_size", "n_past", "n_future")
 ADV_WEIGHT = 1e-4  # beta_gen_loss: the generator's adversarial term is on, as after epoch 0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=plain_text(__doc__.splitlines()[0]))
-    p.add_argument("--demo", action="store_true", help="the demo's shape: 5 + 10 frames, --nf 16")
+    p.add_argument("--demo", action="store_true",
+                   help="the demo's shape (demo.DEFAULTS: 5 + 10 frames, batch 16, --nf 16, 128-wide LSTMs)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--nf", type=int, default=64, help="base conv width (the demo: 16)")
+    p.add_argument("--rnn_size", type=int, default=256, help="width of the LSTMs and transformers (the demo: 128)")
+    p.add_argument("--disc_rnn_size", type=int, default=256, help="discriminator LSTM width (the demo: 128)")
     p.add_argument("--n_past", type=int, default=5)
     p.add_argument("--n_future", type=int, default=15)
     p.add_argument("--image_width", type=int, default=48)
@@ -70,8 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     first, _ = p.parse_known_args(argv)
-    if first.demo:
-        p.set_defaults(n_future=10, nf=16)
+    if first.demo:  # every shape flag above that the demo sets, from the demo's own defaults
+        p.set_defaults(**{k: v for k, v in demo.DEFAULTS.items() if k in SHAPE_FLAGS})
     return p.parse_args(argv)
 
 
@@ -83,8 +89,8 @@ def main(argv=None) -> dict:
         if getattr(args, name) < 1:
             raise InputError(f"--{name} must be >= 1, got {getattr(args, name)}")
     try:
-        cfg = Sound2SightConfig(image_width=args.image_width, n_past=args.n_past, nf=args.nf,
-                                disc_train_encoders=args.disc_train_encoders)
+        cfg = Sound2SightConfig(image_width=args.image_width, n_past=args.n_past, nf=args.nf, rnn_size=args.rnn_size,
+                                disc_rnn_size=args.disc_rnn_size, disc_train_encoders=args.disc_train_encoders)
     except ValueError as err:
         raise InputError(f"--image_width: {err}") from None
     device = get_device(args.device)
@@ -194,7 +200,8 @@ def main(argv=None) -> dict:
         "gflop_per_iter_original": round(gflop_orig, 2),
         "disc_train_encoders": args.disc_train_encoders,
         "batch_size": args.batch_size, "n_past": args.n_past, "n_future": args.n_future,
-        "image_width": args.image_width, "nf": args.nf, "iters": args.iters, "device": str(device),
+        "image_width": args.image_width, "nf": args.nf,
+        "rnn_size": args.rnn_size, "disc_rnn_size": args.disc_rnn_size, "iters": args.iters, "device": str(device),
         "torch_threads": torch.get_num_threads(), "cpu": cpu_name(), "torch": torch.__version__,
     }
     print(json.dumps(result))

@@ -8,10 +8,61 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class SpaceToDepthConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` with stride ``s >= 2`` and kernel a multiple of ``s`` that computes, on
+    the CPU, the same values as a stride-1 convolution over the space-to-depth input.
+
+    With ``U = pixel_unshuffle(pad(x), s)`` (``U[c*s*s + i*s + j, Y, X] = x_pad[c, s*Y + i,
+    s*X + j]``), the output is ``conv2d(U, W')`` with kernel ``k / s`` and ``W'[o, c*s*s + i*s
+    + j, a, b] = W[o, c, s*a + i, s*b + j]``: the same products, summed in another order
+    (equal to float rounding; ``tests/test_models.py``). Why: oneDNN's CPU kernels run a
+    convolution with ONE input channel (the grey frame entering the encoders) far below
+    their speed with a few channels, forward and above all backward (the weight gradient
+    of the generator's encoder, the input gradient of the discriminator's), on AVX-512
+    and AVX2 alike (``docs/DESIGN.md``, "The demo's step on each CPU kind"). With 3 or
+    more input channels the plain kernel was as fast or faster, so :func:`conv_block`
+    uses this class for single-channel inputs only. Other devices run the plain
+    convolution (not measured there). Parameters, their names and ``state_dict`` are
+    ``nn.Conv2d``'s, so checkpoints load either way.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        s = self.stride[0]
+        if (self.stride[1] != s or s < 2 or any(k % s for k in self.kernel_size) or self.groups != 1
+                or self.dilation != (1, 1) or self.padding_mode != "zeros" or isinstance(self.padding, str)):
+            raise ValueError(f"SpaceToDepthConv2d needs equal strides >= 2 dividing the kernel, no groups, no "
+                             f"dilation and zero padding; got stride {self.stride}, kernel {self.kernel_size}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        s = self.stride[0]
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        h, w = x.shape[-2:]
+        out_h, out_w = (h + 2 * ph - kh) // s + 1, (w + 2 * pw - kw) // s + 1
+        # pad, plus up to s - 1 rows/columns at the far edges so that unshuffle divides evenly;
+        # they only add output rows/columns past out_h/out_w, cut below
+        extra_h, extra_w = -(h + 2 * ph) % s, -(w + 2 * pw) % s
+        u = F.pixel_unshuffle(F.pad(x, (pw, pw + extra_w, ph, ph + extra_h)), s)
+        o, c = self.weight.shape[:2]
+        weight = (self.weight.reshape(o, c, kh // s, s, kw // s, s).permute(0, 1, 3, 5, 2, 4)
+                  .reshape(o, c * s * s, kh // s, kw // s))
+        # oneDNN (float32, bf16) is fast only with the unshuffled channels innermost (channels-last);
+        # float64 runs ATen's reference kernel, whose backward needs contiguous weights
+        fmt = torch.contiguous_format if x.dtype == torch.float64 else torch.channels_last
+        y = F.conv2d(u.contiguous(memory_format=fmt), weight.contiguous(memory_format=fmt), self.bias)
+        return y[..., :out_h, :out_w]
+
+
 def conv_block(c_in: int, c_out: int, kernel=4, stride=2, padding=1) -> nn.Sequential:
-    """Conv + BatchNorm + LeakyReLU(0.2): the DCGAN down-sampling unit."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, padding),
-                         nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True))
+    """Conv + BatchNorm + LeakyReLU(0.2): the DCGAN down-sampling unit. A single-channel input
+    with a stride dividing the kernel gets :class:`SpaceToDepthConv2d` (same maths, faster on CPU)."""
+    ks = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+    st = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    s2d = c_in == 1 and st[0] == st[1] >= 2 and all(k % st[0] == 0 for k in ks)
+    conv = (SpaceToDepthConv2d if s2d else nn.Conv2d)(c_in, c_out, kernel, stride, padding)
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True))
 
 
 def upconv_block(c_in: int, c_out: int, kernel=4, stride=2, padding=1) -> nn.Sequential:

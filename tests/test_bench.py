@@ -49,8 +49,13 @@ def test_bench_generate(capsys):
 
 
 def test_bench_train_step_demo_preset():
-    args = bench("train_step").parse_args(["--demo"])
-    assert (args.nf, args.n_past, args.n_future, args.batch_size) == (16, 5, 10, 16)
+    import train_sound2sight
+
+    step = bench("train_step")
+    args = step.parse_args(["--demo"])
+    trained = train_sound2sight.parse_args(["--demo"])  # the shape the demo really trains
+    assert {k: getattr(args, k) for k in step.SHAPE_FLAGS} == {k: getattr(trained, k) for k in step.SHAPE_FLAGS}
+    assert (args.nf, args.n_past, args.n_future, args.batch_size, args.rnn_size) == (16, 5, 10, 16, 128)
     assert bench("train_step").parse_args(["--demo", "--nf", "8"]).nf == 8  # explicit flags win
 
 

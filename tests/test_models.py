@@ -670,3 +670,61 @@ def test_backward_gives_gradients_in_their_parameters_layout():
     grads = [(n, p) for n, p in model.named_parameters() if p.grad is not None]
     assert grads and any(not p.is_contiguous() for _, p in grads)
     assert [n for n, p in grads if not _same_layout(p.grad, p)] == []
+
+
+@pytest.mark.parametrize("c_in, kernel, stride, padding, size", [
+    (1, 4, 2, 1, (48, 48)),   # the encoders' first convolution
+    (1, 4, 2, 1, (23, 21)),   # odd sizes: the far-edge padding and the cut
+    (1, (6, 3), (3, 3), (2, 0), (17, 20)),
+    (2, 4, 2, 0, (9, 10)),
+    (1, 2, 2, 0, (7, 7)),
+])
+def test_space_to_depth_conv_equals_the_plain_convolution(c_in, kernel, stride, padding, size):
+    """The shortcut's output and all three gradients equal F.conv2d's: exactly in float64 (the
+    same products, summed in another order), to float32 rounding in float32 channels-last."""
+    from torch.nn import functional as F
+
+    from models.layers import SpaceToDepthConv2d
+
+    torch.manual_seed(0)
+    conv = SpaceToDepthConv2d(c_in, 5, kernel, stride, padding)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        conv = conv.to(dtype=dtype, memory_format=torch.channels_last)
+        x = torch.randn(3, c_in, *size, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+        ours, plain = conv(x), F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
+        assert ours.shape == plain.shape
+        grad = torch.randn_like(plain)
+        got = torch.autograd.grad(ours, (x, conv.weight, conv.bias), grad)
+        want = torch.autograd.grad(plain, (x, conv.weight, conv.bias), grad)
+        for a, b in zip((ours, *got), (plain, *want)):
+            assert torch.allclose(a, b, rtol=tol, atol=tol * b.abs().max().item()), (a - b).abs().max()
+
+
+def test_conv_block_uses_space_to_depth_for_one_input_channel_only():
+    from torch import nn
+
+    from models.layers import SpaceToDepthConv2d, conv_block
+
+    assert type(conv_block(1, 8)[0]) is SpaceToDepthConv2d
+    assert type(conv_block(3, 8)[0]) is nn.Conv2d  # RGB: the plain kernel was as fast or faster
+    assert type(conv_block(1, 8, (4, 4), (1, 1), (2, 2))[0]) is nn.Conv2d  # stride 1: nothing to fold
+    assert type(conv_block(1, 8, 3, 2, 1)[0]) is nn.Conv2d  # stride does not divide the kernel
+    # the same parameters under the same names as nn.Conv2d: checkpoints load either way
+    plain = nn.Conv2d(1, 8, 4, 2, 1)
+    ours = conv_block(1, 8)[0]
+    ours.load_state_dict(plain.state_dict())
+    assert list(ours.state_dict()) == list(plain.state_dict())
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.allclose(ours(x), plain(x), atol=1e-6)
+    # another device runs the plain convolution (the meta device checks shapes only)
+    assert ours.to("meta")(x.to("meta")).shape == plain(x).shape
+    with pytest.raises(ValueError, match="strides"):
+        SpaceToDepthConv2d(1, 8, 3, 2, 1)
+
+
+def test_encoders_use_the_shortcut_for_grey_frames():
+    from models.layers import SpaceToDepthConv2d
+
+    model = Sound2Sight(tiny())
+    first = [m for m in model.modules() if isinstance(m, SpaceToDepthConv2d)]
+    assert len(first) == 2  # the frame encoder's and the discriminator's frame encoder's first convolutions

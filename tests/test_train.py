@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import checkpoints
+import demo
 import runtime
 import train_sound2sight
 import training
@@ -226,8 +227,8 @@ def test_two_process_gloo(tmp_path, tiny_data):
 
 
 def test_demo_with_overrides(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(train_sound2sight.DEMO_DATA, "num_train", 24)
-    monkeypatch.setitem(train_sound2sight.DEMO_DATA, "num_test", 8)
+    monkeypatch.setitem(demo.DATA, "num_train", 24)
+    monkeypatch.setitem(demo.DATA, "num_test", 8)
     log = train_sound2sight.main(["--demo", "--log_dir", str(tmp_path / "demo"), "--niter", "2", "--epoch_size", "2",
                                   "--g_dim", "16", "--rnn_size", "32", "--disc_rnn_size", "16", "--batch_size", "4",
                                   "--eval_nsample", "2", "--device", "cpu"])
