@@ -55,6 +55,20 @@ class SpaceToDepthConv2d(nn.Conv2d):
         return y[..., :out_h, :out_w]
 
 
+def without_space_to_depth(module: nn.Module) -> nn.Module:
+    """Replace every :class:`SpaceToDepthConv2d` in ``module`` (in place) by a plain ``nn.Conv2d``
+    with the same parameters, layout and ``requires_grad``; returns ``module``. For the tests and
+    ``bench/train_step.py --plain_first_conv``, which compare the two."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SpaceToDepthConv2d):
+                plain = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                  child.padding, bias=child.bias is not None)
+                plain.weight, plain.bias = child.weight, child.bias  # the same Parameter objects
+                setattr(parent, name, plain)
+    return module
+
+
 def conv_block(c_in: int, c_out: int, kernel=4, stride=2, padding=1) -> nn.Sequential:
     """Conv + BatchNorm + LeakyReLU(0.2): the DCGAN down-sampling unit. A single-channel input
     with a stride dividing the kernel gets :class:`SpaceToDepthConv2d` (same maths, faster on CPU)."""

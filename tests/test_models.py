@@ -728,3 +728,30 @@ def test_encoders_use_the_shortcut_for_grey_frames():
     model = Sound2Sight(tiny())
     first = [m for m in model.modules() if isinstance(m, SpaceToDepthConv2d)]
     assert len(first) == 2  # the frame encoder's and the discriminator's frame encoder's first convolutions
+
+
+def test_model_with_space_to_depth_equals_plain_convolutions():
+    """The whole training loss and every gradient, with the encoders' first convolution as
+    SpaceToDepthConv2d (the model as built) and as the plain nn.Conv2d."""
+    from models.layers import SpaceToDepthConv2d, without_space_to_depth
+
+    cfg = tiny()
+    frames, audio = batch(cfg)
+    runs = []
+    for plain in (False, True):
+        model = model_of(cfg)
+        if plain:
+            without_space_to_depth(model)
+        assert any(isinstance(m, SpaceToDepthConv2d) for m in model.modules()) is not plain
+        torch.manual_seed(1)
+        out = model(frames, audio, adv_weight=1e-2)
+        out["loss"].backward()
+        runs.append((out["loss"].detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_a, grads_a), (loss_b, grads_b) = runs
+    assert torch.allclose(loss_a, loss_b, rtol=1e-5)
+    assert grads_a.keys() == grads_b.keys()
+    # against the largest gradient anywhere: a conv bias before BatchNorm has a true gradient of
+    # 0, so its float32 values are rounding noise on both sides
+    scale = max(g.abs().max().item() for g in grads_b.values())
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], rtol=1e-3, atol=1e-5 * scale), name
