@@ -50,7 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 import stepwise  # noqa: E402
 from cli import ArgumentParser, plain_text  # noqa: E402
 import demo  # noqa: E402
-from models.layers import without_space_to_depth  # noqa: E402
+from models.layers import SpaceToDepthConv2d, without_space_to_depth  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
 from runtime import get_device  # noqa: E402
 from errors import run_cli  # noqa: E402
@@ -209,7 +209,7 @@ def main(argv=None) -> dict:
         "gflop_per_s": round(gflop / med["fp32"], 1),
         **split,
         "gflop_per_iter_original": round(gflop_orig, 2),
-        "disc_train_encoders": args.disc_train_encoders, "space_to_depth": not args.plain_first_conv,
+        "disc_train_encoders": args.disc_train_encoders, "space_to_depth": any(isinstance(m, SpaceToDepthConv2d) for m in models["fp32"][0].modules()),
         "batch_size": args.batch_size, "n_past": args.n_past, "n_future": args.n_future,
         "image_width": args.image_width, "nf": args.nf,
         "rnn_size": args.rnn_size, "disc_rnn_size": args.disc_rnn_size, "iters": args.iters, "device": str(device),

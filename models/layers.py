@@ -26,11 +26,18 @@ class SpaceToDepthConv2d(nn.Conv2d):
     ``nn.Conv2d``'s, so checkpoints load either way.
     """
 
+    @staticmethod
+    def fits(kernel: int | Sequence[int], stride: int | Sequence[int]) -> bool:
+        """Whether a convolution of this ``kernel`` and ``stride`` can be folded: equal strides >= 2
+        that divide the kernel along both axes."""
+        ks = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+        st = (stride, stride) if isinstance(stride, int) else tuple(stride)
+        return st[0] == st[1] >= 2 and all(k % st[0] == 0 for k in ks)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        s = self.stride[0]
-        if (self.stride[1] != s or s < 2 or any(k % s for k in self.kernel_size) or self.groups != 1
-                or self.dilation != (1, 1) or self.padding_mode != "zeros" or isinstance(self.padding, str)):
+        if (not self.fits(self.kernel_size, self.stride) or self.groups != 1 or self.dilation != (1, 1)
+                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
             raise ValueError(f"SpaceToDepthConv2d needs equal strides >= 2 dividing the kernel, no groups, no "
                              f"dilation and zero padding; got stride {self.stride}, kernel {self.kernel_size}")
 
@@ -72,9 +79,7 @@ def without_space_to_depth(module: nn.Module) -> nn.Module:
 def conv_block(c_in: int, c_out: int, kernel=4, stride=2, padding=1) -> nn.Sequential:
     """Conv + BatchNorm + LeakyReLU(0.2): the DCGAN down-sampling unit. A single-channel input
     with a stride dividing the kernel gets :class:`SpaceToDepthConv2d` (same maths, faster on CPU)."""
-    ks = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
-    st = (stride, stride) if isinstance(stride, int) else tuple(stride)
-    s2d = c_in == 1 and st[0] == st[1] >= 2 and all(k % st[0] == 0 for k in ks)
+    s2d = c_in == 1 and SpaceToDepthConv2d.fits(kernel, stride)
     conv = (SpaceToDepthConv2d if s2d else nn.Conv2d)(c_in, c_out, kernel, stride, padding)
     return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True))
 
