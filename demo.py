@@ -22,7 +22,7 @@ DEFAULTS: dict[str, object] = {
     "dataset": "m3so_nb", "log_dir": "logs/demo", "n_past": 5, "n_future": 10, "n_eval": 15,
     "batch_size": 16, "niter": 30, "epoch_size": 50, "nf": 16, "rnn_size": 128, "disc_rnn_size": 128,
     "data_threads": 0, "save_every": 0,
-    "output_bias": -6.0, "lr_schedule": "cosine", "val_clips": 64, "logvar_bias": -4.0,
+    "output_bias": -6.0, "lr_schedule": "cosine", "val_clips": 64, "val_every": 3, "logvar_bias": -4.0,
 }
 #: The M3SO-NB the demo makes on the spot (``M3SO_Gen_Code.generate_m3so.generate``'s arguments).
 DATA: dict[str, int] = {"num_train": 4096, "num_test": 256, "seed": 0}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import platform
 import sys
 import time
@@ -114,10 +115,14 @@ def build_parser(method: str = methods.DEFAULT_METHOD) -> argparse.ArgumentParse
     val.add_argument("--val_clips", type=int, default=0,
                      help="test clips in the fixed validation batch (0: one batch of --batch_size per process, "
                           "at least 8 and at most 64, as the original's one test batch)")
+    val.add_argument("--val_every", type=int, default=1,
+                     help="validate (and draw losses.png, the sample GIF, best.pt) every N epochs and after the "
+                          "last one; training computes the same either way")
     val.add_argument("--bn_recalibrate", type=int, default=4,
-                     help="before each validation (and so in every checkpoint), re-estimate BatchNorm's running "
-                          "statistics over this many fixed training batches under the current weights; 0 keeps "
-                          "the running averages of training (see docs/DESIGN.md, BatchNorm)")
+                     help="before each validation (and so in the checkpoints of validated epochs, the last one "
+                          "included), re-estimate BatchNorm's running statistics over this many fixed training "
+                          "batches under the current weights; 0 keeps the running averages of training (see "
+                          "docs/DESIGN.md, BatchNorm)")
     rt = p.add_argument_group("runtime")
     rt.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     rt.add_argument("--num_workers", "--data_threads", dest="data_threads", type=int, default=5,
@@ -292,6 +297,8 @@ def check_flags(args: argparse.Namespace, argv: list[str] | None, rank: int, wor
         raise InputError(f"--batch_size {args.batch_size} must be divisible by the {world} torchrun processes")
     if args.n_past < 1 or args.n_future < 1:
         raise InputError("--n_past and --n_future must be at least 1")
+    if args.val_every < 1:
+        raise InputError(f"--val_every must be >= 1 (1: validate after every epoch), got {args.val_every}")
 
 
 def setup_run(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Run:
@@ -470,37 +477,46 @@ def run_epoch(run: Run, epoch: int, progress: checkpoints.Progress, stop: StopSi
 
 def end_epoch(run: Run, epoch: int, means: dict[str, float], progress: checkpoints.Progress,
               stop: StopSignals) -> checkpoints.Progress:
-    """Validate, log (metrics.csv, losses.png, sample GIF, TensorBoard) and checkpoint epoch ``epoch``
-    on rank 0; returns the progress after it. A stop request during it exits after last.pt."""
+    """Log and checkpoint epoch ``epoch`` on rank 0: a metrics.csv row and ``last.pt`` every epoch;
+    on a validation epoch (:func:`training.validates`) also BatchNorm re-estimation, validation,
+    the prior monitor, losses.png, the sample GIF and ``best.pt``. Returns the progress after it.
+    A stop request during it exits after last.pt."""
     args = run.args
     if run.rank == 0:
         w = training.adv_weight(epoch, args.beta_gen_loss)
         lr = args.lr * training.lr_scale(epoch, args.niter, args.lr_schedule)
-        training.recalibrate_batchnorm(run.model, run.calib_batches)
-        val = training.validate(run.model, run.val_frames, run.val_audio, args.n_past, run.n_eval - args.n_past,
-                                args.val_nsample, seed=args.seed)
-        # None for a method without a learned prior (methods.LatentPrior): no prior_* columns
-        prior = prior_monitor.prior_stats(run.model, run.val_frames, run.val_audio if run.cfg.use_audio else None)
+        row: dict[str, Any] = {"epoch": epoch, "epochs_done": epoch + 1, "adv_weight": w, "lr": lr, **means}
+        val: dict[str, float] = {}
+        prior, grid = None, None
+        if training.validates(epoch, args.niter, args.val_every):
+            training.recalibrate_batchnorm(run.model, run.calib_batches)
+            val = training.validate(run.model, run.val_frames, run.val_audio, args.n_past,
+                                    run.n_eval - args.n_past, args.val_nsample, seed=args.seed)
+            # None for a method without a learned prior (methods.LatentPrior): no prior_* columns
+            prior = prior_monitor.prior_stats(run.model, run.val_frames,
+                                              run.val_audio if run.cfg.use_audio else None)
+            row.update(val)
+            row.update(prior.as_dict("prior_") if prior is not None else {})
         # epoch: the 0-based index (the schedules' and the release's); epochs_done: the console's, the checkpoints'
-        row = {"epoch": epoch, "epochs_done": epoch + 1, "adv_weight": w, "lr": lr, **means, **val,
-               **(prior.as_dict("prior_") if prior is not None else {}),
-               "seconds": time.perf_counter() - run.epoch_start}
-        grid = training.sample_grid(run.model, run.val_frames, run.val_audio, args.n_past, run.n_eval - args.n_past,
-                                    seed=args.seed)
+        row["seconds"] = time.perf_counter() - run.epoch_start
+        if val:
+            grid = training.sample_grid(run.model, run.val_frames, run.val_audio, args.n_past,
+                                        run.n_eval - args.n_past, seed=args.seed)
         log_epoch(run, epoch, row, val, prior, grid, w, lr)
-        improved = val["val_min_mse"] < progress.best_val
-        progress = checkpoints.Progress(epoch + 1, min(progress.best_val, val["val_min_mse"]))
+        improved = bool(val) and val["val_min_mse"] < progress.best_val
+        progress = checkpoints.Progress(epoch + 1, min(progress.best_val, val.get("val_min_mse", math.inf)))
         run.save("last.pt", progress)
         if improved:
             run.save("best.pt", progress)
         if args.save_every and (epoch + 1) % args.save_every == 0:
             run.save(f"epoch_{epoch + 1}.pt", progress)
-        print(f"epoch {epoch + 1}/{args.niter}: train mse loss {means['train_mse_loss']:.5f} "
-              f"kld loss {means['kld_loss']:.4g} "
-              f"| val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
-              f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | "
-              + (f"prior audio change {prior.audio_change:.3g} | " if prior is not None else "")
-              + f"{row['seconds']:.1f}s" + (" *best*" if improved else ""))
+        line = (f"epoch {epoch + 1}/{args.niter}: train mse loss {means['train_mse_loss']:.5f} "
+                f"kld loss {means['kld_loss']:.4g} | ")
+        if val:
+            line += (f"val min-MSE {val['val_min_mse']:.5f} (copy-last {val['val_copy_last_mse']:.5f}) "
+                     f"SSIM {val['val_ssim']:.4f} PSNR {val['val_psnr']:.2f} | "
+                     + (f"prior audio change {prior.audio_change:.3g} | " if prior is not None else ""))
+        print(line + f"{row['seconds']:.1f}s" + (" *best*" if improved else ""))
     else:
         progress = checkpoints.Progress(epoch + 1, progress.best_val)
     if run.world > 1:
@@ -511,24 +527,28 @@ def end_epoch(run: Run, epoch: int, means: dict[str, float], progress: checkpoin
 
 
 def log_epoch(run: Run, epoch: int, row: dict[str, Any], val: dict[str, float], prior: prior_monitor.PriorStats | None,
-              grid: np.ndarray, adv_w: float, lr: float) -> None:
-    """One epoch's record: a metrics.csv row, losses.png, samples/epoch_N.gif and TensorBoard."""
+              grid: np.ndarray | None, adv_w: float, lr: float) -> None:
+    """One epoch's record: a metrics.csv row and the schedules in TensorBoard; with a validation
+    (``grid`` not None) also losses.png, samples/epoch_N.gif and TensorBoard's validation figures."""
     run.metrics_log.append(row)
-    run.metrics_log.plot(run.log_dir / "losses.png")
-    save_gif(run.log_dir / "samples" / f"epoch_{epoch + 1:04d}.gif", grid)  # as checkpoints/epoch_N.pt
+    if grid is not None:
+        run.metrics_log.plot(run.log_dir / "losses.png")
+        save_gif(run.log_dir / "samples" / f"epoch_{epoch + 1:04d}.gif", grid)  # as checkpoints/epoch_N.pt
     if run.tb is None:
         return
     step = (epoch + 1) * run.iters
-    for k, v in val.items():
-        run.tb.add_scalar(f"val/{k[4:]}", v, step)
-    for k, v in (prior.as_dict() if prior is not None else {}).items():
-        run.tb.add_scalar(f"prior/{k}", v, step)
     run.tb.add_scalar("schedule/adv_weight", adv_w, step)
     run.tb.add_scalar("schedule/lr", lr, step)
-    # one still per clip: rows truth | posterior (when the method has one) | samples, time left to right
-    rows = training.grid_labels(run.model, 3)
-    for b, strip in enumerate(training.clip_strips(grid, min(4, run.val_frames.shape[1]), len(rows))):
-        run.tb.add_image(f"samples/clip_{b} (rows: {training.describe_rows(rows)})", strip, step, dataformats="HWC")
+    if grid is not None:
+        for k, v in val.items():
+            run.tb.add_scalar(f"val/{k[4:]}", v, step)
+        for k, v in (prior.as_dict() if prior is not None else {}).items():
+            run.tb.add_scalar(f"prior/{k}", v, step)
+        # one still per clip: rows truth | posterior (when the method has one) | samples, time left to right
+        rows = training.grid_labels(run.model, 3)
+        for b, strip in enumerate(training.clip_strips(grid, min(4, run.val_frames.shape[1]), len(rows))):
+            run.tb.add_image(f"samples/clip_{b} (rows: {training.describe_rows(rows)})", strip, step,
+                             dataformats="HWC")
     run.tb.flush()
 
 

@@ -173,6 +173,13 @@ def recalibrate_batchnorm(model: torch.nn.Module, batches: list[tuple[torch.Tens
 
 
 # --------------------------------------------------------------------- validation
+def validates(epoch: int, niter: int, every: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) ends with a validation: every ``every``-th epoch counted
+    from 1 (``--val_every``), and the last of ``niter`` always, so that the final checkpoint
+    carries re-estimated BatchNorm statistics and a validation row."""
+    return (epoch + 1) % every == 0 or epoch + 1 == niter
+
+
 #: The validation's frame metrics: the paper's two, and MSE for the original's model-selection figure.
 VALIDATION_METRICS = ("ssim", "psnr", "mse")
 
@@ -318,19 +325,22 @@ class MetricsLog:
                   ("validation min-MSE", ["val_min_mse"] + [f"val_{c}_mse" for c in columns]),
                   ("validation SSIM", ["val_ssim"] + [f"val_{c}_ssim" for c in columns]),
                   ("prior reads the sound? (log)", ["prior_audio_change", "prior_mu_spread"])]
+        # a fixed layout: tight_layout would draw the figure once more to measure it, which made
+        # this plot most of the cost of an epoch's end in the demo
         fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+        fig.subplots_adjust(left=0.035, right=0.995, bottom=0.15, top=0.9, wspace=0.3)
         for ax, (title, keys) in zip(axes, panels):
             for k in keys:
-                ys = [r.get(k) for r in self.rows]
-                if any(isinstance(y, float) for y in ys):
-                    ax.plot(ep, [y if isinstance(y, float) else np.nan for y in ys], marker="o", label=k)
+                # only the epochs that have the column (validation runs every --val_every epochs)
+                xy = [(e, r[k]) for e, r in zip(ep, self.rows) if isinstance(r.get(k), float)]
+                if xy:
+                    ax.plot(*zip(*xy), marker="o", markersize=3, label=k)
             ax.set_title(title)
             if "(log)" in title and any(isinstance(r.get(k), float) and r[k] > 0 for r in self.rows for k in keys):
                 ax.set_yscale("log")  # a collapse is a drop by orders of magnitude
             ax.set_xlabel("epochs done")
             if ax.lines:  # a method without a prior or a discriminator leaves some panels empty
                 ax.legend(fontsize=7)
-        fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)

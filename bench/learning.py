@@ -4,11 +4,12 @@ Runs ``python train_sound2sight.py --demo`` (its data, its model, its budget; an
 flags after ``--`` override them) in a fresh log folder, then reads the run's
 ``metrics.csv`` and prints ONE JSON line:
 
-* ``first_win``: the first epoch whose validation SSIM *and* PSNR (paper protocol: per
+* ``first_win``: the first validated epoch (the demo validates every 3rd, ``--val_every``)
+  whose validation SSIM *and* PSNR (paper protocol: per
   clip and frame the max over ``--val_nsample`` prior samples) both beat copy-last-frame
   on the same validation clips, with the iterations and the wall-clock training seconds
   (training + validation, cumulated over epochs) it took; ``null`` if no epoch did;
-* ``curve``: per epoch the iterations, cumulative seconds and the four validation figures;
+* ``curve``: per validated epoch the iterations, cumulative seconds and the four validation figures;
 * ``final``: the demo's closing evaluation (test clips x ``--eval_nsample`` samples);
 * ``wall_s``: the whole command, data generation and evaluation included.
 
@@ -58,11 +59,14 @@ def first_win(rows: list[dict[str, float]]) -> dict[str, float] | None:
 
 
 def read_curve(metrics_csv: Path, iters_per_epoch: int) -> list[dict[str, float]]:
-    """metrics.csv -> per-epoch rows with cumulative iterations and seconds."""
+    """metrics.csv -> one row per validated epoch (``--val_every``) with cumulative iterations and
+    seconds (the epochs between validations counted too)."""
     rows, seconds = [], 0.0
     with open(metrics_csv, newline="") as f:
         for r in csv.DictReader(f):
             seconds += float(r["seconds"])
+            if not r.get("val_ssim"):  # an epoch without validation
+                continue
             epoch = int(r["epoch"])
             rows.append({"epoch": epoch, "iterations": (epoch + 1) * iters_per_epoch, "seconds": round(seconds, 1),
                          **{k: round(float(r[k]), 5) for k in ("val_ssim", "val_copy_last_ssim", "val_psnr",

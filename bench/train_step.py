@@ -24,9 +24,11 @@ trains them instead (both sides then train them). On a CPU without bf16 instruct
 (``cpu_bf16_native`` false) bf16 is emulated and very slow: ``--bf16_iters`` bounds its cost.
 Other processes on the machine change absolute times a lot; compare the ratios.
 
-``--plain_first_conv`` runs the encoders' single-channel first convolution as a plain
-``nn.Conv2d`` instead of ``models.layers.SpaceToDepthConv2d`` (the same values; the reference
-always does, as the release did), to time what that shortcut buys.
+``--plain_convs`` runs every shortcut convolution of ``models.layers`` (the encoders'
+single-channel first convolution as ``SpaceToDepthConv2d``, the encoders' last and the
+decoder's first layers as matrix products, ``MatmulConv2d`` / ``MatmulConvTranspose2d``) as
+the plain ``nn.Conv2d`` / ``nn.ConvTranspose2d`` (the same values; the reference always does,
+as the release did), to time what those shortcuts buy.
 
 ``--demo`` times the demo's shape instead, read from ``demo.DEFAULTS`` (``train_sound2sight.py
 --demo``: batch 16, 5 + 10 frames, conv width 16, 128-wide LSTMs and transformers); any
@@ -50,7 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 import stepwise  # noqa: E402
 from cli import ArgumentParser, plain_text  # noqa: E402
 import demo  # noqa: E402
-from models.layers import SpaceToDepthConv2d, without_space_to_depth  # noqa: E402
+from models.layers import SHORTCUT_CONVS, plain_convolutions  # noqa: E402
 from models.sound2sight import Sound2Sight, Sound2SightConfig  # noqa: E402
 from runtime import get_device  # noqa: E402
 from errors import run_cli  # noqa: E402
@@ -78,9 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "emulates it at over a minute per iteration; 0 skips bf16)")
     p.add_argument("--disc_train_encoders", action="store_true",
                    help="time the variant whose discriminator encoders train (not the released maths)")
-    p.add_argument("--plain_first_conv", action="store_true",
-                   help="time the encoders' single-channel first convolution as a plain nn.Conv2d instead of "
-                        "models.layers.SpaceToDepthConv2d (same values)")
+    p.add_argument("--plain_convs", action="store_true",
+                   help="time every shortcut convolution of models.layers (space-to-depth, matrix products) as "
+                        "the plain nn.Conv2d / nn.ConvTranspose2d (same values)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     first, _ = p.parse_known_args(argv)
@@ -114,8 +116,8 @@ def main(argv=None) -> dict:
 
     models = {name: fresh() for name in ("original", "fp32", "bf16")}
     for name, (model, _) in models.items():
-        if name == "original" or args.plain_first_conv:  # the release had plain convolutions
-            without_space_to_depth(model)
+        if name == "original" or args.plain_convs:  # the release had plain convolutions
+            plain_convolutions(model)
     ref = models["original"][0]
     ref.to(memory_format=torch.contiguous_format)  # the original's NCHW layout
     # The original's frozen discriminator encoders still required grad (they sat in an
@@ -209,7 +211,7 @@ def main(argv=None) -> dict:
         "gflop_per_s": round(gflop / med["fp32"], 1),
         **split,
         "gflop_per_iter_original": round(gflop_orig, 2),
-        "disc_train_encoders": args.disc_train_encoders, "space_to_depth": any(isinstance(m, SpaceToDepthConv2d) for m in models["fp32"][0].modules()),
+        "disc_train_encoders": args.disc_train_encoders, "shortcut_convs": sorted({type(m).__name__ for m in models["fp32"][0].modules() if type(m) in SHORTCUT_CONVS}),
         "batch_size": args.batch_size, "n_past": args.n_past, "n_future": args.n_future,
         "image_width": args.image_width, "nf": args.nf,
         "rnn_size": args.rnn_size, "disc_rnn_size": args.disc_rnn_size, "iters": args.iters, "device": str(device),

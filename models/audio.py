@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .layers import conv_block
+from .layers import MatmulConv2d, conv_block
 
 MIN_AUDIO_SIZE = 8  # per axis: the three stride-2 stages need a map of 8, padding at most 2 gets there
 _STRIDE_ONE_BELOW = 24  # axes shorter than this keep the release's stride-1 first conv
@@ -112,7 +112,7 @@ class AudioEncoder(nn.Module):
         for c_in in (nf, 2 * nf, 4 * nf):
             layers.append(conv_block(c_in, 2 * c_in))
         self.stack = nn.Sequential(*layers)
-        self.final = nn.Sequential(nn.Conv2d(8 * nf, g_dim, layout.final_kernel, 1, 0), nn.BatchNorm2d(g_dim),
+        self.final = nn.Sequential(MatmulConv2d(8 * nf, g_dim, layout.final_kernel, 1, 0), nn.BatchNorm2d(g_dim),
                                    nn.Tanh())
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:

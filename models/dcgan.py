@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import SkipAdd, conv_block, conv_channels, upconv_block
+from .layers import MatmulConv2d, SkipAdd, conv_block, conv_channels, upconv_block
 
 # image width -> (number of stride-2 stages, kernel of the final conv / first convT)
 DCGAN_PLANS: dict[int, tuple[int, int]] = {48: (3, 6), 64: (4, 4), 96: (4, 6), 128: (5, 4)}
@@ -35,7 +35,7 @@ class DCGANEncoder(nn.Module):
         self.g_dim = g_dim
         self.stages = nn.ModuleList(conv_block(c_in, c_out)
                                     for c_in, c_out in zip([channels] + widths[:-1], widths))
-        self.final = nn.Sequential(nn.Conv2d(widths[-1], g_dim, kernel, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())
+        self.final = nn.Sequential(MatmulConv2d(widths[-1], g_dim, kernel, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []

@@ -62,17 +62,76 @@ class SpaceToDepthConv2d(nn.Conv2d):
         return y[..., :out_h, :out_w]
 
 
-def without_space_to_depth(module: nn.Module) -> nn.Module:
-    """Replace every :class:`SpaceToDepthConv2d` in ``module`` (in place) by a plain ``nn.Conv2d``
-    with the same parameters, layout and ``requires_grad``; returns ``module``. For the tests and
-    ``bench/train_step.py --plain_first_conv``, which compare the two."""
+class MatmulConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` that, when its kernel spans its whole unpadded input (a 6x6 map and a
+    6x6 kernel: a 1x1 output), computes it as ONE matrix product, ``y[n, o] = sum_{c,i,j}
+    x[n, c, i, j] W[o, c, i, j] + b[o]``: the same products, summed in another order (equal
+    to float rounding; ``tests/test_models.py``). Why: the encoders' last convolution is a
+    fully connected layer in disguise; oneDNN's AVX-512 kernels notice and run it as a matrix
+    product, its AVX2 kernels run it as a convolution, 3-5x slower forward and backward
+    (``docs/DESIGN.md``, "The demo's step on each CPU kind"). A matrix product is what every
+    device runs best, so this holds on every device. Other input sizes run the plain
+    convolution. Parameters and ``state_dict`` are ``nn.Conv2d``'s."""
+
+    def spans(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` [N, C, H, W] is exactly one kernel window (the output is 1x1)."""
+        return (x.dim() == 4 and tuple(x.shape[-2:]) == self.kernel_size and self.padding == (0, 0)
+                and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.spans(x):
+            return super().forward(x)
+        n, o = x.shape[0], self.out_channels
+        if x.is_contiguous():  # flatten (c, i, j)
+            flat, weight = x.reshape(n, -1), self.weight.reshape(o, -1)
+        else:  # channels-last: flatten (i, j, c), a free view of both x and a channels-last weight
+            flat, weight = x.permute(0, 2, 3, 1).reshape(n, -1), self.weight.permute(0, 2, 3, 1).reshape(o, -1)
+        return F.linear(flat, weight, self.bias).reshape(n, o, 1, 1)
+
+
+class MatmulConvTranspose2d(nn.ConvTranspose2d):
+    """An ``nn.ConvTranspose2d`` that, on a 1x1 input without padding, computes its ``k x k``
+    output as ONE matrix product, ``y[n, o, i, j] = sum_c x[n, c] W[c, o, i, j] + b[o]`` (the
+    decoders' first layer, :class:`MatmulConv2d`'s mirror; why: the same). The output is
+    channels-last, as the model's maps are. Other inputs run the plain transposed convolution.
+    Parameters and ``state_dict`` are ``nn.ConvTranspose2d``'s."""
+
+    def spans(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` [N, C, 1, 1] is a single pixel that every kernel tap reaches unpadded."""
+        return (x.dim() == 4 and tuple(x.shape[-2:]) == (1, 1) and self.padding == (0, 0)
+                and self.output_padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1)
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is not None or not self.spans(x):
+            return super().forward(x, output_size)
+        n, o, (kh, kw) = x.shape[0], self.out_channels, self.kernel_size
+        # columns ordered (i, j, o): a free view of a channels-last weight [C, O, kh, kw]
+        weight = self.weight.permute(2, 3, 1, 0).reshape(kh * kw * o, -1)
+        bias = None if self.bias is None else self.bias.repeat(kh * kw)
+        return F.linear(x.reshape(n, -1), weight, bias).reshape(n, kh, kw, o).permute(0, 3, 1, 2)
+
+
+#: Each shortcut convolution of this module and the plain class it computes.
+SHORTCUT_CONVS: dict[type, type] = {SpaceToDepthConv2d: nn.Conv2d, MatmulConv2d: nn.Conv2d,
+                                    MatmulConvTranspose2d: nn.ConvTranspose2d}
+
+
+def plain_convolutions(module: nn.Module) -> nn.Module:
+    """Replace every shortcut convolution in ``module`` (in place; :data:`SHORTCUT_CONVS`) by the
+    plain ``nn.Conv2d`` / ``nn.ConvTranspose2d`` with the same parameters, layout and
+    ``requires_grad``; returns ``module``. For the tests, the step-by-step reference and
+    ``bench/train_step.py --plain_convs``, which compare the two."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, SpaceToDepthConv2d):
-                plain = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
-                                  child.padding, bias=child.bias is not None)
-                plain.weight, plain.bias = child.weight, child.bias  # the same Parameter objects
-                setattr(parent, name, plain)
+            plain_type = SHORTCUT_CONVS.get(type(child))
+            if plain_type is None:
+                continue
+            extra = {"output_padding": child.output_padding} if plain_type is nn.ConvTranspose2d else {}
+            plain = plain_type(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                               child.padding, dilation=child.dilation, groups=child.groups,
+                               bias=child.bias is not None, padding_mode=child.padding_mode, **extra)
+            plain.weight, plain.bias = child.weight, child.bias  # the same Parameter objects
+            setattr(parent, name, plain)
     return module
 
 
@@ -85,8 +144,11 @@ def conv_block(c_in: int, c_out: int, kernel=4, stride=2, padding=1) -> nn.Seque
 
 
 def upconv_block(c_in: int, c_out: int, kernel=4, stride=2, padding=1) -> nn.Sequential:
-    """ConvTranspose + BatchNorm + LeakyReLU(0.2): the DCGAN up-sampling unit."""
-    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, kernel, stride, padding),
+    """ConvTranspose + BatchNorm + LeakyReLU(0.2): the DCGAN up-sampling unit. Unpadded, it is
+    :class:`MatmulConvTranspose2d`, which computes a 1x1 input (the decoder's first layer) as a
+    matrix product."""
+    deconv = MatmulConvTranspose2d if padding == 0 else nn.ConvTranspose2d
+    return nn.Sequential(deconv(c_in, c_out, kernel, stride, padding),
                          nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import SkipAdd, conv_channels
+from .layers import MatmulConv2d, MatmulConvTranspose2d, SkipAdd, conv_channels
 
 VGG_STAGES: dict[int, int] = {64: 4, 128: 5}
 _CONVS_PER_STAGE = [2, 2, 3, 3, 3]
@@ -43,7 +43,7 @@ class VGGEncoder(nn.Module):
             c_in = w
         self.stages = nn.ModuleList(stages)
         self.pool = nn.MaxPool2d(2, 2)
-        self.final = nn.Sequential(nn.Conv2d(widths[-1], g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())
+        self.final = nn.Sequential(MatmulConv2d(widths[-1], g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []
@@ -60,7 +60,7 @@ class VGGDecoder(nn.Module):
         super().__init__()
         widths = _widths(image_width, nf)
         self.g_dim = g_dim
-        self.first = nn.Sequential(nn.ConvTranspose2d(g_dim, widths[-1], 4, 1, 0),
+        self.first = nn.Sequential(MatmulConvTranspose2d(g_dim, widths[-1], 4, 1, 0),
                                    nn.BatchNorm2d(widths[-1]), nn.LeakyReLU(0.2, inplace=True))
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         stages = []

@@ -44,12 +44,13 @@ def test_bench_train_step_counts_fewer_flops_than_the_original(capsys):
     assert out["gflop_per_s"] > 0
 
 
-def test_bench_train_step_times_the_plain_first_convolution_on_request(capsys):
+def test_bench_train_step_times_the_plain_convolutions_on_request(capsys):
     tiny = ["--batch_size", "2", "--n_past", "2", "--n_future", "3", "--iters", "1", "--warmup", "0", "--bf16_iters", "0"]
     ours = bench("train_step").main(tiny)
-    plain = bench("train_step").main(tiny + ["--plain_first_conv"])
-    assert ours["space_to_depth"] and not plain["space_to_depth"]
-    # the shortcut regroups the same products: the same work, and the reference is untouched
+    plain = bench("train_step").main(tiny + ["--plain_convs"])
+    assert ours["shortcut_convs"] == ["MatmulConv2d", "MatmulConvTranspose2d", "SpaceToDepthConv2d"]
+    assert plain["shortcut_convs"] == []
+    # the shortcuts regroup the same products: the same work, and the reference is untouched
     assert plain["gflop_per_iter"] == pytest.approx(ours["gflop_per_iter"], rel=1e-3)
     assert plain["gflop_per_iter_original"] == ours["gflop_per_iter_original"]
 
@@ -81,9 +82,11 @@ def test_bench_learning_first_win_and_curve(tmp_path):
     csv_path = tmp_path / "metrics.csv"
     keys = ["epoch", "seconds", "train_mse_loss", "val_min_mse", "val_ssim", "val_copy_last_ssim", "val_psnr",
             "val_copy_last_psnr"]
-    csv_path.write_text(",".join(keys) + "\n0,10.0,0.1,0.2,0.5,0.6,15,14\n1,12.5,0.1,0.2,0.7,0.6,15,14\n")
+    csv_path.write_text(",".join(keys) + "\n0,10.0,0.1,0.2,0.5,0.6,15,14\n1,12.5,0.1,0.2,0.7,0.6,15,14\n"
+                        "2,9.0,0.1,,,,,\n3,11.0,0.1,0.2,0.7,0.6,15,14\n")  # epoch 2 not validated (--val_every)
     curve = learning.read_curve(csv_path, iters_per_epoch=50)
-    assert [(r["iterations"], r["seconds"]) for r in curve] == [(50, 10.0), (100, 22.5)]
+    assert [(r["epoch"], r["iterations"], r["seconds"]) for r in curve] == [(0, 50, 10.0), (1, 100, 22.5),
+                                                                           (3, 200, 42.5)]
 
 
 def test_bench_learning_runs_the_demo_end_to_end(tmp_path, capsys, tiny_data):
@@ -92,7 +95,8 @@ def test_bench_learning_runs_the_demo_end_to_end(tmp_path, capsys, tiny_data):
             "--batch_size", "4", "--niter", "2", "--epoch_size", "2", "--eval_nsample", "2", "--val_nsample", "2"]
     out = bench("learning").main(["--log_dir", str(tmp_path / "run"), "--", *tiny])
     assert last_json(capsys) == out
-    assert [r["epoch"] for r in out["curve"]] == [0, 1] and out["iterations_per_epoch"] == 2
+    # the demo validates every 3rd epoch and after the last: of 2 epochs, only the last
+    assert [r["epoch"] for r in out["curve"]] == [1] and out["iterations_per_epoch"] == 2
     assert out["final"]["clips"] == 8 and out["final"]["nsample"] == 2  # all 8 test clips
     assert out["first_win"] is None or out["first_win"]["epoch"] in (0, 1)
 

@@ -730,10 +730,78 @@ def test_encoders_use_the_shortcut_for_grey_frames():
     assert len(first) == 2  # the frame encoder's and the discriminator's frame encoder's first convolutions
 
 
-def test_model_with_space_to_depth_equals_plain_convolutions():
-    """The whole training loss and every gradient, with the encoders' first convolution as
-    SpaceToDepthConv2d (the model as built) and as the plain nn.Conv2d."""
-    from models.layers import SpaceToDepthConv2d, without_space_to_depth
+@pytest.mark.parametrize("transposed,size,kernel,stride", [
+    (False, (6, 6), 6, 1), (False, (4, 3), (4, 3), 1), (False, (4, 4), 4, 2),
+    (True, (1, 1), 6, 1), (True, (1, 1), (4, 3), 2),
+])
+def test_matmul_conv_equals_the_plain_convolution(transposed, size, kernel, stride):
+    """MatmulConv2d (a kernel spanning its input) and MatmulConvTranspose2d (a 1x1 input): the
+    output and all three gradients equal the plain convolution's, exactly in float64 and to
+    float32 rounding, for channels-last and contiguous inputs and weights."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from models.layers import MatmulConv2d, MatmulConvTranspose2d
+
+    torch.manual_seed(0)
+    cls, plain_fn = ((MatmulConvTranspose2d, F.conv_transpose2d) if transposed else (MatmulConv2d, F.conv2d))
+    conv = cls(7, 5, kernel, stride, 0)
+    assert isinstance(conv, nn.ConvTranspose2d if transposed else nn.Conv2d)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        for fmt in (torch.channels_last, torch.contiguous_format):
+            conv = conv.to(dtype=dtype, memory_format=fmt)
+            x = torch.randn(3, 7, *size, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+            assert conv.spans(x)
+            ours = conv(x)
+            plain = plain_fn(x, conv.weight, conv.bias, conv.stride, conv.padding)
+            assert ours.shape == plain.shape
+            grad = torch.randn_like(plain)
+            got = torch.autograd.grad(ours, (x, conv.weight, conv.bias), grad)
+            want = torch.autograd.grad(plain, (x, conv.weight, conv.bias), grad)
+            for a, b in zip((ours, *got), (plain, *want)):
+                assert torch.allclose(a, b, rtol=tol, atol=tol * b.abs().max().item()), (a - b).abs().max()
+
+
+def test_matmul_conv_runs_the_plain_convolution_on_other_inputs():
+    from torch import nn
+
+    from models.layers import MatmulConv2d, MatmulConvTranspose2d
+
+    torch.manual_seed(0)
+    conv, deconv = MatmulConv2d(3, 4, 3, 1, 0), MatmulConvTranspose2d(3, 4, 3, 2, 0)
+    plain_conv, plain_deconv = nn.Conv2d(3, 4, 3, 1, 0), nn.ConvTranspose2d(3, 4, 3, 2, 0)
+    plain_conv.load_state_dict(conv.state_dict())  # the same state_dict: checkpoints load either way
+    plain_deconv.load_state_dict(deconv.state_dict())
+    x = torch.randn(2, 3, 5, 5)  # larger than the kernel / than one pixel
+    assert not conv.spans(x) and not deconv.spans(x)
+    assert torch.equal(conv(x), plain_conv(x)) and torch.equal(deconv(x), plain_deconv(x))
+    padded = MatmulConv2d(3, 4, 3, 1, 1)
+    assert not padded.spans(torch.randn(2, 3, 3, 3))
+
+
+def test_encoders_and_decoders_use_the_matmul_convolutions():
+    """The encoders' last convolution (frame, audio, the discriminator's) and the decoder's first
+    transposed convolution, for both frame families."""
+    from models.layers import MatmulConv2d, MatmulConvTranspose2d
+
+    for kind, width in (("dcgan", 48), ("vgg", 64)):
+        cfg = tiny(model=kind, image_width=width)
+        model = Sound2Sight(cfg)
+        frames, audio = batch(cfg, steps=2, size=2)
+        spans = []
+        for m in model.modules():
+            if isinstance(m, (MatmulConv2d, MatmulConvTranspose2d)):
+                m.register_forward_pre_hook(lambda mod, args: spans.append((type(mod).__name__, mod.spans(args[0]))))
+        with torch.no_grad():
+            model(frames, audio, adv_weight=1e-2)
+        assert spans and all(fits for _, fits in spans), (kind, spans)
+        assert {name for name, _ in spans} == {"MatmulConv2d", "MatmulConvTranspose2d"}
+
+
+def test_model_with_shortcut_convolutions_equals_plain_convolutions():
+    """The whole training loss and every gradient, with the shortcut convolutions (the model as
+    built: SpaceToDepthConv2d, MatmulConv2d, MatmulConvTranspose2d) and with plain ones."""
+    from models.layers import SHORTCUT_CONVS, plain_convolutions
 
     cfg = tiny()
     frames, audio = batch(cfg)
@@ -741,8 +809,8 @@ def test_model_with_space_to_depth_equals_plain_convolutions():
     for plain in (False, True):
         model = model_of(cfg)
         if plain:
-            without_space_to_depth(model)
-        assert any(isinstance(m, SpaceToDepthConv2d) for m in model.modules()) is not plain
+            plain_convolutions(model)
+        assert {type(m) for m in model.modules() if type(m) in SHORTCUT_CONVS} == (set() if plain else set(SHORTCUT_CONVS))
         torch.manual_seed(1)
         out = model(frames, audio, adv_weight=1e-2)
         out["loss"].backward()

@@ -155,6 +155,38 @@ def test_resume_equals_straight_run(tmp_path, tiny_data):
     assert [r["train_mse_loss"] for r in rows_a] == [r["train_mse_loss"] for r in rows_b]
 
 
+def test_validates_every_nth_epoch_and_the_last():
+    assert [e for e in range(7) if training.validates(e, 7, 3)] == [2, 5, 6]
+    assert [e for e in range(3) if training.validates(e, 3, 1)] == [0, 1, 2]
+    assert [e for e in range(2) if training.validates(e, 2, 5)] == [1]
+
+
+def test_val_every_skips_validation_and_trains_the_same(tmp_path, tiny_data, capsys):
+    """--val_every 2 over 3 epochs: validation (its metrics.csv columns, the sample GIF, the console's
+    figures, best.pt) after epochs 2 and 3 only, and the very same training and final checkpoint as
+    validating every epoch (validation draws from its own generators and leaves the weights alone)."""
+    every = run(tmp_path / "every", tiny_data, "--niter", "3", "--epoch_size", "2")
+    capsys.readouterr()
+    second = run(tmp_path / "second", tiny_data, "--niter", "3", "--epoch_size", "2", "--val_every", "2")
+    out = capsys.readouterr().out
+    a, b = _state(every), _state(second)
+    for k, v in a["model"].items():  # the BatchNorm statistics too: both re-estimated after the last epoch
+        assert torch.equal(v, b["model"][k]), k
+    rows_a = list(csv.DictReader(open(every / "metrics.csv")))
+    rows_b = list(csv.DictReader(open(second / "metrics.csv")))
+    assert [r["train_mse_loss"] for r in rows_a] == [r["train_mse_loss"] for r in rows_b]
+    assert rows_b[0]["val_ssim"] == "" and rows_b[0]["prior_audio_change"] == ""
+    for ra, rb in zip(rows_a[1:], rows_b[1:]):
+        assert rb["val_ssim"] == ra["val_ssim"] and rb["val_min_mse"] == ra["val_min_mse"]
+    assert sorted(p.name for p in (second / "samples").iterdir()) == ["epoch_0002.gif", "epoch_0003.gif"]
+    assert torch.load(second / "checkpoints/best.pt", weights_only=True)["epoch"] in (2, 3)
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 3 and "SSIM" not in lines[0] and all("SSIM" in line for line in lines[1:])
+    assert (second / "losses.png").is_file()
+    with pytest.raises(InputError, match="--val_every"):
+        run(tmp_path / "zero", tiny_data, "--niter", "1", "--val_every", "0")
+
+
 def test_resume_without_checkpoint_starts_afresh(tmp_path, tiny_data, capsys):
     run(tmp_path / "c", tiny_data, "--niter", "1", "--epoch_size", "1", "--resume")
     assert "starting afresh" in capsys.readouterr().out
