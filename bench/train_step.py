@@ -24,11 +24,12 @@ trains them instead (both sides then train them). On a CPU without bf16 instruct
 (``cpu_bf16_native`` false) bf16 is emulated and very slow: ``--bf16_iters`` bounds its cost.
 Other processes on the machine change absolute times a lot; compare the ratios.
 
-``--plain_convs`` runs every shortcut convolution of ``models.layers`` (the encoders'
-single-channel first convolution as ``SpaceToDepthConv2d``, the encoders' last and the
-decoder's first layers as matrix products, ``MatmulConv2d`` / ``MatmulConvTranspose2d``) as
-the plain ``nn.Conv2d`` / ``nn.ConvTranspose2d`` (the same values; the reference always does,
-as the release did), to time what those shortcuts buy.
+``--plain_convs`` times a fourth variant in the same interleaving: the fp32 step of the same
+model with every shortcut convolution of ``models.layers`` (the encoders' single-channel
+first convolution as ``SpaceToDepthConv2d``; the encoders' last and the decoder's first
+layers as matrix products, ``MatmulConv2d`` / ``MatmulConvTranspose2d``) replaced by the plain
+``nn.Conv2d`` / ``nn.ConvTranspose2d`` (the same values; the reference always runs those, as
+the release did): ``s_per_iter_plain`` and ``shortcut_speedup``, what the shortcuts buy.
 
 ``--demo`` times the demo's shape instead, read from ``demo.DEFAULTS`` (``train_sound2sight.py
 --demo``: batch 16, 5 + 10 frames, conv width 16, 128-wide LSTMs and transformers); any
@@ -81,8 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--disc_train_encoders", action="store_true",
                    help="time the variant whose discriminator encoders train (not the released maths)")
     p.add_argument("--plain_convs", action="store_true",
-                   help="time every shortcut convolution of models.layers (space-to-depth, matrix products) as "
-                        "the plain nn.Conv2d / nn.ConvTranspose2d (same values)")
+                   help="also time the fp32 step with every shortcut convolution of models.layers (space-to-depth, "
+                        "matrix products) as the plain nn.Conv2d / nn.ConvTranspose2d (same values), interleaved")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     first, _ = p.parse_known_args(argv)
@@ -114,9 +115,9 @@ def main(argv=None) -> dict:
         model = Sound2Sight(cfg).to(device).train()
         return model, model.configure_optimizer(0.002, 0.0025, 0.9)
 
-    models = {name: fresh() for name in ("original", "fp32", "bf16")}
+    models = {name: fresh() for name in ("original", "fp32", "bf16") + (("plain",) if args.plain_convs else ())}
     for name, (model, _) in models.items():
-        if name == "original" or args.plain_convs:  # the release had plain convolutions
+        if name in ("original", "plain"):  # the release had plain convolutions
             plain_convolutions(model)
     ref = models["original"][0]
     ref.to(memory_format=torch.contiguous_format)  # the original's NCHW layout
@@ -136,8 +137,7 @@ def main(argv=None) -> dict:
     for_loop = torch.optim.Adam([{"params": g["params"], "lr": g["lr"]} for g in fp32_opt.param_groups],
                                 betas=(0.9, 0.999), foreach=False, fused=False)
 
-    def vectorised(model, opt, bf16: bool):
-        timed = not bf16
+    def vectorised(model, opt, bf16: bool, timed: bool = True):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -158,8 +158,10 @@ def main(argv=None) -> dict:
     steps_fn = {
         "original": lambda: stepwise.train_step(*models["original"], frames, audio, adv_weight=ADV_WEIGHT),
         "fp32": lambda: vectorised(*models["fp32"], bf16=False),
-        "bf16": lambda: vectorised(*models["bf16"], bf16=True),
+        "bf16": lambda: vectorised(*models["bf16"], bf16=True, timed=False),
     }
+    if args.plain_convs:
+        steps_fn["plain"] = lambda: vectorised(*models["plain"], bf16=False, timed=False)
     if args.bf16_iters is None:  # emulated bf16 takes over a minute per iteration: time it once
         bf16_iters = args.iters if device.type != "cpu" or native_bf16() else 1
     else:
@@ -211,7 +213,10 @@ def main(argv=None) -> dict:
         "gflop_per_s": round(gflop / med["fp32"], 1),
         **split,
         "gflop_per_iter_original": round(gflop_orig, 2),
-        "disc_train_encoders": args.disc_train_encoders, "shortcut_convs": sorted({type(m).__name__ for m in models["fp32"][0].modules() if type(m) in SHORTCUT_CONVS}),
+        "s_per_iter_plain": round(med["plain"], 4) if "plain" in med else None,
+        "shortcut_speedup": round(med["plain"] / med["fp32"], 3) if "plain" in med else None,
+        "shortcut_convs": sorted({type(m).__name__ for m in model.modules() if type(m) in SHORTCUT_CONVS}),
+        "disc_train_encoders": args.disc_train_encoders,
         "batch_size": args.batch_size, "n_past": args.n_past, "n_future": args.n_future,
         "image_width": args.image_width, "nf": args.nf,
         "rnn_size": args.rnn_size, "disc_rnn_size": args.disc_rnn_size, "iters": args.iters, "device": str(device),
