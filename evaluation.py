@@ -673,7 +673,7 @@ def prior_figures(model, dataset, num_clips: int, device: torch.device) -> dict[
     (None with fewer than 2 clips, or for a model without a learned prior). Deterministic, so every
     torchrun process gets the same figures."""
     n = min(PRIOR_CLIPS, num_clips)
-    if n < 2 or not isinstance(model, methods.LatentPrior):
+    if n < 2 or not methods.has_latent_prior(model):
         return None
     frames, audio = runtime.to_time_major(torch.utils.data.default_collate([dataset[i] for i in range(n)]), device)
     return prior_monitor.prior_stats(model, frames, audio if model.cfg.use_audio else None).as_dict()

@@ -99,6 +99,16 @@ class LatentPrior(Protocol):
     def audio_context(self, audio: torch.Tensor | None) -> torch.Tensor | None: ...
 
 
+def has_latent_prior(model: Any) -> bool:
+    """Whether ``model`` is a :class:`LatentPrior`. Ask this, not ``isinstance(model, LatentPrior)``:
+    from Python 3.12 ``isinstance`` against a runtime-checkable protocol looks its data members up
+    with ``inspect.getattr_static``, which cannot see an ``nn.Module``'s submodules (kept in its
+    ``_modules``, reached through ``__getattr__``), so it answers False for every model there and
+    the prior's figures silently disappeared. ``hasattr`` sees them on every version."""
+    return all(hasattr(model, name) for name in ("prior", "posterior")) and all(
+        callable(getattr(model, name, None)) for name in ("encode_frames", "audio_context"))
+
+
 @runtime_checkable
 class PosteriorReconstruction(Protocol):
     """The posterior rows of the GIFs: ``reconstruct(frames, audio) -> [T, B, C, H, W]`` (teacher

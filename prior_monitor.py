@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from methods import LatentPrior
+from methods import has_latent_prior
 from models.lstm import gaussian_kl
 
 
@@ -59,7 +59,7 @@ def prior_stats(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tenso
     :class:`models.sound2sight.Sound2Sight`, not a DDP wrapper) on ``frames [T, B, C, H, W]``
     (``T >= 2``, ``B >= 2``) and ``audio [T, B, 1, F, S]`` (None without audio); None for a
     model without a learned prior. Runs in eval mode and restores the model's mode."""
-    if not isinstance(model, LatentPrior):
+    if not has_latent_prior(model):
         return None
     if frames.dim() != 5 or frames.shape[0] < 2 or frames.shape[1] < 2:
         raise ValueError(f"prior_stats needs frames [T>=2, B>=2, C, H, W], got {list(frames.shape)}")

@@ -69,14 +69,16 @@ class MatmulConv2d(nn.Conv2d):
     to float rounding; ``tests/test_models.py``). Why: the encoders' last convolution is a
     fully connected layer in disguise; oneDNN's AVX-512 kernels notice and run it as a matrix
     product, its AVX2 kernels run it as a convolution, 3-5x slower forward and backward
-    (``docs/DESIGN.md``, "The demo's step on each CPU kind"). A matrix product is what every
-    device runs best, so this holds on every device. Other input sizes run the plain
-    convolution. Parameters and ``state_dict`` are ``nn.Conv2d``'s."""
+    (``docs/DESIGN.md``, "The demo's step on each CPU kind"). On the CPU only: on an H200 it
+    was not shown to pay (the demo's step ran 0.85x as fast with it; the same comparison with
+    identical computations on both sides gave 0.91-0.98x), so other devices, and other input
+    sizes, run the plain convolution. Parameters and ``state_dict`` are ``nn.Conv2d``'s."""
 
     def spans(self, x: torch.Tensor) -> bool:
-        """Whether ``x`` [N, C, H, W] is exactly one kernel window (the output is 1x1)."""
-        return (x.dim() == 4 and tuple(x.shape[-2:]) == self.kernel_size and self.padding == (0, 0)
-                and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros")
+        """Whether ``x`` [N, C, H, W] is on the CPU and exactly one kernel window (the output is 1x1)."""
+        return (x.device.type == "cpu" and x.dim() == 4 and tuple(x.shape[-2:]) == self.kernel_size
+                and self.padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1
+                and self.padding_mode == "zeros")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.spans(x):
@@ -92,14 +94,15 @@ class MatmulConv2d(nn.Conv2d):
 class MatmulConvTranspose2d(nn.ConvTranspose2d):
     """An ``nn.ConvTranspose2d`` that, on a 1x1 input without padding, computes its ``k x k``
     output as ONE matrix product, ``y[n, o, i, j] = sum_c x[n, c] W[c, o, i, j] + b[o]`` (the
-    decoders' first layer, :class:`MatmulConv2d`'s mirror; why: the same). The output is
-    channels-last, as the model's maps are. Other inputs run the plain transposed convolution.
-    Parameters and ``state_dict`` are ``nn.ConvTranspose2d``'s."""
+    decoders' first layer, :class:`MatmulConv2d`'s mirror; why, and why on the CPU only: the
+    same). The output is channels-last, as the model's maps are. Other devices and inputs run
+    the plain transposed convolution. Parameters and ``state_dict`` are ``nn.ConvTranspose2d``'s."""
 
     def spans(self, x: torch.Tensor) -> bool:
-        """Whether ``x`` [N, C, 1, 1] is a single pixel that every kernel tap reaches unpadded."""
-        return (x.dim() == 4 and tuple(x.shape[-2:]) == (1, 1) and self.padding == (0, 0)
-                and self.output_padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1)
+        """Whether ``x`` [N, C, 1, 1] is on the CPU and a single pixel that every kernel tap reaches unpadded."""
+        return (x.device.type == "cpu" and x.dim() == 4 and tuple(x.shape[-2:]) == (1, 1)
+                and self.padding == (0, 0) and self.output_padding == (0, 0) and self.dilation == (1, 1)
+                and self.groups == 1)
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if output_size is not None or not self.spans(x):

@@ -7,6 +7,9 @@ new one; a state is a list with one ``(h, c)`` pair ``[B, r]`` per layer.
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import torch
 from torch import nn
 
@@ -66,8 +69,14 @@ class _CellStack(nn.Module):
             h0 = torch.stack([h for h, _ in state]).to(e.dtype)
             c0 = torch.stack([c for _, c in state]).to(e.dtype)
         params = [w for cell in self.cells for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
-        # in the weights' dtype: under CPU bf16 autocast oneDNN may have no bf16 LSTM primitive
-        with torch.autocast(x.device.type, enabled=False):
+        # in the weights' dtype: under CPU bf16 autocast oneDNN may have no bf16 LSTM primitive.
+        # On CUDA, cuDNN copies the cells' separate weights into one buffer per call and warns
+        # (once per process) that this may cost memory; here that is well under a megabyte per
+        # call, so the warning is silenced for this call only.
+        quiet = warnings.catch_warnings() if e.is_cuda else contextlib.nullcontext()
+        with torch.autocast(x.device.type, enabled=False), quiet:
+            if e.is_cuda:
+                warnings.filterwarnings("ignore", "RNN module weights are not part of single contiguous", UserWarning)
             out, hn, cn = torch.lstm(e, (h0, c0), params, True, self.layers, 0.0, self.training, False, False)
         return out, list(zip(hn.unbind(0), cn.unbind(0)))
 

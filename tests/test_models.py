@@ -777,6 +777,10 @@ def test_matmul_conv_runs_the_plain_convolution_on_other_inputs():
     assert torch.equal(conv(x), plain_conv(x)) and torch.equal(deconv(x), plain_deconv(x))
     padded = MatmulConv2d(3, 4, 3, 1, 1)
     assert not padded.spans(torch.randn(2, 3, 3, 3))
+    # another device runs the plain convolution (the meta device checks shapes only)
+    assert not conv.spans(torch.randn(2, 3, 3, 3, device="meta"))
+    assert not deconv.spans(torch.randn(2, 3, 1, 1, device="meta"))
+    assert conv.to("meta")(torch.randn(2, 3, 3, 3, device="meta")).shape == (2, 4, 1, 1)
 
 
 def test_encoders_and_decoders_use_the_matmul_convolutions():
