@@ -672,6 +672,18 @@ def test_backward_gives_gradients_in_their_parameters_layout():
     assert [n for n, p in grads if not _same_layout(p.grad, p)] == []
 
 
+def assert_same_conv(conv, plain_fn, x: torch.Tensor, tol: float) -> None:
+    """``conv(x)`` and the gradients of its input, weight and bias equal ``plain_fn``'s (``F.conv2d``
+    or ``F.conv_transpose2d`` with the module's stride and padding), to ``tol`` relative to the largest."""
+    ours, plain = conv(x), plain_fn(x, conv.weight, conv.bias, conv.stride, conv.padding)
+    assert ours.shape == plain.shape
+    grad = torch.randn_like(plain)
+    got = torch.autograd.grad(ours, (x, conv.weight, conv.bias), grad)
+    want = torch.autograd.grad(plain, (x, conv.weight, conv.bias), grad)
+    for a, b in zip((ours, *got), (plain, *want)):
+        assert torch.allclose(a, b, rtol=tol, atol=tol * b.abs().max().item()), (a - b).abs().max()
+
+
 @pytest.mark.parametrize("c_in, kernel, stride, padding, size", [
     (1, 4, 2, 1, (48, 48)),   # the encoders' first convolution
     (1, 4, 2, 1, (23, 21)),   # odd sizes: the far-edge padding and the cut
@@ -691,13 +703,7 @@ def test_space_to_depth_conv_equals_the_plain_convolution(c_in, kernel, stride, 
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
         conv = conv.to(dtype=dtype, memory_format=torch.channels_last)
         x = torch.randn(3, c_in, *size, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
-        ours, plain = conv(x), F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
-        assert ours.shape == plain.shape
-        grad = torch.randn_like(plain)
-        got = torch.autograd.grad(ours, (x, conv.weight, conv.bias), grad)
-        want = torch.autograd.grad(plain, (x, conv.weight, conv.bias), grad)
-        for a, b in zip((ours, *got), (plain, *want)):
-            assert torch.allclose(a, b, rtol=tol, atol=tol * b.abs().max().item()), (a - b).abs().max()
+        assert_same_conv(conv, F.conv2d, x, tol)
 
 
 def test_conv_block_uses_space_to_depth_for_one_input_channel_only():
@@ -752,14 +758,7 @@ def test_matmul_conv_equals_the_plain_convolution(transposed, size, kernel, stri
             conv = conv.to(dtype=dtype, memory_format=fmt)
             x = torch.randn(3, 7, *size, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
             assert conv.spans(x)
-            ours = conv(x)
-            plain = plain_fn(x, conv.weight, conv.bias, conv.stride, conv.padding)
-            assert ours.shape == plain.shape
-            grad = torch.randn_like(plain)
-            got = torch.autograd.grad(ours, (x, conv.weight, conv.bias), grad)
-            want = torch.autograd.grad(plain, (x, conv.weight, conv.bias), grad)
-            for a, b in zip((ours, *got), (plain, *want)):
-                assert torch.allclose(a, b, rtol=tol, atol=tol * b.abs().max().item()), (a - b).abs().max()
+            assert_same_conv(conv, plain_fn, x, tol)
 
 
 def test_matmul_conv_runs_the_plain_convolution_on_other_inputs():
