@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import MatmulConv2d, SkipAdd, conv_block, conv_channels, upconv_block
+from .layers import MatmulConv2d, PhasedConvTranspose2d, SkipAdd, conv_block, conv_channels, upconv_block
 
 # image width -> (number of stride-2 stages, kernel of the final conv / first convT)
 DCGAN_PLANS: dict[int, tuple[int, int]] = {48: (3, 6), 64: (4, 4), 96: (4, 6), 128: (5, 4)}
@@ -55,7 +55,7 @@ class DCGANDecoder(nn.Module):
         self.first = upconv_block(g_dim, widths[-1], kernel, 1, 0)
         # stage i (deepest first) takes [decoder state, skip i] = 2 * widths[i] channels
         self.ups = nn.ModuleList(upconv_block(2 * widths[i], widths[i - 1]) for i in range(len(widths) - 1, 0, -1))
-        self.last = nn.Sequential(nn.ConvTranspose2d(2 * widths[0], channels, 4, 2, 1), nn.Sigmoid())
+        self.last = nn.Sequential(PhasedConvTranspose2d(2 * widths[0], channels, 4, 2, 1), nn.Sigmoid())
 
     @property
     def output_conv(self) -> nn.ConvTranspose2d:

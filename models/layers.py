@@ -114,9 +114,58 @@ class MatmulConvTranspose2d(nn.ConvTranspose2d):
         return F.linear(x.reshape(n, -1), weight, bias).reshape(n, kh, kw, o).permute(0, 3, 1, 2)
 
 
+def conv_transpose2d_by_phases(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.conv_transpose2d(x, weight, bias, stride=2, padding=1)`` for a 4x4 kernel, computed as
+    ONE stride-1 convolution: each of the output's four phases ``y[:, :, 2m + r, 2n + q]`` reads
+    a 2x2 window of the input at rows ``m - 1 + r, m + r`` and columns ``n - 1 + q, n + q``
+    (with kernel taps ``3 - r - 2a``, ``3 - q - 2b`` for window offsets ``a, b``), so a 2x2
+    convolution over the input padded by 1, to ``4 * O`` channels, computes all four; the phases
+    are then interleaved. The same products summed in another order (``tests/test_models.py``).
+
+    x: [N, C, H, W]; weight: [C, O, 4, 4] (``nn.ConvTranspose2d``'s layout); returns [N, O, 2H, 2W].
+    Why: oneDNN's CPU transposed convolution to ONE output channel (the decoder's last layer
+    on grey frames) runs far below its speed with a few channels (``docs/DESIGN.md``); where
+    this pays: :class:`PhasedConvTranspose2d`."""
+    c, o = weight.shape[:2]
+    n, _, h, w = x.shape
+    # w2[(o, r, q), c, a, b] = weight[c, o, 3 - r - 2a, 3 - q - 2b]
+    taps = torch.tensor([[3, 1], [2, 0]], device=weight.device)  # [r, a] -> kernel tap
+    w2 = weight[:, :, taps[:, None, :, None], taps[None, :, None, :]]  # [C, O, r, q, a, b]
+    w2 = w2.permute(1, 2, 3, 0, 4, 5).reshape(4 * o, c, 2, 2)
+    z = F.conv2d(F.pad(x, (1, 1, 1, 1)), w2)  # [N, 4 O, H + 1, W + 1]: phase (r, q) at offset (r, q)
+    z = z.unflatten(1, (o, 2, 2))            # [N, O, r, q, H + 1, W + 1]
+    y = torch.stack([torch.stack([z[:, :, r, q, r:r + h, q:q + w] for q in range(2)], -1) for r in range(2)], 3)
+    y = y.reshape(n, o, 2 * h, 2 * w)        # [N, O, H, r, W, q] -> [N, O, 2H, 2W]
+    return y if bias is None else y + bias.view(1, o, 1, 1)
+
+
+class PhasedConvTranspose2d(nn.ConvTranspose2d):
+    """An ``nn.ConvTranspose2d`` that computes a 4x4, stride-2, padding-1 transposed convolution
+    from at most 16 channels to ONE (the demo-width decoder's last layer on grey frames) on the
+    CPU without gradients (sampling, validation, evaluation) with
+    :func:`conv_transpose2d_by_phases`. Measured forward, 24x24 maps: 2.0-2.6x faster from 16
+    channels on both kernel sets, no gain or a loss from 32-128 under AVX2; forward + backward
+    no faster. Everything else runs the plain transposed convolution. Parameters and
+    ``state_dict`` are ``nn.ConvTranspose2d``'s."""
+
+    def fits(self, x: torch.Tensor) -> bool:
+        """Whether this call takes the phases: CPU, no gradients, <= 16 -> 1 channel, 4x4 / 2 / 1.
+        (``x`` may hold only some of the input channels: :func:`conv_channels`.)"""
+        return (x.device.type == "cpu" and not torch.is_grad_enabled() and self.out_channels == 1
+                and x.dim() == 4 and x.shape[1] <= 16 and self.kernel_size == (4, 4) and self.stride == (2, 2)
+                and self.padding == (1, 1) and self.output_padding == (0, 0) and self.dilation == (1, 1)
+                and self.groups == 1)
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is None and self.fits(x):
+            return conv_transpose2d_by_phases(x, self.weight, self.bias)
+        return super().forward(x, output_size)
+
+
 #: Each shortcut convolution of this module and the plain class it computes.
 SHORTCUT_CONVS: dict[type, type] = {SpaceToDepthConv2d: nn.Conv2d, MatmulConv2d: nn.Conv2d,
-                                    MatmulConvTranspose2d: nn.ConvTranspose2d}
+                                    MatmulConvTranspose2d: nn.ConvTranspose2d,
+                                    PhasedConvTranspose2d: nn.ConvTranspose2d}
 
 
 def plain_convolutions(module: nn.Module) -> nn.Module:
@@ -226,6 +275,8 @@ def conv_channels(conv: nn.Module, x: torch.Tensor, first: int, bias: bool) -> t
     c = slice(first, first + x.shape[1])
     b = conv.bias if bias else None
     if isinstance(conv, nn.ConvTranspose2d):  # weight [in, out, k, k]
+        if isinstance(conv, PhasedConvTranspose2d) and conv.fits(x):
+            return conv_transpose2d_by_phases(x, conv.weight[c], b)
         return F.conv_transpose2d(x, conv.weight[c], b, conv.stride, conv.padding, conv.output_padding,
                                   conv.groups, conv.dilation)
     return F.conv2d(x, conv.weight[:, c], b, conv.stride, conv.padding, conv.dilation, conv.groups)

@@ -49,7 +49,7 @@ def test_bench_train_step_times_the_plain_convolutions_on_request(capsys):
     ours = bench("train_step").main(tiny)
     both = bench("train_step").main(tiny + ["--plain_convs"])
     assert ours["shortcut_convs"] == both["shortcut_convs"] == ["MatmulConv2d", "MatmulConvTranspose2d",
-                                                                "SpaceToDepthConv2d"]
+                                                                "PhasedConvTranspose2d", "SpaceToDepthConv2d"]
     assert ours["s_per_iter_plain"] is None and ours["shortcut_speedup"] is None
     assert both["s_per_iter_plain"] > 0
     assert both["shortcut_speedup"] == pytest.approx(both["s_per_iter_plain"] / both["s_per_iter"], rel=0.05)

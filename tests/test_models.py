@@ -826,3 +826,58 @@ def test_model_with_shortcut_convolutions_equals_plain_convolutions():
     scale = max(g.abs().max().item() for g in grads_b.values())
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], rtol=1e-3, atol=1e-5 * scale), name
+
+
+@pytest.mark.parametrize("c, o, h, w", [(16, 1, 24, 24), (32, 1, 6, 5), (5, 3, 7, 9), (2, 2, 1, 1)])
+def test_transposed_convolution_by_phases_equals_the_plain_one(c, o, h, w):
+    """One stride-1 convolution to 4 phases, interleaved, equals F.conv_transpose2d(stride 2,
+    padding 1) with a 4x4 kernel: exactly in float64, to rounding in float32 channels-last."""
+    from torch.nn import functional as F
+
+    from models.layers import conv_transpose2d_by_phases
+
+    torch.manual_seed(0)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        x = torch.randn(3, c, h, w, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        weight, bias = torch.randn(c, o, 4, 4, dtype=dtype), torch.randn(o, dtype=dtype)
+        ours, plain = conv_transpose2d_by_phases(x, weight, bias), F.conv_transpose2d(x, weight, bias, 2, 1)
+        assert ours.shape == plain.shape == (3, o, 2 * h, 2 * w)
+        assert torch.allclose(ours, plain, rtol=tol, atol=tol * plain.abs().max().item())
+        assert torch.equal(conv_transpose2d_by_phases(x, weight, None) + bias.view(1, o, 1, 1), ours)
+
+
+def test_decoder_uses_the_phases_only_to_one_channel_on_the_cpu_without_gradients(monkeypatch):
+    """PhasedConvTranspose2d (the dcgan decoder's last layer) takes the phases while sampling
+    grey frames; not with gradients (training), not to several channels, not on another device.
+    Sampling through the split-skip path gives the same frames with it and with plain convolutions."""
+    from torch import nn
+
+    import models.layers as layers
+    from models.layers import PhasedConvTranspose2d, plain_convolutions
+
+    last, rgb = PhasedConvTranspose2d(16, 1, 4, 2, 1), PhasedConvTranspose2d(16, 3, 4, 2, 1)
+    plain = nn.ConvTranspose2d(16, 1, 4, 2, 1)
+    plain.load_state_dict(last.state_dict())  # the same state_dict: checkpoints load either way
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        assert last.fits(x) and not rgb.fits(x) and not last.fits(x.to("meta"))
+        assert not PhasedConvTranspose2d(64, 1, 4, 2, 1).fits(torch.randn(2, 64, 6, 6))  # wide: no gain
+        assert torch.allclose(last(x), plain(x), atol=1e-6)
+    assert not last.fits(x)  # gradients on: the plain kernel
+    cfg = tiny(nf=16)  # the demo's width: the last layer reads 16 + 16 channels
+    frames, audio = batch(cfg)
+    model = calibrated(cfg, frames, audio)
+    assert isinstance(model.decoder.output_conv, PhasedConvTranspose2d)
+    n_future = frames.shape[0] - cfg.n_past
+    eps = torch.randn(frames.shape[0] - 1, frames.shape[1] * 2, model.noise_dim,
+                      generator=torch.Generator().manual_seed(3))
+    calls = []
+    by_phases = layers.conv_transpose2d_by_phases
+    monkeypatch.setattr(layers, "conv_transpose2d_by_phases", lambda *a: calls.append(1) or by_phases(*a))
+    with torch.no_grad():
+        ours = model.sample(frames[:cfg.n_past], audio, 2, n_future, eps)
+        assert calls  # the decoder's last layer took the phases
+        plain_convolutions(model)
+        plain_frames = model.sample(frames[:cfg.n_past], audio, 2, n_future, eps)
+    assert ours[cfg.n_past:].std() > 1e-3  # the generated frames are not a constant
+    assert torch.allclose(ours, plain_frames, atol=1e-5)
