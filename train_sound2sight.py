@@ -485,6 +485,7 @@ def end_epoch(run: Run, epoch: int, means: dict[str, float], progress: checkpoin
     if run.rank == 0:
         w = training.adv_weight(epoch, args.beta_gen_loss)
         lr = args.lr * training.lr_scale(epoch, args.niter, args.lr_schedule)
+        # epoch: the 0-based index (the schedules' and the release's); epochs_done: the console's, the checkpoints'
         row: dict[str, Any] = {"epoch": epoch, "epochs_done": epoch + 1, "adv_weight": w, "lr": lr, **means}
         val: dict[str, float] = {}
         prior, grid = None, None
@@ -492,12 +493,11 @@ def end_epoch(run: Run, epoch: int, means: dict[str, float], progress: checkpoin
             training.recalibrate_batchnorm(run.model, run.calib_batches)
             val = training.validate(run.model, run.val_frames, run.val_audio, args.n_past,
                                     run.n_eval - args.n_past, args.val_nsample, seed=args.seed)
-            # None for a method without a learned prior (methods.LatentPrior): no prior_* columns
+            # None for a method without a learned prior (methods.has_latent_prior): no prior_* columns
             prior = prior_monitor.prior_stats(run.model, run.val_frames,
                                               run.val_audio if run.cfg.use_audio else None)
             row.update(val)
             row.update(prior.as_dict("prior_") if prior is not None else {})
-        # epoch: the 0-based index (the schedules' and the release's); epochs_done: the console's, the checkpoints'
         row["seconds"] = time.perf_counter() - run.epoch_start
         if val:
             grid = training.sample_grid(run.model, run.val_frames, run.val_audio, args.n_past,
