@@ -29,7 +29,9 @@ model with every shortcut convolution of ``models.layers`` (the encoders' single
 first convolution as ``SpaceToDepthConv2d``; the encoders' last and the decoder's first
 layers as matrix products, ``MatmulConv2d`` / ``MatmulConvTranspose2d``) replaced by the plain
 ``nn.Conv2d`` / ``nn.ConvTranspose2d`` (the same values; the reference always runs those, as
-the release did): ``s_per_iter_plain`` and ``shortcut_speedup``, what the shortcuts buy.
+the release did): ``s_per_iter_plain`` and ``shortcut_speedup``, what the shortcuts buy. (The
+decoder's last layer, ``PhasedConvTranspose2d``, takes its shortcut only without gradients:
+it changes sampling, not a training step.)
 
 ``--demo`` times the demo's shape instead, read from ``demo.DEFAULTS`` (``train_sound2sight.py
 --demo``: batch 16, 5 + 10 frames, conv width 16, 128-wide LSTMs and transformers); any
