@@ -148,7 +148,7 @@ class PhasedConvTranspose2d(nn.ConvTranspose2d):
     no faster. Everything else runs the plain transposed convolution. Parameters and
     ``state_dict`` are ``nn.ConvTranspose2d``'s."""
 
-    def fits(self, x: torch.Tensor) -> bool:
+    def uses_phases(self, x: torch.Tensor) -> bool:
         """Whether this call takes the phases: CPU, no gradients, <= 16 -> 1 channel, 4x4 / 2 / 1.
         (``x`` may hold only some of the input channels: :func:`conv_channels`.)"""
         return (x.device.type == "cpu" and not torch.is_grad_enabled() and self.out_channels == 1
@@ -157,7 +157,7 @@ class PhasedConvTranspose2d(nn.ConvTranspose2d):
                 and self.groups == 1)
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is None and self.fits(x):
+        if output_size is None and self.uses_phases(x):
             return conv_transpose2d_by_phases(x, self.weight, self.bias)
         return super().forward(x, output_size)
 
@@ -275,7 +275,7 @@ def conv_channels(conv: nn.Module, x: torch.Tensor, first: int, bias: bool) -> t
     c = slice(first, first + x.shape[1])
     b = conv.bias if bias else None
     if isinstance(conv, nn.ConvTranspose2d):  # weight [in, out, k, k]
-        if isinstance(conv, PhasedConvTranspose2d) and conv.fits(x):
+        if isinstance(conv, PhasedConvTranspose2d) and conv.uses_phases(x):
             return conv_transpose2d_by_phases(x, conv.weight[c], b)
         return F.conv_transpose2d(x, conv.weight[c], b, conv.stride, conv.padding, conv.output_padding,
                                   conv.groups, conv.dilation)

@@ -8,7 +8,8 @@ stays runnable. Float32 on both sides, TF32 off, so the differences are rounding
 
 * ``shortcut_convs``: the training loss and every gradient of a small Sound2Sight on the
   device, built as usual (``models.layers``' shortcut convolutions) against the same model
-  with plain convolutions (``plain_convolutions``);
+  with plain convolutions (``plain_convolutions``); the shortcuts act on CPU tensors only, so
+  on another device this checks that every one of them falls back to the plain computation;
 * ``validation``: :func:`training.validate` (prior samples, the evaluation's metric path on
   that device, every baseline) on the device against the CPU, same weights and noise (the
   evaluation draws each clip's noise from its own CPU generator);

@@ -860,10 +860,10 @@ def test_decoder_uses_the_phases_only_to_one_channel_on_the_cpu_without_gradient
     plain.load_state_dict(last.state_dict())  # the same state_dict: checkpoints load either way
     x = torch.randn(2, 16, 6, 6)
     with torch.no_grad():
-        assert last.fits(x) and not rgb.fits(x) and not last.fits(x.to("meta"))
-        assert not PhasedConvTranspose2d(64, 1, 4, 2, 1).fits(torch.randn(2, 64, 6, 6))  # wide: no gain
+        assert last.uses_phases(x) and not rgb.uses_phases(x) and not last.uses_phases(x.to("meta"))
+        assert not PhasedConvTranspose2d(64, 1, 4, 2, 1).uses_phases(torch.randn(2, 64, 6, 6))  # wide: no gain
         assert torch.allclose(last(x), plain(x), atol=1e-6)
-    assert not last.fits(x)  # gradients on: the plain kernel
+    assert not last.uses_phases(x)  # gradients on: the plain kernel
     cfg = tiny(nf=16)  # the demo's width: the last layer reads 16 + 16 channels
     frames, audio = batch(cfg)
     model = calibrated(cfg, frames, audio)
