@@ -93,7 +93,6 @@ import concurrent.futures as cf
 from concurrent.futures.process import BrokenProcessPool
 import json
 import math
-import multiprocessing
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -112,7 +111,7 @@ from M3SO_Gen_Code.mnist import load_digits
 from errors import InputError, run_cli
 from files import atomic_dir, preallocate
 from media import save_gif, write_wav
-from signals import ignore_stop_signals, stop_pool
+from signals import pool_context, stop_pool, worker_signals
 
 CHUNK_CLIPS = 256
 FRAME_SETTINGS = FrameSettings()  # M3SO's audio analysis: 4,400 Hz, 440 samples per frame, n_fft 44, hop 22
@@ -477,25 +476,14 @@ _WORKER_DIGITS: dict[str, dict[str, np.ndarray]] = {}
 
 
 def _init_worker(digits: dict[str, dict[str, np.ndarray]], pool: bool = False) -> None:
-    """Set up a process that makes chunks; a pool worker (``pool``) also leaves SIGTERM/SIGINT
-    to the parent, which stops the pool at a safe point."""
+    """Set up a process that makes chunks; a pool worker (``pool``) also takes its signals as
+    :func:`signals.worker_signals` says (SIGINT is the parent's, which stops the pool at a safe point)."""
     import torch
 
     if pool:
-        ignore_stop_signals()
+        worker_signals()
     torch.set_num_threads(1)
     _WORKER_DIGITS.update(digits)
-
-
-def _start_method() -> str:
-    """``fork`` on Linux, else ``spawn``.
-
-    A spawned worker re-imports torch (seconds per worker); a forked one starts at once.
-    Forking a process whose torch may already have an OpenMP pool is made safe the way
-    torch's own DataLoader workers do it: the worker sets torch to one thread before any
-    torch call (:func:`_init_worker`), so no OpenMP region is ever entered in the child.
-    """
-    return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 def _run_chunk(task: tuple) -> int:
@@ -639,10 +627,9 @@ def _build(dest: Path, cfg: GenConfig, digits: dict, sources: dict, *, workers: 
                 torch.set_num_threads(threads)
                 _WORKER_DIGITS.clear()
         else:
-            ctx = multiprocessing.get_context(_start_method())
+            ctx = pool_context()
             with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                         initargs=(digits, True)) as pool:
-                # Submitting first starts (forks) every worker before tqdm starts its monitor thread.
                 futures = [pool.submit(_run_chunk, task) for task in tasks]
                 try:
                     with progress_bar() as bar:

@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -73,7 +72,7 @@ from data.dataset_format import SPLITS, DatasetMeta, check_dest, stoppable
 from data.features import DEFAULT_FEATURE, FEATURES, FrameSettings, get_feature
 from errors import InputError, run_cli
 from files import atomic_dir, atomic_save_npy, atomic_write_json
-from signals import StopSignals, ignore_stop_signals, stop_pool
+from signals import StopSignals, pool_context, stop_pool, worker_signals
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 HOPS_PER_FRAME = 16  # samples_per_frame = 16 * hop_length -> 17 centred STFT time steps
@@ -377,8 +376,9 @@ _WORKER_STOP: list[Any] = []  # in a decoding process: the parent's stop event
 
 
 def _init_decoder(event: Any) -> None:
-    """Decoding-process initializer: signals are the parent's; ``event`` set = give up the current file."""
-    ignore_stop_signals()
+    """Decoding-process initializer: signals as :func:`signals.worker_signals` says; ``event`` set = give up
+    the current file."""
+    worker_signals()
     _WORKER_STOP[:] = [event]
 
 
@@ -449,7 +449,7 @@ def _decode_all(paths: list[str], cfg: AVConfig, progress: bool,
     """Decode every file, in order (``cfg.workers`` processes); ``stop.check()`` between files.
 
     A stop is seen within one packet: in one process, decoding asks ``stop`` itself; with
-    worker processes (which ignore SIGTERM/SIGINT, the parent's to handle) the parent polls
+    worker processes (which leave SIGINT to the parent; SIGTERM ends them) the parent polls
     for each result every 0.1 s and on a stop or an error sets an event that makes the
     running decodes give up, then joins the workers (:func:`signals.stop_pool`)."""
     from tqdm import tqdm
@@ -466,11 +466,7 @@ def _decode_all(paths: list[str], cfg: AVConfig, progress: bool,
                 stop.check()
                 raise
         return results
-    # fork where available: a spawned worker would re-import the `data` package (and
-    # with it torch: seconds per worker). Safe here because workers only use PyAV,
-    # PIL and numpy, never torch, and the parent has no decoder threads yet.
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    ctx = pool_context()  # never fork: the caller may already have decoded (FFmpeg's threads)
     event = ctx.Event()
     with ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=ctx, initializer=_init_decoder,
                              initargs=(event,)) as pool:

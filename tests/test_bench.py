@@ -61,6 +61,14 @@ def test_bench_generate(capsys):
     assert all(v > 0 for k, v in out.items() if k.endswith("per_s"))
 
 
+def test_bench_pool_start(capsys):
+    out = bench("pool_start").main(["--clips", "8", "--methods", "fork", "forkserver"])
+    assert last_json(capsys) == out and "spawn" not in out
+    for method in ("fork", "forkserver"):
+        assert 0 < out[method]["second_s"] and 0 < out[method]["first_s"]
+    assert out["one_worker_s"] > 0
+
+
 def test_bench_train_step_demo_preset():
     import train_sound2sight
 
