@@ -732,8 +732,8 @@ def plot_curves(path: Path, summary: dict[str, Any], title: str, label: str = "S
             key = f"{metric}_per_frame"
             steps = np.arange(summary["n_past"], summary["n_past"] + len(summary[proto][key]))
             ax.plot(steps, summary[proto][key], "o-", ms=3, lw=2.5, alpha=0.8, zorder=2, label=f"{label} (samples)")
-            for (name, label), marker in zip(summary["baselines"].items(), "sd^vx+"):
-                ax.plot(steps, summary[name][proto][key], marker + "--", ms=3, label=label)
+            for (name, base_label), marker in zip(summary["baselines"].items(), "sd^vx+"):
+                ax.plot(steps, summary[name][proto][key], marker + "--", ms=3, label=base_label)
             if "audio_shuffled" in summary:  # drawn on top, thin with crosses: visible where it equals the model's
                 ax.plot(steps, summary["audio_shuffled"][proto][key], "x:", ms=6, lw=1.2, color="black", zorder=3,
                         label=f"{label}, shuffled audio")
@@ -765,8 +765,8 @@ def plot_events(path: Path, summary: dict[str, Any], proto: str, label: str = "S
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.6), squeeze=False)
     width = 0.8 / len(series)
     for ax, metric in zip(axes[0], names):
-        for i, (label, block) in enumerate(series):
-            ax.bar(np.arange(len(groups)) + i * width, [block[g][metric] for g in groups], width, label=label)
+        for i, (series_label, block) in enumerate(series):
+            ax.bar(np.arange(len(groups)) + i * width, [block[g][metric] for g in groups], width, label=series_label)
         ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2)
         ax.set_xticklabels([f"{g.replace('_', ' ')}\n({frames[g]['frames']} frames)" for g in groups],
                            fontsize=7)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
