@@ -296,3 +296,55 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
 
 def _norm(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
+
+
+# --------------------------------------------------------------------- continuing a run
+#: Settings a continued run may change: how long it trains, where and how fast it runs, what it
+#: logs and how often it looks; never the model, the data's shape, the optimisation or the validation set.
+CONTINUE_MAY_CHANGE = frozenset({
+    "niter", "device", "data_threads", "no_tensorboard", "compile", "compile_backend", "save_every", "val_every",
+    "eval_nsample", "data_root", "demo"})
+#: What names the run (and so is never read from it) or only says how to start this process.
+_NOT_SETTINGS = frozenset({"log_dir", "name", "model_dir", "resume", "redo_eval", "explicit", "continued"})
+
+
+def _flag_value(v: Any) -> str:
+    return " ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+def run_args(folder: str | Path) -> dict[str, Any] | None:
+    """The settings (``args``) the training run in ``folder`` was made with, read from its
+    ``checkpoints/last.pt``; None when the folder holds no run yet."""
+    last = Path(folder) / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return None
+    return dict(read_checkpoint(last).get("args") or {})
+
+
+def continue_settings(args: Any, explicit: set[str], saved: dict[str, Any], folder: str | Path) -> list[str]:
+    """Make ``args`` (an argparse namespace) the settings ``saved`` (a run's checkpoint ``args``) with
+    which the run in ``folder`` was made, so that a continued run needs no flag repeated.
+
+    A flag in ``explicit`` (given on this command line) whose value differs from the run's is kept
+    when it is one a continued run may change (:data:`CONTINUE_MAY_CHANGE`) and listed in the
+    returned lines; any other difference raises :class:`errors.InputError` naming each one and
+    how to proceed, before anything is written. Settings the run did not record (flags newer
+    than the run) keep this command line's values."""
+    refused, changed = [], []
+    for key, was in saved.items():
+        if not hasattr(args, key) or key in _NOT_SETTINGS:
+            continue  # a flag this version no longer has, or one that names the run
+        now = getattr(args, key)
+        if key in explicit and _norm(now) != _norm(was):
+            if key in CONTINUE_MAY_CHANGE:
+                changed.append(f"--{key} {_flag_value(now)} (the run: {_flag_value(was)})")
+                continue
+            refused.append(f"--{key} {_flag_value(now)} (the run: {_flag_value(was)})")
+            continue
+        if key not in CONTINUE_MAY_CHANGE or key not in explicit:
+            setattr(args, key, was)
+    if refused:
+        raise InputError(f"{folder} was made with other settings: " + ", ".join(refused)
+                         + "; drop these flags to continue the run as it was made (its own settings are read "
+                           "from it), or give another --log_dir/--name to start a new run")
+    return changed

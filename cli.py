@@ -114,3 +114,20 @@ def config_kwargs(cls: type, args: Any) -> dict[str, Any]:
         else:
             out[f.name] = getattr(args, f.name)
     return out
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The ``dest`` of every flag written in ``argv`` (not left at its default): what the user
+    asked for on this command line. Parses once more with every default suppressed."""
+    saved = [(action, action.default) for action in parser._actions]
+    defaults = parser._defaults
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        parser._defaults = {}
+        namespace, _ = argparse.ArgumentParser.parse_known_args(parser, argv)
+    finally:
+        for action, default in saved:
+            action.default = default
+        parser._defaults = defaults
+    return set(vars(namespace))

@@ -44,19 +44,30 @@ def ensure_data(args: argparse.Namespace, argv: list[str]) -> None:
     args.data_root = str(root)
 
 
-def evaluate(args: argparse.Namespace, log_dir: Path, n_eval: int, label: str = "Sound2Sight") -> dict:
+def evaluate(args: argparse.Namespace, log_dir: Path, n_eval: int, label: str = "Sound2Sight",
+             again: bool = True) -> dict:
     """Score the FINAL checkpoint on the test split with the paper protocol (``best.pt`` is chosen
     on the first test clips, so scoring it there would flatter it), print the verdict and return
-    the evaluation's metrics."""
+    the evaluation's metrics. With ``again`` False an evaluation already on disk for this
+    checkpoint and these settings is shown instead of redone."""
+    import json
+
     import evaluation
     import runtime
+    from checkpoints import read_checkpoint
 
-    eval_dir = log_dir / "eval"
+    last = log_dir / "checkpoints" / "last.pt"
     settings = evaluation.EvalSettings(n_past=args.n_past, n_future=n_eval - args.n_past, nsample=args.eval_nsample,
                                        seed=args.seed, num_clips=EVAL_CLIPS, batch_size=32, num_gifs=4,
                                        shuffle_audio=True)
-    m = evaluation.evaluate_checkpoint(log_dir / "checkpoints" / "last.pt", args.data_root, eval_dir, settings,
-                                       device=runtime.get_device(args.device), tensorboard=not args.no_tensorboard)
+    eval_dir = evaluation.eval_dir(last, {"epoch": read_checkpoint(last).get("epoch")}, settings)
+    if not again and (eval_dir / "metrics.json").is_file():
+        m = json.loads((eval_dir / "metrics.json").read_text())
+        print(f"its evaluation ({eval_dir}; --redo_eval evaluates again):")
+    else:
+        m = evaluation.evaluate_checkpoint(last, args.data_root, eval_dir, settings,
+                                           device=runtime.get_device(args.device),
+                                           tensorboard=not args.no_tensorboard)
     print(table(m, label))
     print(audio_line(m))
     print(f"look at: {eval_dir}/gifs/, {eval_dir}/curves.png, {log_dir}/samples/, {log_dir}/losses.png")

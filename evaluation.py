@@ -859,6 +859,31 @@ def check_model_fits_data(cfg, info: dict[str, Any], ckpt_path: Path, data_root:
                          f"frames; lower them to fit (the paper: --n_past 5 --n_future 25 on 30-frame clips)")
 
 
+def eval_dir(ckpt_path: Path, ckpt: dict[str, Any], settings: EvalSettings) -> Path:
+    """The folder of one evaluation of one checkpoint with one set of settings, so that no
+    evaluation replaces another: ``<run folder>/eval/<checkpoint>_ep<E>_<n_past>+<n_future>_k<nsample>_N<clips>``
+    and a short hash of every setting that changes a number (:meth:`EvalSettings.fingerprint`),
+    e.g. ``logs/demo/eval/last_ep30_5+10_k20_N256_3f9a1c``. The run folder is the one holding
+    ``checkpoints/``, else the checkpoint's own folder."""
+    import hashlib
+
+    folder = ckpt_path.parent
+    run = folder.parent if folder.name == "checkpoints" else folder
+    digest = hashlib.sha1(json.dumps(settings.fingerprint(), sort_keys=True).encode()).hexdigest()[:6]
+    epoch = (ckpt or {}).get("epoch")
+    name = (f"{ckpt_path.stem}" + (f"_ep{epoch}" if epoch is not None else "")
+            + f"_{settings.n_past}+{settings.n_future}_k{settings.nsample}_N{settings.num_clips or 'all'}_{digest}")
+    return run / "eval" / name
+
+
+def check_not_evaluated(log_dir: Path, overwrite: bool) -> None:
+    """Refuse (one InputError line) an output folder that already holds a finished evaluation, unless
+    ``overwrite``: an evaluation never silently replaces another's results."""
+    if (log_dir / "metrics.json").is_file() and not overwrite:
+        raise InputError(f"{log_dir} already holds an evaluation (metrics.json); its results stay there. Pass "
+                         "--overwrite to redo it, or another --log_dir")
+
+
 def evaluate_checkpoint(ckpt_path: Path, data_root: str, log_dir: Path, settings: EvalSettings, *,
                         device: torch.device, rank: int = 0, world: int = 1, tensorboard: bool = True,
                         resumable: bool = True, model=None, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -915,4 +940,5 @@ def evaluate_checkpoint(ckpt_path: Path, data_root: str, log_dir: Path, settings
         print(f"wrote {log_dir}/ (metrics.json, metrics.csv, curves.png, gifs/"
               + (", samples.npz)" if settings.save_samples else ")"))
     # the returned copy also counts loading and writing
-    return {**result, "timing": {**result["timing"], "all": round(time.perf_counter() - t_start, 3)}}
+    return {**result, "timing": {**result["timing"], "all": round(time.perf_counter() - t_start, 3)},
+            "log_dir": str(log_dir)}

@@ -37,8 +37,11 @@ Under ``torchrun --nproc_per_node K`` the clips are shared out between processes
 numbers are the same as in one process: every clip draws its noise from its own
 generator, seeded from (``--seed``, clip index), whatever process or batch it lands in.
 
-Outputs in ``--log_dir`` (default ``<run folder>/eval``): metrics.json, metrics.csv,
-curves.png, gifs/clip_XXXXX.gif and, with ``--save_samples``, samples.npz.
+Outputs in ``--log_dir`` (default: a folder of its own per checkpoint and settings,
+``<run folder>/eval/<checkpoint>_ep<E>_<n_past>+<n_future>_k<nsample>_N<clips>_<hash>``, so that
+no evaluation replaces another): metrics.json, metrics.csv, curves.png, gifs/clip_XXXXX.gif
+and, with ``--save_samples``, samples.npz. A folder that already holds an evaluation is refused
+without ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -112,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--num_workers", "--num_threads", dest="num_threads", type=int, default=0,
                     help="DataLoader worker processes (the original's --num_threads; capped at the CPU cores)")
     out = p.add_argument_group("output")
-    out.add_argument("--log_dir", default="", help="output folder (default: <run folder>/eval)")
+    out.add_argument("--log_dir", default="",
+                     help="output folder (default: <run folder>/eval/<checkpoint>_ep<E>_<n_past>+<n_future>_k<nsample>"
+                          "_N<clips>_<hash of the settings>: one per checkpoint and settings)")
+    out.add_argument("--overwrite", action="store_true", help="redo an evaluation whose folder already holds one")
     out.add_argument("--log_path", default="",
                      help="a folder (as in the release): the headline numbers go to results_epoch_<label>.txt "
                           "and .json there; a file path (not an existing folder): one headline line appended")
@@ -203,12 +209,6 @@ def apply_checkpoint_settings(args: argparse.Namespace, ckpt_args: dict[str, Any
     args.data_root, args.n_past, args.n_future = data_root, n_past, n_future
 
 
-def default_log_dir(ckpt_path: Path) -> Path:
-    """``<run folder>/eval``: the folder holding ``checkpoints/``, else the checkpoint's folder."""
-    folder = ckpt_path.parent
-    return (folder.parent if folder.name == "checkpoints" else folder) / "eval"
-
-
 def check_writable(log_dir: Path, flag: str = "--log_dir") -> None:
     """The output folder ``flag`` can be written (created when missing); InputError naming it and why."""
     check_output_folder(log_dir, flag)  # probes a real write, before any work
@@ -285,8 +285,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         apply_checkpoint_settings(args, ckpt_args, model.cfg, rank)
         data_root, settings = args.data_root, settings_from_args(args)
         check_checkpoint_preset(args.dataset, model.cfg, ckpt_path)
-        log_dir = Path(args.log_dir) if args.log_dir else default_log_dir(ckpt_path)
+        log_dir = Path(args.log_dir) if args.log_dir else evaluation.eval_dir(ckpt_path, ckpt, settings)
         if rank == 0:
+            evaluation.check_not_evaluated(log_dir, args.overwrite)
             check_writable(log_dir)
             if args.log_path:
                 check_log_path(Path(args.log_path))

@@ -57,12 +57,16 @@ def derange_audio(audio: torch.Tensor) -> torch.Tensor:
 def prior_stats(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tensor | None) -> PriorStats | None:
     """The figures of ``model``'s prior (a :class:`methods.LatentPrior` such as
     :class:`models.sound2sight.Sound2Sight`, not a DDP wrapper) on ``frames [T, B, C, H, W]``
-    (``T >= 2``, ``B >= 2``) and ``audio [T, B, 1, F, S]`` (None without audio); None for a
-    model without a learned prior. Runs in eval mode and restores the model's mode."""
+    (``T >= 2``) and ``audio [T, B, 1, F, S]`` (None without audio); None for a model without a
+    learned prior, and for a single clip (``B < 2``: a spread over clips and a swapped audio need
+    two; a validation set of one clip trains on without these figures). Runs in eval mode and
+    restores the model's mode."""
     if not has_latent_prior(model):
         return None
-    if frames.dim() != 5 or frames.shape[0] < 2 or frames.shape[1] < 2:
-        raise ValueError(f"prior_stats needs frames [T>=2, B>=2, C, H, W], got {list(frames.shape)}")
+    if frames.dim() != 5 or frames.shape[0] < 2:
+        raise ValueError(f"prior_stats needs frames [T>=2, B, C, H, W], got {list(frames.shape)}")
+    if frames.shape[1] < 2:
+        return None
     was_training = model.training
     model.eval()
     try:

@@ -41,7 +41,7 @@ import runtime
 import training
 from data import DATASETS, DEFAULT_DATA_ROOT, PRESETS, check_preset, dataset_info, dataset_shapes, open_dataset
 from models.optim import OPTIMIZERS
-from cli import add_config_flags, config_kwargs
+from cli import add_config_flags, config_kwargs, explicit_dests
 from errors import InputError, run_cli
 from files import atomic_write_json
 from media import save_gif
@@ -58,6 +58,8 @@ def build_parser(method: str = methods.DEFAULT_METHOD) -> argparse.ArgumentParse
     start.add_argument("--demo", action="store_true",
                        help="make a small M3SO-NB (unless --data_root is given), train a small model, evaluate it")
     start.add_argument("--eval_nsample", type=int, default=20, help="--demo: samples per clip in the final evaluation")
+    start.add_argument("--redo_eval", action="store_true",
+                       help="--demo on a finished run: evaluate again (otherwise its evaluation is shown)")
     data = p.add_argument_group("data")
     data.add_argument("--data_root", default=DEFAULT_DATA_ROOT,
                       help="dataset folder (generated layout or legacy M3SO download); make the default one with "
@@ -161,13 +163,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if first.demo:
         parser.set_defaults(**demo.DEFAULTS)
         first, _ = parser.parse_known_args(argv)
+    saved = checkpoints.run_args(run_folder(first))
+    explicit = explicit_dests(parser, argv)
+    if saved is not None and saved.get("method", first.method) != first.method and "method" not in explicit:
+        return parse_args([*(argv if argv is not None else sys.argv[1:]), "--method", saved["method"]])
     shapes = dataset_shapes(first.data_root, missing_ok=True)
     if shapes is not None:
         check_preset(first.dataset, shapes, first.data_root)
         parser.set_defaults(image_width=shapes.image_size, channels=shapes.channels)
     elif first.dataset in PRESETS:
         parser.set_defaults(**PRESETS[first.dataset])
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.explicit = sorted(explicit)  # what this command line asked for (messages; never a setting)
+    args.continued = []
+    if saved is not None:  # the run folder is the source of truth: continue with its own settings
+        args.continued = checkpoints.continue_settings(args, explicit, saved, run_folder(args))
+        args.resume = True
+    return args
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings as saved in its checkpoints and config.json: every flag, without what
+    :func:`parse_args` adds about this command line (``explicit``, ``continued``)."""
+    return {k: v for k, v in vars(args).items() if k not in ("explicit", "continued")}
 
 
 def method_of_argv(argv: list[str] | None) -> str:
@@ -251,13 +269,15 @@ class Run:
 
     def save(self, name: str, progress: checkpoints.Progress) -> None:
         checkpoints.save_training(self.ckpt_dir / name, self.method.name, self.model, self.optimizer, self.scaler,
-                                  progress, vars(self.args), iters_per_epoch=self.iters)
+                                  progress, settings(self.args), iters_per_epoch=self.iters)
 
 
 def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> Path:
     """Set up, resume, then per epoch: run it, end it (validate, log, checkpoint)."""
     run = setup_run(args, argv, rank, world, device)
     progress = resume(run)
+    if progress.epoch >= args.niter and not progress.iteration:
+        return finished(run)
     finish_setup(run, progress)
     with StopSignals() as stop, (run.tb or contextlib.nullcontext()):
         for epoch in range(progress.epoch, args.niter):
@@ -270,16 +290,25 @@ def train(args: argparse.Namespace, argv: list[str] | None, rank: int, world: in
     return run.log_dir
 
 
+def finished(run: Run) -> Path:
+    """A run that has trained all its epochs says so and where its results are, and trains no more;
+    the demo evaluates only when its evaluation is missing or ``--redo_eval`` asks."""
+    args = run.args
+    if run.rank == 0:
+        print(f"{run.log_dir} has finished its {args.niter} epochs; results: {run.log_dir}/ (config.json, "
+              f"metrics.csv, losses.png, samples/, checkpoints/). To train longer, run the same command with "
+              f"--niter above {args.niter}.")
+        if args.demo:
+            demo.evaluate(args, run.log_dir, run.n_eval, run.method.label(run.cfg), again=args.redo_eval)
+    return run.log_dir
+
+
 def check_flags(args: argparse.Namespace, argv: list[str] | None, rank: int, world: int, device: torch.device) -> None:
     """Flag fix-ups and checks that need no data: --model_dir, the demo's data, --no_audio, --amp."""
-    log_dir = run_folder(args)
     if args.model_dir:
         args.log_dir, args.name, args.resume = args.model_dir, "", True
     if args.demo:  # running the demo again continues (or just re-evaluates) the same run
         args.resume = True
-    if not args.resume and (log_dir / "checkpoints" / "last.pt").exists():
-        raise InputError(f"{log_dir} already holds a training run; pass --resume to continue it, "
-                         "or choose another --log_dir/--name")
     given = list(argv if argv is not None else sys.argv[1:])
     if args.demo and rank == 0:
         demo.ensure_data(args, given)
@@ -373,9 +402,11 @@ def resume(run: Run) -> checkpoints.Progress:
         run.metrics_log.truncate(progress.epoch)
         if run.rank == 0:
             part = f" and {progress.iteration} iterations of epoch {progress.epoch + 1}" if progress.iteration else ""
-            print(f"resuming {last} after epoch {progress.epoch}/{run.args.niter}{part}")
+            print(f"resuming {last} after epoch {progress.epoch}/{run.args.niter}{part}, with the run's own settings"
+                  + (f"; changed on this command line: {', '.join(run.args.continued)}"
+                     if getattr(run.args, "continued", None) else ""))
         return progress
-    if run.args.resume and run.rank == 0:
+    if "resume" in getattr(run.args, "explicit", ()) and run.rank == 0:
         print(f"--resume: no checkpoint in {run.ckpt_dir} yet, starting afresh")
     run.metrics_log.rows = []
     return checkpoints.Progress()
@@ -389,7 +420,7 @@ def finish_setup(run: Run, progress: checkpoints.Progress) -> None:
     if rank == 0:
         run.log_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run.log_dir / "config.json", {
-            "method": run.method.name, "args": vars(args), "model_config": asdict(run.cfg),
+            "method": run.method.name, "args": settings(args), "model_config": asdict(run.cfg),
             "data": {k: v for k, v in run.info.items() if k != "json"},
             "world_size": world, "device": str(device), "torch": torch.__version__,
             "python": platform.python_version(), "n_eval": run.n_eval,
@@ -564,11 +595,10 @@ def stop_run(stop: StopSignals, run: Run, partial: checkpoints.Progress | None) 
             where = f"after {partial.iteration} iterations of epoch {partial.epoch + 1}/{run.args.niter}"
         elif partial is not None:
             where += " (the partial epoch is dropped under torchrun)"
-        given = list(sys.argv[1:] if run.argv is None else run.argv)
-        if "--resume" not in given:
-            given.append("--resume")
+        # the run folder holds every setting: naming it is enough (the same command works too)
         print(f"stopped {where}; checkpoint {run.ckpt_dir / 'last.pt'}. Resume with:\n"
-              f"  python train_sound2sight.py {shlex.join(given)}", file=sys.stderr)
+              f"  python train_sound2sight.py {shlex.join(['--log_dir', str(run.log_dir), '--resume'])}",
+              file=sys.stderr)
     raise SystemExit(128 + stop.requested)
 
 

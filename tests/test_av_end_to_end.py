@@ -3,6 +3,7 @@ and every audio feature kind of the registry on M3SO and on prepared videos."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,7 +44,8 @@ def test_prepare_train_evaluate(tmp_path, av_data, dataset):
                                    "--num_gifs", "1", "--device", "cpu"])
     assert m["num_clips"] >= 1 and len(m["paper"]["ssim_per_frame"]) == 3
     assert np.isfinite(m["paper"]["psnr"]) and 0 < m["paper"]["ssim"] <= 1
-    assert (log / "eval" / "gifs").is_dir() and any((log / "eval" / "gifs").iterdir())
+    gifs = Path(m["log_dir"]) / "gifs"
+    assert Path(m["log_dir"]).parent == log / "eval" and gifs.is_dir() and any(gifs.iterdir())
 
 
 # stft is the default of both tools, trained and evaluated end to end above and in test_train.py

@@ -234,7 +234,8 @@ def test_no_audio_model_one_sample_capped_clips_worker(setup, tmp_path):
     r = gen.main(["--model_path", str(tmp_path / "noaudio"), "--data_root", str(setup["data"]), "--n_past", "2",
                   "--n_future", "3", "--nsample", "1", "--N", "2", "--num_threads", "1", "--protocol", "best",
                   "--num_gifs", "1", "--device", "cpu"])
-    out = tmp_path / "noaudio" / "eval"  # default --log_dir: <run folder>/eval
+    out = Path(r["log_dir"])  # default --log_dir: one folder per checkpoint and settings under <run folder>/eval
+    assert out.parent == tmp_path / "noaudio" / "eval" and out.name.startswith("last_")
     m = json.loads((out / "metrics.json").read_text())
     assert m["checkpoint"] == str(ckpt) and m["use_audio"] is False
     assert m["num_clips"] == 2 and m["diversity"] is None and "paper" not in m and r["best"] == m["best"]
@@ -347,8 +348,21 @@ def test_checkpoint_and_data_resolution(tmp_path, setup):
     assert gen.resolve_checkpoint(str(run), 3) == run / "checkpoints" / "epoch_3.pt"
     # a file with --model_epoch: the epoch is a label only, as in the release
     assert gen.resolve_checkpoint(str(run / "checkpoints" / "best.pt"), 3) == run / "checkpoints" / "best.pt"
-    assert gen.default_log_dir(run / "checkpoints" / "best.pt") == run / "eval"
-    assert gen.default_log_dir(tmp_path / "model.pt") == tmp_path / "eval"
+    # each checkpoint and each set of settings gets a folder of its own: no evaluation replaces another
+    import evaluation
+
+    s1 = evaluation.EvalSettings(n_past=5, n_future=10, nsample=20, num_clips=256)
+    d1 = evaluation.eval_dir(run / "checkpoints" / "best.pt", {"epoch": 30}, s1)
+    assert d1.parent == run / "eval" and d1.name.startswith("best_ep30_5+10_k20_N256_")
+    assert evaluation.eval_dir(tmp_path / "model.pt", {}, s1).parent == tmp_path / "eval"
+    others = [evaluation.eval_dir(run / "checkpoints" / "best.pt", {"epoch": 31}, s1),
+              evaluation.eval_dir(run / "checkpoints" / "last.pt", {"epoch": 30}, s1),
+              evaluation.eval_dir(run / "checkpoints" / "best.pt", {"epoch": 30},
+                                  evaluation.EvalSettings(n_past=5, n_future=10, nsample=20, num_clips=256, seed=2))]
+    assert len({d1, *others}) == 4
+    assert d1 == evaluation.eval_dir(run / "checkpoints" / "best.pt", {"epoch": 30},
+                                     evaluation.EvalSettings(n_past=5, n_future=10, nsample=20, num_clips=256,
+                                                             num_workers=3))  # how it runs is not what it is
     # --data_root left out: the checkpoint's training data_root, whatever folders the current one holds
     cwd = os.getcwd()
     os.chdir(tmp_path)

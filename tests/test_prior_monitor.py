@@ -81,8 +81,9 @@ def test_prior_stats_without_audio_and_bad_input():
     stats = prior_monitor.prior_stats(model, frames, None)
     assert stats.audio_change == 0.0 and stats.sigma > 0 and stats.kl >= 0
     assert "audio change 0" in prior_monitor.describe(stats)
-    with pytest.raises(ValueError, match="B>=2"):
-        prior_monitor.prior_stats(model, frames[:, :1], None)
+    assert prior_monitor.prior_stats(model, frames[:, :1], None) is None  # one clip: no spread, no swap
+    with pytest.raises(ValueError, match="T>=2"):
+        prior_monitor.prior_stats(model, frames[:1], None)
 
 
 def test_default_scales_leave_the_maths_unchanged_and_others_do_what_they_say():

@@ -193,16 +193,43 @@ def test_resume_without_checkpoint_starts_afresh(tmp_path, tiny_data, capsys):
     assert (tmp_path / "c" / "checkpoints" / "last.pt").is_file()
 
 
-def test_refuses_to_overwrite_a_run(tmp_path, tiny_data):
-    run(tmp_path / "d", tiny_data, "--niter", "1", "--epoch_size", "1")
-    with pytest.raises(InputError, match="--resume"):
-        run(tmp_path / "d", tiny_data, "--niter", "1", "--epoch_size", "1")
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_resume_with_other_config_is_refused(tmp_path, tiny_data):
-    run(tmp_path / "e", tiny_data, "--niter", "1", "--epoch_size", "1")
-    with pytest.raises(InputError, match="g_dim 16, this run asks for 24"):
-        run(tmp_path / "e", tiny_data, "--niter", "2", "--epoch_size", "1", "--resume", "--g_dim", "24")
+def test_a_finished_run_says_so_and_is_never_overwritten(tmp_path, tiny_data, capsys):
+    log = run(tmp_path / "d", tiny_data, "--niter", "1", "--epoch_size", "1", "--lr_schedule", "cosine")
+    before = _files(log)
+    capsys.readouterr()
+    run(tmp_path / "d", tiny_data, "--niter", "1", "--epoch_size", "1", "--lr_schedule", "cosine")  # the same command
+    out = capsys.readouterr().out
+    assert "has finished its 1 epochs" in out and "--niter above 1" in out and "starting afresh" not in out
+    assert _files(log) == before  # nothing trained, nothing rewritten
+
+
+def test_a_differing_flag_is_refused_by_name_and_leaves_the_run_unchanged(tmp_path, tiny_data):
+    log = run(tmp_path / "e", tiny_data, "--niter", "1", "--epoch_size", "1", "--lr_schedule", "cosine")
+    before = _files(log)
+    with pytest.raises(InputError, match=r"made with other settings: --g_dim 24 \(the run: 16\), --lr_schedule constant "
+                                         r"\(the run: cosine\), --batch_size 2 \(the run: 4\); drop these"):
+        train_sound2sight.main(["--log_dir", str(log), "--resume", "--g_dim", "24", "--batch_size", "2",
+                                "--lr_schedule", "constant", "--niter", "2"])
+    assert _files(log) == before
+
+
+def test_a_continued_run_takes_its_own_settings_and_lists_what_may_change(tmp_path, tiny_data, capsys):
+    log = run(tmp_path / "g", tiny_data, "--niter", "1", "--epoch_size", "2", "--lr_schedule", "cosine",
+              "--output_bias", "-3", "--val_clips", "3")
+    capsys.readouterr()
+    train_sound2sight.main(["--log_dir", str(log), "--niter", "2"])  # no --resume, nothing else repeated
+    out = capsys.readouterr().out
+    assert "changed on this command line: --niter 2 (the run: 1)" in out
+    cfg = json.loads((log / "config.json").read_text())["args"]
+    assert (cfg["niter"], cfg["epoch_size"], cfg["lr_schedule"], cfg["output_bias"], cfg["val_clips"],
+            cfg["batch_size"], cfg["g_dim"]) == (2, 2, "cosine", -3.0, 3, 4, 16)
+    assert "explicit" not in cfg and "continued" not in cfg
+    rows = list(csv.DictReader(open(log / "metrics.csv")))
+    assert [float(r["lr"]) for r in rows] == [0.002, 0.002 * 0.5 * (1 + math.cos(math.pi / 2))]
 
 
 def test_bad_inputs(tmp_path, tiny_data):
@@ -265,7 +292,8 @@ def test_demo_with_overrides(tmp_path, monkeypatch, capsys):
                                   "--g_dim", "16", "--rnn_size", "32", "--disc_rnn_size", "16", "--batch_size", "4",
                                   "--eval_nsample", "2", "--device", "cpu"])
     assert (log / "m3so_nb_data" / "dataset.json").is_file()
-    m = json.loads((log / "eval" / "metrics.json").read_text())
+    (eval_dir,) = (log / "eval").iterdir()  # one folder per checkpoint and settings
+    m = json.loads((eval_dir / "metrics.json").read_text())
     assert 0 < m["paper"]["ssim"] <= 1 and 0 < m["copy_last_frame"]["paper"]["ssim"] <= 1
     assert m["checkpoint"].endswith("last.pt") and m["num_clips"] == 8  # the final model, all test clips
     args = json.loads((log / "config.json").read_text())["args"]
@@ -451,8 +479,11 @@ def test_sigterm_stops_cleanly_and_resume_equals_a_straight_run(tmp_path, tiny_d
     assert "Traceback" not in err
     stopped = torch.load(log / "checkpoints" / "last.pt", weights_only=True)
     assert stopped["epoch"] < 3
-    resumed = subprocess.run(_train_cmd(log, tiny_data, *flags, "--resume"), env=env, capture_output=True,
-                             text=True, timeout=300, cwd=ROOT)
+    assert resume_line == f"python train_sound2sight.py --log_dir {log} --resume"
+    # nothing repeated but the run folder: its own settings come from it
+    resumed = subprocess.run([sys.executable, "train_sound2sight.py", "--log_dir", str(log), "--resume"], env=env,
+                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert "with the run's own settings" in resumed.stdout and "changed on this command line" not in resumed.stdout
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = _state(tmp_path / "a"), _state(log)
     assert a["epoch"] == b["epoch"] == 3 and "partial_epoch" not in b
