@@ -305,7 +305,8 @@ CONTINUE_MAY_CHANGE = frozenset({
     "niter", "device", "data_threads", "no_tensorboard", "compile", "compile_backend", "save_every", "val_every",
     "eval_nsample", "data_root", "demo"})
 #: What names the run (and so is never read from it) or only says how to start this process.
-_NOT_SETTINGS = frozenset({"log_dir", "name", "model_dir", "resume", "redo_eval", "explicit", "continued"})
+_NOT_SETTINGS = frozenset({"log_dir", "name", "model_dir", "resume", "redo_eval", "explicit", "continued",
+                           "method"})  # the method picks the parser: train_sound2sight.parse_args reads it first
 
 
 def _flag_value(v: Any) -> str:

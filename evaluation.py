@@ -49,7 +49,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -318,10 +318,11 @@ def gif_rows(clips: Sequence[int], settings: EvalSettings) -> list[int]:
 
 
 def sample_and_score(model, frames: torch.Tensor, audio: torch.Tensor | None, clips: list[int],
-                     settings: EvalSettings, timer: Timer) -> _Futures:
+                     settings: EvalSettings, timer: Timer, progress: Callable[[int], Any] | None = None) -> _Futures:
     """Sample ``nsample`` futures per clip from the prior (``chunk_size // B`` per clip and
     model call) and score each against the ground truth, keeping only the scores, the set
-    metrics' running state and the samples the GIFs show.
+    metrics' running state and the samples the GIFs show. ``progress(n)`` is told after each
+    model call how many clip x sample sequences it finished (a progress bar that moves within a batch).
 
     frames ``[T, B, C, H, W]``, audio ``[T, B, 1, F, S]`` with T = n_past + n_future."""
     st = settings
@@ -367,6 +368,8 @@ def sample_and_score(model, frames: torch.Tensor, audio: torch.Tensor | None, cl
                 for j in gif_pick[b]:
                     if s0 <= j < s1:
                         gif_random[b][j] = seq[b, j - s0].cpu()
+        if progress is not None:
+            progress(batch * (s1 - s0))
     with timer("scoring"):
         finished = {name: (m.finish(set_state[name], nsample).cpu().numpy() if name in set_state
                            else np.full(batch, np.nan)) for name, m in metrics.SET_METRICS.items()}
@@ -433,7 +436,7 @@ def build_gifs(frames: torch.Tensor, clips: list[int], futures: _Futures, poster
 
 @torch.inference_mode()
 def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clips: list[int], settings: EvalSettings,
-                   timer: Timer | None = None) -> BatchResult:
+                   timer: Timer | None = None, progress: Callable[[int], Any] | None = None) -> BatchResult:
     """Score one batch of clips: the model's samples, every baseline, the GIFs.
 
     frames ``[T, B, C, H, W]``, audio ``[T, B, 1, F, S]`` (time-major, on the model's
@@ -443,7 +446,7 @@ def evaluate_batch(model, frames: torch.Tensor, audio: torch.Tensor | None, clip
     total = st.n_past + st.n_future
     frames = frames[:total]
     audio = None if audio is None else audio[:total]
-    futures = sample_and_score(model, frames, audio, clips, st, timer)
+    futures = sample_and_score(model, frames, audio, clips, st, timer, progress)
     with timer("sampling"):
         posterior = reconstruct_posterior(model, frames, audio, clips, gif_rows(clips, st), st)
     with timer("scoring"):
@@ -553,16 +556,18 @@ def score_dataset(model, dataset, mine: list[list[int]], settings: EvalSettings,
     todo = [c for i, c in enumerate(mine) if done.get(i) is None]
     workers = runtime.cap_workers(settings.num_workers, world, say=False)
     loader = DataLoader(dataset, batch_sampler=todo, num_workers=workers) if todo else []
-    with tqdm(total=len(mine), initial=len(parts), desc=desc, unit="batch", disable=rank != 0 or not progress) as bar:
+    # the bar counts clip x sample sequences (with a time estimate), so it moves within a batch
+    seqs = settings.nsample
+    with tqdm(total=sum(map(len, mine)) * seqs, initial=sum(map(len, parts)) * seqs, desc=desc, unit="seq",
+              disable=rank != 0 or not progress, smoothing=0.1) as bar:
         for clips, (frames, audio) in zip(todo, loader):  # the bar closes on an error too
             if stop is not None and stop.requested:
                 raise Stopped
             frames, audio = runtime.to_time_major((frames, audio), device)
-            part = evaluate_batch(model, frames, audio, clips, settings, timer)
+            part = evaluate_batch(model, frames, audio, clips, settings, timer, progress=bar.update)
             if store is not None:
                 store.save(tag, clips, part)
             parts.append(part)
-            bar.update(1)
     if world > 1:  # exchanged as plain arrays (BatchResult.to_arrays), each process's batches merged first
         mine_arrays = BatchResult.concat(parts).to_arrays() if any(len(p) for p in parts) else None
         gathered: list[dict[str, np.ndarray] | None] = [None] * world

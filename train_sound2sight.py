@@ -166,7 +166,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     saved = checkpoints.run_args(run_folder(first))
     explicit = explicit_dests(parser, argv)
     if saved is not None and saved.get("method", first.method) != first.method and "method" not in explicit:
-        return parse_args([*(argv if argv is not None else sys.argv[1:]), "--method", saved["method"]])
+        given = list(argv if argv is not None else sys.argv[1:])
+        if saved["method"] in methods.METHODS and not build_parser(saved["method"]).parse_known_args(given)[1]:
+            return parse_args([*given, "--method", saved["method"]])  # the run's method takes these flags
+        # flags of another method: the checkpoint refuses it by name when the run is resumed
     shapes = dataset_shapes(first.data_root, missing_ok=True)
     if shapes is not None:
         check_preset(first.dataset, shapes, first.data_root)

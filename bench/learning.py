@@ -91,7 +91,9 @@ def run(log_dir: Path, extra: list[str], python: str) -> dict:
     curve = read_curve(log_dir / "metrics.csv", per_epoch)
     win = first_win(curve)
     final = None
-    metrics_json = log_dir / "eval" / "metrics.json"
+    # the demo's closing evaluation: the one folder under eval/ (one per checkpoint and settings)
+    found = sorted((log_dir / "eval").glob("*/metrics.json"), key=lambda f: f.stat().st_mtime)
+    metrics_json = found[-1] if found else log_dir / "eval" / "metrics.json"
     if metrics_json.is_file():
         m = json.loads(metrics_json.read_text())
         final = {"clips": m["num_clips"], "nsample": m["nsample"],

@@ -213,3 +213,78 @@ def write_report(results: Path, metrics_paths: dict[str, Path], meta: dict[str, 
               f"seeds) over the final checkpoints; the baselines are deterministic. {len(runs)} runs evaluated.\n\n")
     atomic_write_text(results / "tables.md", header + text)
     return results / "tables.md"
+
+
+#: The learning curve's panels: (title, path into metrics.json) of the model; a baseline's is baseline_path's.
+CURVE_PANELS = [
+    ("SSIM", ("paper", "ssim")),
+    ("PSNR (dB)", ("paper", "psnr")),
+    ("SSIM after a block bounce", ("events", "model", "paper", "after_block_bounce", "ssim")),
+    ("PSNR after a block bounce (dB)", ("events", "model", "paper", "after_block_bounce", "psnr")),
+]
+
+
+def curve_points(metrics_paths: dict[str, list[Path]]) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+    """Per run name, its evaluations (``metrics.json`` paths) as (training iterations, metrics), in order."""
+    out = {}
+    for name, paths in metrics_paths.items():
+        points = []
+        for path in paths:
+            m = json.loads(path.read_text())
+            if m.get("model_iterations"):
+                points.append((int(m["model_iterations"]), m))
+        if points:
+            out[name] = sorted(points, key=lambda p: p[0])
+    return out
+
+
+def learning_curve_table(points: dict[str, list[tuple[int, dict[str, Any]]]]) -> str:
+    """A markdown table: one row per run and evaluated checkpoint, the panels' figures beside constant
+    velocity's and copy-last-frame's (paper protocol)."""
+    head = "| run | iterations | " + " | ".join(t for t, _ in CURVE_PANELS) + " |"
+    lines = [head, "|" + "---|" * (2 + len(CURVE_PANELS))]
+    for name, pts in sorted(points.items()):
+        for it, m in pts:
+            cells = []
+            for _, path in CURVE_PANELS:
+                v, cv = dig(m, path), dig(m, baseline_path("constant_velocity", path))
+                cells.append("-" if v is None else f"{v:.4f}" if v < 1.5 else f"{v:.2f}")
+                if cv is not None and v is not None:
+                    cells[-1] += f" ({'>' if v > cv else '<'} CV {cv:.4f})" if v < 1.5 else \
+                        f" ({'>' if v > cv else '<'} CV {cv:.2f})"
+            lines.append(f"| {name} | {it:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_learning_curve(path: Path, ds: str, points: dict[str, list[tuple[int, dict[str, Any]]]]) -> None:
+    """SSIM and PSNR (overall and after a block bounce) against training iterations on a log axis, one
+    line per run of dataset ``ds``, constant velocity and copy-last-frame drawn across."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {k: v for k, v in points.items() if k.startswith(f"{ds}/")}
+    panels = [(t, p) for t, p in CURVE_PANELS
+              if any(dig(m, p) is not None for pts in runs.values() for _, m in pts)]
+    if not runs or not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    any_m = next(iter(runs.values()))[-1][1]
+    for ax, (title, p) in zip(axes[0], panels):
+        for name, pts in sorted(runs.items()):
+            xs = [it for it, m in pts if dig(m, p) is not None]
+            ys = [dig(m, p) for _, m in pts if dig(m, p) is not None]
+            ax.plot(xs, ys, "o-", ms=4, label=name.split("/", 1)[1].replace("_seed", ", seed "))
+        for base, style in (("constant_velocity", "--"), ("copy_last_frame", ":")):
+            v = dig(any_m, baseline_path(base, p))
+            if v is not None:
+                ax.axhline(v, ls=style, color="grey", label=BASELINES[base].label)
+        ax.set_xscale("log")
+        ax.set_xlabel("training iterations (batch 16)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"{ds}: the learning curve (256 test clips x 20 samples, paper protocol)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

@@ -57,6 +57,7 @@ class Scale:
     seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per "<dataset>/<config>"
     datasets: tuple[str, ...] = ("m3so_nb", "m3so")  # what the scale covers (and --datasets narrows)
     configs: tuple[str, ...] = ("sound2sight", "no_audio", "no_disc")  # what it trains (and --configs narrows)
+    curve: tuple[int, ...] = ()  # epochs whose checkpoints/epoch_N.pt are evaluated too (the learning curve)
 
 
 # The demo's recipe (measured in bench/learning.py; see README "Time to quality"), at the
@@ -91,6 +92,18 @@ SCALES = {
                                 "--batch_size", "32", "--num_gifs", "4"),
                     seeds={f"{ds}/{cfg}": (1, 2, 3) for ds in ("m3so", "m3so_nb") for cfg in ("sound2sight", "no_audio")},
                     datasets=("m3so", "m3so_nb"), configs=("sound2sight", "no_audio")),
+    # Past the heuristics (RESULTS.md, "The learning curve"): the recipe at the demo's widths (LSTMs and
+    # transformers 128 wide), 12,000 iterations (240 epochs of 50, the cosine over all of them) on 16,000
+    # training clips (each seen 12 times: the 4,000 of the other scales would be seen 48 times), a
+    # checkpoint every 30 epochs, the curve evaluated at 1,500, 3,000, 6,000 and 12,000 iterations.
+    "long": Scale(num_train=16000, num_test=256,
+                  train_flags=tuple(f for f in COMMON_TRAIN if f not in ("--save_every", "0"))
+                  + ("--save_every", "30", "--val_every", "10", "--rnn_size", "128", "--disc_rnn_size", "128",
+                     "--niter", "240", "--epoch_size", "50") + RECIPE,
+                  eval_flags=("--n_past", "5", "--n_future", "15", "--nsample", "20", "--N", "256",
+                              "--batch_size", "32", "--num_gifs", "4"),
+                  seeds={"m3so/sound2sight": (1, 2, 3), "m3so/no_audio": (1, 2, 3), "m3so_nb/sound2sight": (1,)},
+                  datasets=("m3so", "m3so_nb"), configs=("sound2sight", "no_audio"), curve=(30, 60, 120)),
     # Toy size for the tests: seconds, not hours.
     "tiny": Scale(num_train=16, num_test=6,
                   train_flags=("--n_past", "3", "--n_future", "3", "--n_eval", "6", "--batch_size", "4",
@@ -101,6 +114,16 @@ SCALES = {
                   eval_flags=("--n_past", "3", "--n_future", "3", "--nsample", "3", "--N", "6", "--batch_size", "3",
                               "--num_gifs", "1"),
                   seeds={"m3so/sound2sight": (1, 2)}),
+    # The toy size with a learning curve (a checkpoint after epoch 1 of 2 evaluated too).
+    "tiny_curve": Scale(num_train=16, num_test=6,
+                        train_flags=("--n_past", "3", "--n_future", "3", "--n_eval", "6", "--batch_size", "4",
+                                     "--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32",
+                                     "--disc_rnn_size", "16", "--nhead", "2", "--nf", "8", "--data_threads", "0",
+                                     "--save_every", "1", "--val_nsample", "2", "--niter", "2", "--epoch_size", "2",
+                                     "--bn_recalibrate", "1"),
+                        eval_flags=("--n_past", "3", "--n_future", "3", "--nsample", "3", "--N", "6",
+                                    "--batch_size", "3", "--num_gifs", "1"),
+                        seeds={"m3so/sound2sight": (1,)}, datasets=("m3so",), configs=("sound2sight",), curve=(1,)),
 }
 DATASETS = {"m3so_nb": ("--no_block",), "m3so": ()}
 CONFIGS = {"sound2sight": (), "no_audio": ("--no_audio",), "no_disc": ("--no_disc",)}
@@ -181,8 +204,40 @@ class Study:
         for ds, cfg, seed in self.my_runs():
             d, done = self.run_dir(ds, cfg, seed), self.evaluated(ds, cfg, seed)
             out.append((f"train {run_name(ds, cfg, seed)}", done or (d / "TRAINED").is_file()))
+            for epoch in self.scale.curve:
+                out.append((f"evaluate {run_name(ds, cfg, seed)} at epoch {epoch}",
+                            self.curve_evaluated(ds, cfg, seed, epoch)))
             out.append((f"evaluate {run_name(ds, cfg, seed)}", done))
         return out
+
+    # ------------------------------------------------------------------ the learning curve
+    def curve_dir(self, ds: str, cfg: str, seed: int, epoch: int) -> Path:
+        """Where the evaluation of checkpoint ``epoch_<epoch>.pt`` is kept with the report."""
+        return self.kept_dir(ds, cfg, seed) / "curve" / f"epoch_{epoch}"
+
+    def curve_evaluated(self, ds: str, cfg: str, seed: int, epoch: int) -> bool:
+        return (self.curve_dir(ds, cfg, seed, epoch) / "metrics.json").is_file()
+
+    def curve_command(self, ds: str, cfg: str, seed: int, epoch: int) -> list[str]:
+        """The final evaluation's command on ``checkpoints/epoch_<epoch>.pt``, into ``eval_epoch_<epoch>``."""
+        d = self.run_dir(ds, cfg, seed)
+        cmd = self.eval_command(ds, cfg, seed)
+        cmd[cmd.index("--model_path") + 1] = str(d / "checkpoints" / f"epoch_{epoch}.pt")
+        cmd[cmd.index("--log_dir") + 1] = str(d / f"eval_epoch_{epoch}")
+        return cmd
+
+    def evaluate_curve(self, ds: str, cfg: str, seed: int) -> None:
+        """Evaluate each of the scale's curve checkpoints that exists and is not yet kept."""
+        d, name = self.run_dir(ds, cfg, seed), run_name(ds, cfg, seed)
+        for epoch in self.scale.curve:
+            if self.curve_evaluated(ds, cfg, seed, epoch) or not (d / "checkpoints" / f"epoch_{epoch}.pt").is_file():
+                continue
+            print(f"evaluate {name} at epoch {epoch}", flush=True)
+            self._timed(f"evaluate {name} at epoch {epoch}", self.curve_command(ds, cfg, seed, epoch),
+                        d / "eval.log")
+            kept = self.curve_dir(ds, cfg, seed, epoch)
+            kept.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(kept / "metrics.json", (d / f"eval_epoch_{epoch}" / "metrics.json").read_bytes())
 
     def train_command(self, ds: str, cfg: str, seed: int) -> list[str]:
         return [self.python, str(ROOT / "train_sound2sight.py"), "--data_root", str(self.data_dir(ds)),
@@ -193,7 +248,7 @@ class Study:
         d = self.run_dir(ds, cfg, seed)
         return [self.python, str(ROOT / "generate_sound2sight.py"), "--model_path", str(d / "checkpoints" / "last.pt"),
                 "--data_root", str(self.data_dir(ds)), "--log_dir", str(d / "eval"), "--seed", "1",
-                "--shuffle_audio", *self.scale.eval_flags]
+                "--shuffle_audio", "--overwrite", *self.scale.eval_flags]  # the study decides what is done
 
     def _record(self, key: str, seconds: float, add: bool = True) -> None:
         """Add (or set) one step's wall time in timings.json, merged with what other study
@@ -255,6 +310,7 @@ class Study:
                 print(f"[{done_count}/{total}] train {name} (log: {d / 'train.log'})", flush=True)
                 self._timed(f"train {name}", self.train_command(ds, cfg, seed), d / "train.log")
                 (d / "TRAINED").write_text("ok\n")
+            self.evaluate_curve(ds, cfg, seed)
             done_count += 1
             print(f"[{done_count}/{total}] evaluate {name}", flush=True)
             self._timed(f"evaluate {name}", self.eval_command(ds, cfg, seed), d / "eval.log")
@@ -270,8 +326,28 @@ class Study:
         path = write_report(self.results, {k: v for k, v in evaluated.items() if v.is_file()}, meta,
                             {k: " ".join(self.train_command(*_split(k))[1:]) for k in evaluated},
                             {k: " ".join(self.eval_command(*_split(k))[1:]) for k in evaluated})
+        if self.scale.curve:
+            self.report_curve()
         print(f"report: {path}")
         return path
+
+    def report_curve(self) -> None:
+        """The learning curve of every run with an evaluated checkpoint: ``learning_curve_<dataset>.png``
+        and ``learning_curve.md`` beside the report."""
+        from experiments.report import curve_points, learning_curve_table, plot_learning_curve
+
+        paths = {}
+        for ds, cfg, seed in runs(self.scale, self.scale.datasets, self.scale.configs):
+            found = [self.curve_dir(ds, cfg, seed, e) / "metrics.json" for e in self.scale.curve]
+            found.append(self.kept_dir(ds, cfg, seed) / "metrics.json")
+            paths[run_name(ds, cfg, seed)] = [f for f in found if f.is_file()]
+        points = curve_points(paths)
+        for ds in self.scale.datasets:
+            plot_learning_curve(self.results / f"learning_curve_{ds}.png", ds, points)
+        atomic_write_bytes(self.results / "learning_curve.md",
+                           (f"Scale `{self.scale_name}`: `python experiments/study.py --scale {self.scale_name}`; "
+                            "paper protocol, 256 test clips x 20 samples; CV = constant velocity on the same "
+                            "clips.\n\n" + learning_curve_table(points) + "\n").encode())
 
 
 def _split(name: str) -> tuple[str, str, int]:

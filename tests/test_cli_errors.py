@@ -260,8 +260,9 @@ def _train(w: World, t: Path, data: Path | None = None, log: Path | None = None,
 
 def _eval(w: World, t: Path, ckpt: Path | None = None, data: Path | None = None, out: Path | None = None,
           *extra: str) -> list[str]:
+    # --overwrite: the output folder often holds an earlier evaluation, which must survive the bad input
     return ["--model_path", str(ckpt or w.ckpt), "--data_root", str(data or w.m3so), "--log_dir",
-            str(out or t / "eval"), *EVAL, *extra]
+            str(out or t / "eval"), "--overwrite", *EVAL, *extra]
 
 
 def _data(w: World, t: Path, name: str = "m3so") -> Path:
@@ -678,7 +679,13 @@ def _assert_full_disk_error(code: int, out: str, err: str, dest: Path, writing: 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_full_disk_while_generating_m3so_keeps_the_previous_dataset(tmp_path, monkeypatch, capsys, workers):
-    """The chunks' positioned writes fail part-way (forked workers inherit the patched os.pwrite)."""
+    """The chunks' positioned writes fail part-way. The workers must see the patched os.pwrite, so
+    they are forked here (the project never forks: this test process has no FFmpeg threads)."""
+    import multiprocessing
+
+    from M3SO_Gen_Code import generate_m3so
+
+    monkeypatch.setattr(generate_m3so, "pool_context", lambda: multiprocessing.get_context("fork"))
     dest = _dataset_at(tmp_path)
     before = snapshot(tmp_path)
     real = os.pwrite

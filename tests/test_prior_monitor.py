@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -174,3 +175,18 @@ def test_evaluation_reports_the_prior(tmp_path, tiny_data, capsys):
 def test_train_flags_exist_with_release_defaults():
     args = train_sound2sight.parse_args(["--data_root", "/nonexistent"])
     assert (args.kl_warmup, args.noise_warmup, args.logvar_bias) == (0.0, 0.0, 0.0)
+
+
+def test_the_evaluation_reports_progress_within_a_batch_and_the_same_numbers():
+    """The progress callback hears of every clip x sample sequence, after each model call (so a bar
+    moves within a batch), and asking for progress changes no number."""
+
+    model = small_model().eval()
+    frames, audio = batch(steps=6, clips=3)
+    st = evaluation.EvalSettings(n_past=2, n_future=4, nsample=5, chunk_size=6)  # 2 samples x 3 clips a call
+    heard: list[int] = []
+    with_bar = evaluation.evaluate_batch(model, frames, audio, [0, 1, 2], st, progress=heard.append)
+    plain = evaluation.evaluate_batch(model, frames, audio, [0, 1, 2], st)
+    assert heard == [6, 6, 3] and sum(heard) == 3 * 5
+    for m, v in plain.sample_scores.items():
+        np.testing.assert_array_equal(with_bar.sample_scores[m], v)

@@ -204,3 +204,22 @@ def test_prior_audio_sees_whether_the_prior_reads_the_sound(tmp_path, tiny_data,
     audio, silent = rows
     assert audio["audio_change"] > 1e-5 and audio["mu_spread"] > 1e-5
     assert silent["audio_change"] == 0.0 and silent["sigma"] > 0 and silent["kl"] >= 0
+
+
+def test_a_scale_with_a_learning_curve_evaluates_its_checkpoints_and_draws_the_curve(tmp_path):
+    """``tiny_curve``: checkpoint epoch_1.pt evaluated beside the final one, the curve drawn and tabled,
+    and a second run of the same command does nothing more (the finished training says so)."""
+    cmd = [sys.executable, str(ROOT / "experiments" / "study.py"), "--scale", "tiny_curve",
+           "--out", str(tmp_path / "out"), "--results", str(tmp_path / "results")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kept = tmp_path / "results" / "runs" / "m3so" / "sound2sight_seed1"
+    at1 = json.loads((kept / "curve" / "epoch_1" / "metrics.json").read_text())
+    final = json.loads((kept / "metrics.json").read_text())
+    assert at1["checkpoint"].endswith("epoch_1.pt") and final["checkpoint"].endswith("last.pt")
+    assert (at1["model_iterations"], final["model_iterations"]) == (2, 4)
+    assert (tmp_path / "results" / "learning_curve_m3so.png").stat().st_size > 0
+    table = (tmp_path / "results" / "learning_curve.md").read_text()
+    assert "| m3so/sound2sight_seed1 | 2 |" in table and "| m3so/sound2sight_seed1 | 4 |" in table
+    plan = subprocess.run(cmd + ["--plan"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "todo" not in plan.stdout and "done  evaluate m3so/sound2sight_seed1 at epoch 1" in plan.stdout
