@@ -63,7 +63,7 @@ from baselines import BASELINES
 import runtime
 from errors import InputError
 from files import atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text
-from media import framed_row, gif_colours, label_columns, save_gif
+from media import framed_row, gif_colours, key_strip, label_columns, save_gif
 from runlock import RunLock
 from signals import StopSignals
 
@@ -430,7 +430,8 @@ def build_gifs(frames: torch.Tensor, clips: list[int], futures: _Futures, poster
         panels = [truth, *shown, best, *futures.gif_random[b]]
         kinds = ["gt"] + ["posterior"] * len(shown) + ["sample"] * (len(panels) - 1 - len(shown))
         labels = ["truth"] + ["posterior"] * len(shown) + ["best"] + ["random"] * (len(panels) - 2 - len(shown))
-        gifs[clips[b]] = label_columns(framed_row(panels, [gif_colours(total, n_past, k) for k in kinds]), labels)
+        gifs[clips[b]] = key_strip(label_columns(framed_row(panels, [gif_colours(total, n_past, k) for k in kinds]),
+                                                 labels))
     return gifs
 
 

@@ -59,6 +59,37 @@ def label_columns(grid: np.ndarray, labels: list[str], height: int = 14) -> np.n
     return np.concatenate([strip, grid], axis=1)
 
 
+#: The frame colours of :func:`gif_colours` as 8-bit RGB, named as the key under every GIF says them.
+KEY = (("given", (26, 204, 26)), ("generated", (230, 26, 26)), ("real future", (128, 128, 128)))
+
+
+def key_strip(grid: np.ndarray, height: int = 12) -> np.ndarray:
+    """A footer under every frame of ``grid`` (uint8 ``[T, H, W, 3]``): the frame's number and the key
+    of the frame colours, each word in its colour ("frame 7/15  given  generated  real future"), so
+    a GIF reads without its caption. Returns uint8 ``[T, H + height, W, 3]`` (Pillow's default font,
+    shrunk until the line fits)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    t, _, width, _ = grid.shape
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    words = [(f"frame {t}/{t}", (255, 255, 255))] + list(KEY)
+    for size in range(height - 2, 4, -1):
+        font = ImageFont.load_default(size=size)
+        gap = probe.textlength("  ", font=font)
+        if sum(probe.textlength(w, font=font) for w, _ in words) + gap * (len(words) - 1) <= width - 2:
+            break
+    strips = []
+    for i in range(t):
+        foot = Image.new("RGB", (width, height))
+        draw = ImageDraw.Draw(foot)
+        x = 1.0
+        for text, colour in [(f"frame {i + 1}/{t}", (255, 255, 255))] + list(KEY):
+            draw.text((x, height / 2), text, fill=colour, font=font, anchor="lm")
+            x += draw.textlength(text, font=font) + gap
+        strips.append(np.asarray(foot, dtype=np.uint8))
+    return np.concatenate([grid, np.stack(strips)], axis=1)
+
+
 def gif_colours(total: int, n_past: int, kind: str):
     """Frame colours ``[T, 3]`` for :func:`framed_row`: green = a real frame the model was given,
     red = a model output, grey = a ground-truth future frame (real, never shown to the model).
@@ -68,7 +99,7 @@ def gif_colours(total: int, n_past: int, kind: str):
 
     if kind not in ("gt", "posterior", "sample"):
         raise ValueError(f"kind must be gt, posterior or sample, got {kind!r}")
-    green, red, grey = torch.tensor([0.1, 0.8, 0.1]), torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.5, 0.5, 0.5])
+    green, red, grey = (torch.tensor(rgb) / 255.0 for _, rgb in KEY)  # the key's colours
     t = torch.arange(total)[:, None]
     return torch.where(t < n_past, green, grey if kind == "gt" else red)
 

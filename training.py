@@ -22,7 +22,7 @@ from baselines import BASELINES
 from methods import PosteriorReconstruction
 from runtime import autocast, match_param_layout
 from files import atomic_write_text
-from media import framed_row, gif_colours, label_columns
+from media import framed_row, gif_colours, key_strip, label_columns
 
 
 # ------------------------------------------------------------------ loss schedule
@@ -266,7 +266,9 @@ def sample_grid(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tenso
     colours = [gif_colours(t, n_past, k) for k in kinds]
     rows = [framed_row([frames[:, b]] + [p[:, b] for p in shown] + [prior[:, b, s] for s in range(nsample)], colours)
             for b in range(frames.shape[1])]
-    return label_columns(np.concatenate(rows, axis=1), labels)  # rows stacked: [t, 14 + B*(H+4), K*(W+4), 3]
+    # rows stacked, a header naming the columns and a footer with the frame number and the colours' key:
+    # [t, 14 + B*(H+4) + 12, K*(W+4), 3]
+    return key_strip(label_columns(np.concatenate(rows, axis=1), labels))
 
 
 def clip_strips(grid: np.ndarray, clips: int, kinds: int, header: int = 14) -> list[np.ndarray]:
@@ -310,37 +312,58 @@ class MetricsLog:
         atomic_write_text(self.path, buf.getvalue())
 
     def plot(self, png: str | os.PathLike) -> None:
-        """``losses.png``: training losses and validation figures per epoch."""
+        """``losses.png``: training losses and validation figures per epoch, a 2 x 4 grid that reads at
+        its natural size (1296 x 612 px): each curve named in words, y labels, whole-epoch ticks, and
+        validation points drawn large enough to see when only every ``--val_every``-th epoch has one."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         if not self.rows:
             return
         ep = [int(r["epoch"]) + 1 for r in self.rows]  # epochs done, as the console and the checkpoints count
-        columns = [b.column for b in BASELINES.values()]
-        panels = [("train mse loss (as the release)", ["train_mse_loss"]), ("kld loss", ["kld_loss"]),
-                  ("adversarial", ["disc_loss", "gen_loss", "g_adv"]),
-                  ("validation min-MSE", ["val_min_mse"] + [f"val_{c}_mse" for c in columns]),
-                  ("validation SSIM", ["val_ssim"] + [f"val_{c}_ssim" for c in columns]),
-                  ("prior reads the sound? (log)", ["prior_audio_change", "prior_mu_spread"])]
+        model = "the model (best of its samples)"
+        base = [(b.column, b.label) for b in BASELINES.values()]
+        # (title, y label, [(column, name in the legend)], log scale)
+        panels = [
+            ("Training reconstruction", "MSE per frame (as the release)", [("train_mse_loss", "train MSE")], False),
+            ("Training KL (prior vs posterior)", "KL per step", [("kld_loss", "KL")], False),
+            ("Adversarial terms", "loss", [("disc_loss", "discriminator"), ("gen_loss", "generator"),
+                                           ("g_adv", "generator, adversarial term")], False),
+            ("Validation min-MSE (picks best.pt)", "MSE",
+             [("val_min_mse", model)] + [(f"val_{c}_mse", label) for c, label in base], False),
+            ("Validation SSIM (higher is better)", "SSIM",
+             [("val_ssim", model)] + [(f"val_{c}_ssim", label) for c, label in base], False),
+            ("Validation PSNR (higher is better)", "PSNR (dB)",
+             [("val_psnr", model)] + [(f"val_{c}_psnr", label) for c, label in base], False),
+            ("Does the prior read the sound?", "",
+             [("prior_audio_change", "prior mean's change, swapped audio"),
+              ("prior_mu_spread", "prior mean's spread over clips")], True),
+        ]
         # a fixed layout: tight_layout would draw the figure once more to measure it, which made
         # this plot most of the cost of an epoch's end in the demo
-        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-        fig.subplots_adjust(left=0.035, right=0.995, bottom=0.15, top=0.9, wspace=0.3)
-        for ax, (title, keys) in zip(axes, panels):
-            for k in keys:
+        fig, axes = plt.subplots(2, 4, figsize=(14.4, 6.8))
+        fig.subplots_adjust(left=0.05, right=0.99, bottom=0.08, top=0.94, wspace=0.32, hspace=0.42)
+        flat = axes.ravel()
+        for ax, (title, ylabel, curves, log) in zip(flat, panels):
+            for k, name in curves:
                 # only the epochs that have the column (validation runs every --val_every epochs)
                 xy = [(e, r[k]) for e, r in zip(ep, self.rows) if isinstance(r.get(k), float)]
                 if xy:
-                    ax.plot(*zip(*xy), marker="o", markersize=3, label=k)
-            ax.set_title(title)
-            if "(log)" in title and any(isinstance(r.get(k), float) and r[k] > 0 for r in self.rows for k in keys):
+                    ax.plot(*zip(*xy), marker="o", markersize=4 if len(xy) < 40 else 2, lw=1.5, label=name)
+            ax.set_title(title, fontsize=10)
+            ax.set_ylabel(ylabel, fontsize=9)
+            ax.set_xlabel("epochs done", fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=8)
+            ax.grid(alpha=0.3)
+            if log and any(isinstance(r.get(k), float) and r[k] > 0 for r in self.rows for k, _ in curves):
                 ax.set_yscale("log")  # a collapse is a drop by orders of magnitude
-            ax.set_xlabel("epochs done")
             if ax.lines:  # a method without a prior or a discriminator leaves some panels empty
-                ax.legend(fontsize=7)
+                ax.legend(fontsize=7, framealpha=0.6)
+        flat[-1].axis("off")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
