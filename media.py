@@ -37,7 +37,11 @@ def framed_row(panels: list, colours: list, pad: int = 2) -> np.ndarray:
     return (grid.numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
-def label_columns(grid: np.ndarray, labels: list[str], height: int = 14) -> np.ndarray:
+#: Heights (px) of the strips every GIF and grid carries: the panels' names above, the key below.
+LABEL_HEIGHT, KEY_HEIGHT = 14, 12
+
+
+def label_columns(grid: np.ndarray, labels: list[str], height: int = LABEL_HEIGHT) -> np.ndarray:
     """A header strip above every frame of ``grid`` (uint8 ``[T, H, W, 3]``, panels of equal width side
     by side) naming each panel: returns uint8 ``[T, height + H, W, 3]``, white text on black, each
     label centred over its panel (``W / len(labels)`` pixels wide; Pillow's default font, shrunk
@@ -59,11 +63,12 @@ def label_columns(grid: np.ndarray, labels: list[str], height: int = 14) -> np.n
     return np.concatenate([strip, grid], axis=1)
 
 
-#: The frame colours of :func:`gif_colours` as 8-bit RGB, named as the key under every GIF says them.
+#: The frame colours of :func:`gif_colours` as :func:`framed_row` writes them (8-bit RGB), named as the
+#: key under every GIF says them.
 KEY = (("given", (26, 204, 26)), ("generated", (230, 26, 26)), ("real future", (128, 128, 128)))
 
 
-def key_strip(grid: np.ndarray, height: int = 12) -> np.ndarray:
+def key_strip(grid: np.ndarray, height: int = KEY_HEIGHT) -> np.ndarray:
     """A footer under every frame of ``grid`` (uint8 ``[T, H, W, 3]``): the frame's number and the key
     of the frame colours, each word in its colour ("frame 7/15  given  generated  real future"), so
     a GIF reads without its caption. Returns uint8 ``[T, H + height, W, 3]`` (Pillow's default font,
@@ -99,7 +104,7 @@ def gif_colours(total: int, n_past: int, kind: str):
 
     if kind not in ("gt", "posterior", "sample"):
         raise ValueError(f"kind must be gt, posterior or sample, got {kind!r}")
-    green, red, grey = (torch.tensor(rgb) / 255.0 for _, rgb in KEY)  # the key's colours
+    green, red, grey = torch.tensor([0.1, 0.8, 0.1]), torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.5, 0.5, 0.5])
     t = torch.arange(total)[:, None]
     return torch.where(t < n_past, green, grey if kind == "gt" else red)
 

@@ -22,7 +22,7 @@ from baselines import BASELINES
 from methods import PosteriorReconstruction
 from runtime import autocast, match_param_layout
 from files import atomic_write_text
-from media import framed_row, gif_colours, key_strip, label_columns
+from media import KEY_HEIGHT, LABEL_HEIGHT, framed_row, gif_colours, key_strip, label_columns
 
 
 # ------------------------------------------------------------------ loss schedule
@@ -271,12 +271,13 @@ def sample_grid(model: torch.nn.Module, frames: torch.Tensor, audio: torch.Tenso
     return key_strip(label_columns(np.concatenate(rows, axis=1), labels))
 
 
-def clip_strips(grid: np.ndarray, clips: int, kinds: int, header: int = 14) -> list[np.ndarray]:
-    """One still image per clip of a :func:`sample_grid` grid (uint8 ``[T, header + clips*h, kinds*w, 3]``):
+def clip_strips(grid: np.ndarray, clips: int, kinds: int, header: int = LABEL_HEIGHT,
+                footer: int = KEY_HEIGHT) -> list[np.ndarray]:
+    """One still image per clip of a :func:`sample_grid` grid (uint8 ``[T, header + clips*h + footer, kinds*w, 3]``):
     its rows (truth, posterior, samples) stacked vertically, each with time running left to
     right: ``[kinds*h, T*w, 3]``. A whole clip at a glance, legible as a TensorBoard thumbnail."""
     t, height, width, _ = grid.shape
-    ph, pw = (height - header) // clips, width // kinds
+    ph, pw = (height - header - footer) // clips, width // kinds
     out = []
     for b in range(clips):
         row = grid[:, header + b * ph:header + (b + 1) * ph]                     # [T, h, kinds*w, 3]

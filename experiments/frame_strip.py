@@ -24,27 +24,30 @@ from cli import ArgumentParser, HelpFormatter, plain_text  # noqa: E402
 from errors import InputError, run_cli  # noqa: E402
 from files import atomic_write_bytes  # noqa: E402
 
-HEADER = 14  # the GIF's label strip (media.label_columns)
+from media import KEY_HEIGHT, LABEL_HEIGHT  # noqa: E402
+
+HEADER, FOOTER = LABEL_HEIGHT, KEY_HEIGHT  # the GIF's label strip and its key (media.label_columns, key_strip)
 PANEL_NAMES = ("truth", "posterior", "best sample", "random sample", "random sample", "random sample")
 
 
 def frame_strip(gif: np.ndarray, frames: list[int], panels: int, scale: int = 2) -> np.ndarray:
-    """``gif`` uint8 ``[T, 14 + P, n*P, 3]`` (square panels of side ``P`` under the label strip) ->
+    """``gif`` uint8 ``[T, 14 + P + 12, n*P, 3]`` (square panels of side ``P`` between the label strip and the key) ->
     uint8 image ``[top + panels*P*scale, left + len(frames)*P*scale, 3]``: frame ``frames[j]`` of panel ``i``
     at row ``i``, column ``j``, enlarged ``scale`` times (nearest neighbour), labelled."""
     from PIL import Image, ImageDraw, ImageFont
 
     t, height, width, _ = gif.shape
-    side = height - HEADER
+    side = height - HEADER - FOOTER
     available = width // side
     if side < 1 or width % side:
-        raise InputError(f"the GIF is {width}x{height}: not a row of square panels under a {HEADER}-pixel label strip")
+        raise InputError(f"the GIF is {width}x{height}: not a row of square panels between a {HEADER}-pixel label strip "
+                         f"and a {FOOTER}-pixel key")
     if not 1 <= panels <= available:
         raise InputError(f"--panels {panels}: the GIF has {available} panels")
     bad = [f for f in frames if not 0 <= f < t]
     if bad:
         raise InputError(f"--frames {bad}: the GIF has frames 0..{t - 1}")
-    cells = gif[:, HEADER:]                                                   # [T, P, n*P, 3]
+    cells = gif[:, HEADER:HEADER + side]                                      # [T, P, n*P, 3]
     rows = [np.concatenate([cells[f, :, i * side:(i + 1) * side] for f in frames], axis=1) for i in range(panels)]
     grid = np.concatenate(rows, axis=0).repeat(scale, axis=0).repeat(scale, axis=1)
     font = ImageFont.load_default(size=12)

@@ -91,3 +91,15 @@ def test_a_full_disk_during_an_atomic_write_keeps_the_previous_file(tmp_path, mo
     blocker.write_text("x")
     with pytest.raises(InputError, match="could not write"):
         atomic_write_json(blocker / "sub" / "x.json", {})  # a folder below a file
+
+
+def test_key_strip_numbers_every_frame_and_keys_the_colours():
+    from media import KEY, key_strip
+
+    grid = np.full((3, 10, 4 * 52, 3), 7, dtype=np.uint8)
+    out = key_strip(grid)
+    assert out.shape == (3, 10 + 12, 4 * 52, 3) and (out[:, :10] == 7).all()
+    assert not (out[0, 10:] == out[1, 10:]).all()  # each frame its own number
+    foot = out[0, 10:].astype(int)  # [12, W, 3]
+    for _, rgb in KEY:  # each colour's word drawn in (nearly: the text is antialiased) that colour
+        assert (np.abs(foot - np.array(rgb)).max(-1) < 40).any(), rgb

@@ -8,7 +8,7 @@ import torch
 
 from errors import InputError
 from experiments.frame_strip import frame_strip, main
-from media import framed_row, gif_colours, label_columns, save_gif
+from media import framed_row, gif_colours, key_strip, label_columns, save_gif
 
 
 def eval_gif(t: int = 6, n_past: int = 2) -> np.ndarray:
@@ -19,7 +19,7 @@ def eval_gif(t: int = 6, n_past: int = 2) -> np.ndarray:
             p[i, 0, 20, 5 + 5 * i] = 1.0
     kinds = ["gt", "posterior", "sample", "sample"]
     row = framed_row(panels, [gif_colours(t, n_past, k) for k in kinds])
-    return label_columns(row, ["truth", "posterior", "best", "random"])
+    return key_strip(label_columns(row, ["truth", "posterior", "best", "random"]))  # as evaluation GIFs are
 
 
 def test_strip_places_each_panel_and_frame(tmp_path):

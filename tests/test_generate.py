@@ -140,7 +140,8 @@ def test_csv_png_gifs_log(setup):
     gifs = sorted((out / "gifs").glob("*.gif"))
     assert [g.name for g in gifs] == ["clip_00000.gif", "clip_00001.gif"]
     g = iio.imread(gifs[0])
-    assert g.shape == (T, 14 + 48 + 4, 6 * (48 + 4), 3)  # label strip; gt | posterior | best | 3 random, 2-px frames
+    assert g.shape == (T, 14 + 48 + 4 + 12, 6 * (48 + 4), 3)  # label strip; gt | posterior | best | 3 random, 2-px
+    # frames; the key strip below
     assert all(g[0, :14, 52 * i:52 * (i + 1)].max() > 200 for i in range(6))  # every panel named
     top = 14  # the panels' first row: their frame
     for col in (1, 2):  # the posterior and the best sample, drawn as the release drew them
@@ -242,7 +243,7 @@ def test_no_audio_model_one_sample_capped_clips_worker(setup, tmp_path):
     assert len(list(csv.DictReader(open(out / "metrics.csv")))) == 3
     assert "audio_shuffled" not in m  # not asked for
     # gt | posterior | best | min(3, nsample) random samples
-    assert iio.imread(out / "gifs" / "clip_00000.gif").shape == (5, 14 + 52, 4 * 52, 3)
+    assert iio.imread(out / "gifs" / "clip_00000.gif").shape == (5, 14 + 52 + 12, 4 * 52, 3)
 
 
 def test_noise_is_per_clip_and_seed():

@@ -570,7 +570,7 @@ def test_tensorboard_event_files(tmp_path, tiny_data):
 
 def test_clip_strips_lay_each_clip_out_in_time():
     t, h, w, clips, kinds = 3, 4, 5, 2, 3
-    grid = np.random.default_rng(0).integers(0, 255, (t, 14 + clips * h, kinds * w, 3), dtype=np.uint8)
+    grid = np.random.default_rng(0).integers(0, 255, (t, 14 + clips * h + 12, kinds * w, 3), dtype=np.uint8)
     strips = training.clip_strips(grid, clips, kinds)
     assert len(strips) == clips and strips[0].shape == (kinds * h, t * w, 3)
     for b in range(clips):
