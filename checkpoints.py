@@ -198,6 +198,25 @@ def migrate_optimizer_state(opt_state: dict[str, Any], saved_model: dict[str, to
 
 
 # --------------------------------------------------------------------- reading
+def resolve_checkpoint(model_path: str, model_epoch: int | None) -> Path:
+    """The checkpoint file named by ``--model_path`` (file or training log folder)."""
+    if not model_path:
+        raise InputError("--model_path is required: pass a checkpoint file or a training log folder")
+    path = Path(model_path)
+    if path.is_file():
+        return path  # --model_epoch is then only a label, as in the release
+    if not path.is_dir():
+        raise InputError(f"--model_path {path} does not exist; pass a checkpoint file or a training log folder")
+    folders = [path / "checkpoints", path]  # a run folder, or its checkpoints/ folder itself
+    names = [f"epoch_{model_epoch}.pt"] if model_epoch is not None else ["best.pt", "last.pt"]
+    for name in names:
+        for folder in folders:
+            if (folder / name).is_file():
+                return folder / name
+    raise InputError(f"--model_path {path}: no {' or '.join(names)} under {path / 'checkpoints'}; "
+                     "train first, or pick an existing --model_epoch / checkpoint file")
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict with ``weights_only=True`` (no arbitrary unpickling) and check its form.
 

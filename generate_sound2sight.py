@@ -57,7 +57,7 @@ import torch
 import evaluation
 import metrics
 import runtime
-from checkpoints import load_model
+from checkpoints import resolve_checkpoint, load_model
 from cli import ArgumentParser, plain_text
 from data import DATASETS, PRESETS
 from errors import InputError, run_cli
@@ -131,25 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- inputs
-def resolve_checkpoint(model_path: str, model_epoch: int | None) -> Path:
-    """The checkpoint file named by ``--model_path`` (file or training log folder)."""
-    if not model_path:
-        raise InputError("--model_path is required: pass a checkpoint file or a training log folder")
-    path = Path(model_path)
-    if path.is_file():
-        return path  # --model_epoch is then only a label, as in the release
-    if not path.is_dir():
-        raise InputError(f"--model_path {path} does not exist; pass a checkpoint file or a training log folder")
-    folders = [path / "checkpoints", path]  # a run folder, or its checkpoints/ folder itself
-    names = [f"epoch_{model_epoch}.pt"] if model_epoch is not None else ["best.pt", "last.pt"]
-    for name in names:
-        for folder in folders:
-            if (folder / name).is_file():
-                return folder / name
-    raise InputError(f"--model_path {path}: no {' or '.join(names)} under {path / 'checkpoints'}; "
-                     "train first, or pick an existing --model_epoch / checkpoint file")
-
-
 def resolve_data_root(data_root: str | None, ckpt_args: dict[str, Any]) -> tuple[str, bool]:
     """``--data_root``, else the data folder the checkpoint was trained on; and whether it was
     taken from the checkpoint."""

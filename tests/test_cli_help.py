@@ -13,6 +13,7 @@ import pytest
 import cli
 import evaluation
 import generate_sound2sight as gen
+import predict_sound2sight
 import train_sound2sight
 from data import prepare_av
 from M3SO_Gen_Code import generate_m3so
@@ -22,12 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PARSERS = {
     "train_sound2sight.py": train_sound2sight.build_parser,
     "generate_sound2sight.py": gen.build_parser,
+    "predict_sound2sight.py": predict_sound2sight.build_parser,
     "data/prepare_av.py": prepare_av.build_parser,
     "M3SO_Gen_Code/generate_m3so.py": generate_m3so.build_parser,
 }
 GROUPS = {
     "train_sound2sight.py": {"data", "model (Sound2SightConfig)", "optimisation", "validation", "runtime", "output"},
     "generate_sound2sight.py": {"checkpoint", "data", "evaluation protocol", "runtime", "output"},
+    "predict_sound2sight.py": {"model", "clip", "sampling", "output"},
     "data/prepare_av.py": {"input and output", "frames and clips", "audio features", "runtime"},
     "M3SO_Gen_Code/generate_m3so.py": {"output", "clips", "runtime"},
 }
