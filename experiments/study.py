@@ -25,6 +25,7 @@ each finished run's small files (its evaluation, training curve, config, one GIF
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -67,6 +68,17 @@ COMMON_TRAIN = ("--n_past", "5", "--n_future", "15", "--n_eval", "20", "--batch_
                 "--val_clips", "64")
 #: The recipe's flags on top of COMMON_TRAIN (the release's defaults otherwise).
 RECIPE = ("--logvar_bias", "-4")
+#: Toy size for the tests: seconds, not hours.
+TINY = Scale(num_train=16, num_test=6,
+              train_flags=("--n_past", "3", "--n_future", "3", "--n_eval", "6", "--batch_size", "4",
+                           "--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32",
+                           "--disc_rnn_size", "16", "--nhead", "2", "--nf", "8", "--data_threads", "0",
+                           "--save_every", "0", "--val_nsample", "2", "--niter", "2", "--epoch_size", "2",
+                           "--bn_recalibrate", "1"),
+              eval_flags=("--n_past", "3", "--n_future", "3", "--nsample", "3", "--N", "6", "--batch_size", "3",
+                          "--num_gifs", "1"),
+              seeds={"m3so/sound2sight": (1, 2)})
+
 SCALES = {
     # The study's CPU scale: width 16, 5 + 15 frames, batch 16, 1,500 iterations per configuration.
     "cpu": Scale(num_train=4000, num_test=256,
@@ -105,25 +117,11 @@ SCALES = {
                   seeds={"m3so/sound2sight": (1, 2, 3), "m3so/no_audio": (1, 2, 3), "m3so_nb/sound2sight": (1,)},
                   datasets=("m3so", "m3so_nb"), configs=("sound2sight", "no_audio"), curve=(30, 60, 120)),
     # Toy size for the tests: seconds, not hours.
-    "tiny": Scale(num_train=16, num_test=6,
-                  train_flags=("--n_past", "3", "--n_future", "3", "--n_eval", "6", "--batch_size", "4",
-                               "--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32",
-                               "--disc_rnn_size", "16", "--nhead", "2", "--nf", "8", "--data_threads", "0",
-                               "--save_every", "0", "--val_nsample", "2", "--niter", "2", "--epoch_size", "2",
-                               "--bn_recalibrate", "1"),
-                  eval_flags=("--n_past", "3", "--n_future", "3", "--nsample", "3", "--N", "6", "--batch_size", "3",
-                              "--num_gifs", "1"),
-                  seeds={"m3so/sound2sight": (1, 2)}),
+    "tiny": TINY,
     # The toy size with a learning curve (a checkpoint after epoch 1 of 2 evaluated too).
-    "tiny_curve": Scale(num_train=16, num_test=6,
-                        train_flags=("--n_past", "3", "--n_future", "3", "--n_eval", "6", "--batch_size", "4",
-                                     "--g_dim", "16", "--rnn_size", "32", "--z_dim", "4", "--dim_ff", "32",
-                                     "--disc_rnn_size", "16", "--nhead", "2", "--nf", "8", "--data_threads", "0",
-                                     "--save_every", "1", "--val_nsample", "2", "--niter", "2", "--epoch_size", "2",
-                                     "--bn_recalibrate", "1"),
-                        eval_flags=("--n_past", "3", "--n_future", "3", "--nsample", "3", "--N", "6",
-                                    "--batch_size", "3", "--num_gifs", "1"),
-                        seeds={"m3so/sound2sight": (1,)}, datasets=("m3so",), configs=("sound2sight",), curve=(1,)),
+    "tiny_curve": dataclasses.replace(
+        TINY, train_flags=TINY.train_flags + ("--save_every", "1"),  # a checkpoint every epoch (the last flag wins)
+        seeds={"m3so/sound2sight": (1,)}, datasets=("m3so",), configs=("sound2sight",), curve=(1,)),
 }
 DATASETS = {"m3so_nb": ("--no_block",), "m3so": ()}
 CONFIGS = {"sound2sight": (), "no_audio": ("--no_audio",), "no_disc": ("--no_disc",)}
