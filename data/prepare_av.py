@@ -94,6 +94,7 @@ class AVConfig:
     hop_length: int = 44
     n_mfcc: int = 32
     n_mels: int = 40
+    frame_samples: int | None = None  # sound samples per video frame; None: HOPS_PER_FRAME * hop_length
     test_fraction: float = 0.1
     seed: int = 0
     workers: int = 1
@@ -101,7 +102,7 @@ class AVConfig:
 
     @property
     def samples_per_frame(self) -> int:
-        return HOPS_PER_FRAME * self.hop_length
+        return self.frame_samples or HOPS_PER_FRAME * self.hop_length
 
     @property
     def sample_rate(self) -> int:
@@ -127,6 +128,7 @@ class AVConfig:
             (self.clip_stride >= 1, "--stride must be >= 1"),
             (self.features in FEATURES, f"--features must be one of {', '.join(FEATURES)}"),
             (self.hop_length >= 1, "--hop_length must be >= 1"),
+            (self.frame_samples is None or self.frame_samples >= 1, "--frame_samples must be >= 1"),
             (2 <= self.n_fft and self.n_fft // 2 < self.samples_per_frame,
              f"--n_fft must be >= 2 and n_fft // 2 < samples_per_frame = 16 * hop_length = {self.samples_per_frame}"),
             (0.0 <= self.test_fraction < 1.0, "--test_fraction must be in [0, 1)"),
@@ -554,6 +556,35 @@ def _write(dest: Path, overwrite: bool, cfg: AVConfig, src, videos: dict[str, De
         atomic_write_json(tmp / "skipped.json", skipped)
 
 
+# ------------------------------------------------------------------- one clip for a model
+def config_for_data(info: dict) -> AVConfig:
+    """The preparer's settings that make clips as the dataset described by ``info`` (its
+    ``dataset.json``, as :func:`data.dataset_info` reads it) holds them: frame size, channels,
+    frame rate, sound samples per frame and the audio features with their parameters. M3SO's
+    (10 fps, 440 samples a frame at 4,400 Hz, a 44-point STFT) included."""
+    d, stft, mfcc = AVConfig(), info.get("stft") or {}, info.get("mfcc") or {}
+    cfg = AVConfig(image_width=int(info["image_size"]), channels=int(info["channels"]), fps=int(info.get("fps") or d.fps),
+                   seq_len=int(info["num_frames"]), features=str(info.get("features") or d.features),
+                   n_fft=int(stft.get("n_fft", d.n_fft)), hop_length=int(stft.get("hop_length", d.hop_length)),
+                   n_mfcc=int(mfcc.get("n_mfcc", d.n_mfcc)), n_mels=int(mfcc.get("n_mels", d.n_mels)),
+                   frame_samples=int(info["samples_per_frame"]) if info.get("samples_per_frame") else None,
+                   previews=False)
+    cfg.validate()
+    return cfg
+
+
+def model_inputs(frames: np.ndarray, audio: np.ndarray, cfg: AVConfig):
+    """What a model trained on ``cfg``'s data reads of a clip made by :func:`decode_video`: frames uint8
+    ``[T, W, W, C]`` and its sound ``[T * L]`` -> frames float ``[T, C, W, W]`` in [0, 1] and the audio
+    features ``[T, 1, F, S]``, computed and scaled as the dataset's loader sees them."""
+    import torch
+
+    kind = get_feature(cfg.features)
+    features = kind.compute(np.asarray(audio, dtype=np.float32)[None], cfg.frame_settings)[0]  # [T, F, S]
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255.0)
+    return video, kind.scale(torch.from_numpy(features)).unsqueeze(1)
+
+
 # ----------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     d = AVConfig()
@@ -575,7 +606,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "mfcc.npy (librosa MFCCs, already log-scaled)")
     audio.add_argument("--n_fft", type=int, default=d.n_fft, help="per-frame STFT size")
     audio.add_argument("--hop_length", type=int, default=d.hop_length,
-                       help="STFT hop; samples_per_frame = 16 * hop_length, sample_rate = fps * samples_per_frame")
+                       help="STFT hop; samples_per_frame = 16 * hop_length (unless --frame_samples), "
+                            "sample_rate = fps * samples_per_frame")
+    audio.add_argument("--frame_samples", type=int, default=None,
+                       help="sound samples per video frame (default: 16 * hop_length; M3SO's: 440 with --n_fft 44 "
+                            "--hop_length 22 at --fps 10)")
     audio.add_argument("--n_mfcc", type=int, default=d.n_mfcc, help="MFCC coefficients kept (--features mfcc)")
     audio.add_argument("--n_mels", type=int, default=d.n_mels, help="mel bands before the DCT (--features mfcc)")
     split = p.add_argument_group("train/test split")

@@ -86,5 +86,51 @@ def test_an_out_that_is_a_file_or_holds_a_prediction_is_refused(trained, tmp_pat
     with pytest.raises(InputError, match="already holds a prediction"):
         predict_sound2sight.main([*base, "--out", str(tmp_path / "p"), "--clip", "1"])
     assert (tmp_path / "p" / "prediction.json").read_bytes() == before
-    with pytest.raises(InputError, match="--data_root is required"):
+    with pytest.raises(InputError, match="pass one clip source"):
         predict_sound2sight.main(["--model_path", str(run)])
+
+
+def test_a_video_file_becomes_the_input_the_dataset_tools_make(trained, tmp_path):
+    """--video decodes through the preparer's own code with the training data's settings: its
+    prediction equals the one of the same clip prepared into a dataset by data/prepare_av.py."""
+    from data.prepare_av import config_for_data, prepare
+    from test_prepare_av import write_video as write_test_video
+
+    run, data, _ = trained
+    video = write_test_video(tmp_path / "mine.mp4", seconds=1.5)  # 25 fps RGB 96x64, AAC at 16 kHz
+    r = predict_sound2sight.main(["--model_path", str(run), "--video", str(video), "--nsample", "2", "--scale", "1",
+                                  "--device", "cpu", "--out", str(tmp_path / "v")])
+    assert r["n_past"] == 3 and r["n_future"] == 3 and r["sound"]
+    cfg = config_for_data(json.loads((run / "config.json").read_text())["data"])
+    assert (cfg.image_width, cfg.channels, cfg.fps, cfg.samples_per_frame) == (48, 1, 10, 440)
+    prepared = prepare(video, tmp_path / "ds", progress=False, image_width=48, channels=1, fps=10, seq_len=6,
+                       n_fft=cfg.n_fft, hop_length=cfg.hop_length, frame_samples=440, test_fraction=0.0,
+                       previews=False)
+    predict_sound2sight.main(["--model_path", str(run), "--data_root", str(prepared), "--split", "train",
+                              "--clip", "0", "--nsample", "2", "--device", "cpu", "--out", str(tmp_path / "d")])
+    np.testing.assert_array_equal(np.load(tmp_path / "v" / "predicted.npy"), np.load(tmp_path / "d" / "predicted.npy"))
+    frames, sound, rate = read_video(tmp_path / "v" / "prediction.mp4")
+    assert frames.shape[0] == 6 and sound is not None and rate == 48000
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("silent", "no audio stream"),
+    ("short", "the model needs 3 context frames"),
+    ("garbage", "cannot open as a video"),
+    ("missing", "does not exist"),
+])
+def test_a_bad_video_is_one_line_and_writes_nothing(trained, tmp_path, kind, message):
+    from test_prepare_av import write_video as write_test_video
+
+    run, _, _ = trained
+    path = tmp_path / "in.mp4"
+    if kind == "silent":
+        write_test_video(path, seconds=1.5, audio=False)
+    elif kind == "short":
+        write_test_video(path, seconds=0.3)
+    elif kind == "garbage":
+        path.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(InputError, match=message):
+        predict_sound2sight.main(["--model_path", str(run), "--video", str(path), "--device", "cpu",
+                                  "--out", str(tmp_path / "p")])
+    assert not (tmp_path / "p").exists()
