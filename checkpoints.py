@@ -89,6 +89,29 @@ def save_checkpoint(path: str | os.PathLike, *, method: str, model: torch.nn.Mod
     atomic_torch_save(ckpt, path)
 
 
+#: What a shipped model keeps of a training checkpoint: enough to rebuild, describe and evaluate it.
+SHIPPED_KEYS = ("method", "model_config", "model", "epoch", "iterations", "args")
+
+
+def export_weights(src: str | os.PathLike, dest: str | os.PathLike) -> dict[str, Any]:
+    """Write the weights-only copy of checkpoint ``src`` that the repository ships: the model's
+    state, config and method with its training's settings, epoch and iterations; no optimiser,
+    scaler or RNG state, and no discriminator (``disc.*``: training only; ``model_config.use_disc``
+    becomes False, while ``args`` still say how it was trained). Sampling and evaluation compute
+    exactly what ``src`` computes. Loadable by :func:`load_model` (``torch.load(weights_only=True)``)
+    and by ``generate_sound2sight.py`` / ``predict_sound2sight.py`` like any checkpoint. Returns it."""
+    ckpt = read_checkpoint(src)
+    out = {k: ckpt[k] for k in SHIPPED_KEYS if k in ckpt}
+    out["model_config"] = {**ckpt["model_config"]}
+    if out["model_config"].get("use_disc"):
+        out["model_config"]["use_disc"] = False
+    # clone: a view would drag its whole storage along
+    out["model"] = {k: v.clone() for k, v in ckpt["model"].items() if not k.startswith("disc.")}
+    out["shipped_from"] = {"checkpoint": Path(src).name, "dropped": "the discriminator (training only)"}
+    atomic_torch_save(out, dest)
+    return out
+
+
 def trained_iterations(ckpt: dict[str, Any]) -> int | None:
     """Training iterations behind a checkpoint: its ``iterations``; for a checkpoint written before
     that entry, ``epoch`` x ``--epoch_size`` from its args when the cap was set (else None)."""
