@@ -63,7 +63,7 @@ from baselines import BASELINES
 import runtime
 from errors import InputError
 from files import atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text
-from media import framed_row, gif_colours, key_strip, label_columns, save_gif
+from media import framed_row, gif_colours, key_strip, label_columns, save_gif, write_video
 from runlock import RunLock
 from signals import StopSignals
 
@@ -825,9 +825,11 @@ def write_tensorboard(folder: Path, result: dict[str, Any]) -> None:
 
 
 def write_outputs(log_dir: Path, result: dict[str, Any], res: BatchResult, *, save_samples: bool = False,
-                  tensorboard: bool = True, label: str = "Sound2Sight") -> None:
-    """metrics.csv, curves.png, events.png (with events), TensorBoard, gifs/, samples.npz, and
-    metrics.json last; ``label`` names the model in the plots (its method's label). Each file is
+                  tensorboard: bool = True, label: str = "Sound2Sight",
+                  sound: Callable[[int], tuple[np.ndarray, int] | None] | None = None, fps: float = 10.0) -> None:
+    """metrics.csv, curves.png, events.png (with events), TensorBoard, gifs/ (each GIF with a twin MP4
+    carrying the clip's sound, ``sound(clip)``: its waveform and rate, when the data keeps one),
+    samples.npz, and metrics.json last; ``label`` names the model in the plots (its method's label). Each file is
     written atomically, and metrics.json comes after the rest, so a write failing part-way never
     leaves a new metrics.json beside older curves and GIFs."""
     write_csv(log_dir / "metrics.csv", result)
@@ -840,6 +842,9 @@ def write_outputs(log_dir: Path, result: dict[str, Any], res: BatchResult, *, sa
         write_tensorboard(log_dir / "tensorboard" / "eval", result)  # the run is named after what it is
     for clip, grid in sorted(res.gifs.items()):
         save_gif(log_dir / "gifs" / f"clip_{clip:05d}.gif", grid)
+        clip_audio = sound(clip) if sound is not None else None
+        if clip_audio is not None:  # the same frames, with the sound the model heard
+            write_video(log_dir / "gifs" / f"clip_{clip:05d}.mp4", grid, fps, *clip_audio)
     if save_samples:
         with atomic_file(log_dir / "samples.npz") as tmp:
             with open(tmp, "wb") as f:
@@ -900,7 +905,7 @@ def evaluate_checkpoint(ckpt_path: Path, data_root: str, log_dir: Path, settings
     between batches with exit 128 + signal, so the same call continues. Returns
     metrics.json's content plus ``timing`` on every rank. ``model``/``ckpt``: already loaded."""
     from checkpoints import load_model, trained_iterations
-    from data import dataset_info, open_dataset
+    from data import clip_sound, dataset_info, open_dataset
 
     t_start = time.perf_counter()
     if model is None:
@@ -938,7 +943,8 @@ def evaluate_checkpoint(ckpt_path: Path, data_root: str, log_dir: Path, settings
                   "data_root": str(data_root), "timing": ev.timing}
         if rank == 0:
             write_outputs(log_dir, result, ev.per_clip, save_samples=settings.save_samples, tensorboard=tensorboard,
-                          label=method.label(model.cfg))
+                          label=method.label(model.cfg), fps=float(info.get("fps") or 10),
+                          sound=lambda clip: clip_sound(data_root, "test", clip, seq_len))
         if store is not None:
             store.finish(rank)
     if rank == 0:

@@ -43,7 +43,7 @@ import runtime
 from baselines import BASELINES
 from checkpoints import load_model, resolve_checkpoint
 from cli import ArgumentParser, plain_text
-from data import dataset_info, open_dataset
+from data import clip_sound, dataset_info, open_dataset
 from errors import InputError, run_cli
 from files import atomic_save_npy, atomic_write_json, check_output_folder
 from media import framed_row, gif_colours, key_strip, label_columns, write_video
@@ -86,17 +86,6 @@ def check_args(args: argparse.Namespace, num_clips: int) -> None:
 def default_out(ckpt_path: Path, name: str) -> Path:
     folder = ckpt_path.parent
     return (folder.parent if folder.name == "checkpoints" else folder) / "predict" / name
-
-
-def waveform(data_root: str, split: str, clip: int, samples: int) -> tuple[np.ndarray | None, int]:
-    """The clip's first ``samples`` sound samples (mono float) and their rate; (None, 0) for a dataset
-    that keeps only features (the legacy layout)."""
-    info = dataset_info(data_root)
-    path = Path(data_root) / split / "audio.npy"
-    if not path.is_file() or not info.get("sample_rate"):
-        return None, 0
-    audio = np.load(path, mmap_mode="r", allow_pickle=False)
-    return np.asarray(audio[clip, :samples], dtype=np.float32), int(info["sample_rate"])
 
 
 @torch.no_grad()
@@ -197,7 +186,7 @@ def dataset_clip(args: argparse.Namespace, total: int, cfg) -> tuple[Clip, Any]:
     dataset = open_dataset(args.data_root, args.split, total, image_width=cfg.image_width, channels=cfg.channels)
     check_args(args, len(dataset))
     frames, features = dataset[args.clip]
-    sound, rate = waveform(args.data_root, args.split, args.clip, total * int(info.get("samples_per_frame") or 0))
+    sound, rate = clip_sound(args.data_root, args.split, args.clip, total) or (None, 0)
     return Clip(frames, features, sound, rate, float(info.get("fps") or 10), f"clip_{args.clip}"), dataset
 
 
@@ -254,8 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         other_audio = dataset[args.audio_clip][1][:, None].to(device)
         other = sample(model, frames, other_audio if cfg.use_audio else None, args.clip, n_past, args.nsample,
                        args.seed)
-        other_sound, _ = waveform(args.data_root, args.split, args.audio_clip,
-                                  len(clip.sound) if clip.sound is not None else 0)
+        other_sound, _ = clip_sound(args.data_root, args.split, args.audio_clip, total) or (None, 0)
         name = f"what_if_audio_{args.audio_clip}"
         write_video(out / f"{name}.mp4",
                     video_frames([truth, samples[0], *other], ["gt", "sample"] + ["sample"] * args.nsample,

@@ -113,3 +113,17 @@ def open_dataset(data_root: str | Path, split: str, seq_len: int, *, image_width
     if detect_layout(data_root) == "m3so":
         return m3so.ClipDataset(data_root, split, seq_len, **kwargs)
     return legacy.LegacyDataset(data_root, split, seq_len, **kwargs)
+
+
+def clip_sound(data_root: str | Path, split: str, clip: int, frames: int) -> tuple[Any, int] | None:
+    """The first ``frames`` video frames' worth of clip ``clip``'s sound (mono float32) and its sample
+    rate, read from ``<split>/audio.npy`` (memory-mapped, no pickles); None for a dataset that keeps
+    only audio features (the legacy layout)."""
+    import numpy as np
+
+    info = dataset_info(data_root)
+    path = Path(data_root) / split / "audio.npy"
+    if info.get("layout") != "m3so" or not path.is_file() or not info.get("sample_rate"):
+        return None
+    audio = np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.asarray(audio[clip, :frames * int(info["samples_per_frame"])], dtype=np.float32), int(info["sample_rate"])

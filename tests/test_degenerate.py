@@ -57,3 +57,8 @@ def test_one_clip_one_sample_one_future_frame_trains_and_evaluates(one_clip_data
     evals = sorted((run / "eval").iterdir())
     assert len(evals) == 2  # two settings, two folders: the first is kept
     assert all(json.loads((d / "metrics.json").read_text())["num_clips"] == 1 for d in evals)
+    # each GIF's twin video carries the clip's sound, as long as its 3 frames at 10 fps
+    from media import read_video
+
+    frames, sound, rate = read_video(evals[0] / "gifs" / "clip_00000.mp4")
+    assert frames.shape[0] == 3 and sound is not None and abs(len(sound) / rate - 0.3) < 0.03
