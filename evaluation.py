@@ -63,6 +63,7 @@ from baselines import BASELINES
 import runtime
 from errors import InputError
 from files import atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text
+from html_report import write_html_report
 from media import framed_row, gif_colours, key_strip, label_columns, save_gif, write_video
 from runlock import RunLock
 from signals import StopSignals
@@ -826,10 +827,11 @@ def write_tensorboard(folder: Path, result: dict[str, Any]) -> None:
 
 def write_outputs(log_dir: Path, result: dict[str, Any], res: BatchResult, *, save_samples: bool = False,
                   tensorboard: bool = True, label: str = "Sound2Sight",
-                  sound: Callable[[int], tuple[np.ndarray, int] | None] | None = None, fps: float = 10.0) -> None:
+                  sound: Callable[[int], tuple[np.ndarray, int] | None] | None = None, fps: float = 10.0,
+                  command: str = "") -> None:
     """metrics.csv, curves.png, events.png (with events), TensorBoard, gifs/ (each GIF with a twin MP4
     carrying the clip's sound, ``sound(clip)``: its waveform and rate, when the data keeps one),
-    samples.npz, and metrics.json last; ``label`` names the model in the plots (its method's label). Each file is
+    report.html (:mod:`html_report`; ``command`` made it), samples.npz, and metrics.json last; ``label`` names the model in the plots (its method's label). Each file is
     written atomically, and metrics.json comes after the rest, so a write failing part-way never
     leaves a new metrics.json beside older curves and GIFs."""
     write_csv(log_dir / "metrics.csv", result)
@@ -845,6 +847,7 @@ def write_outputs(log_dir: Path, result: dict[str, Any], res: BatchResult, *, sa
         clip_audio = sound(clip) if sound is not None else None
         if clip_audio is not None:  # the same frames, with the sound the model heard
             write_video(log_dir / "gifs" / f"clip_{clip:05d}.mp4", grid, fps, *clip_audio)
+    write_html_report(log_dir, result, command or " ".join(["python", *sys.argv]), label)
     if save_samples:
         with atomic_file(log_dir / "samples.npz") as tmp:
             with open(tmp, "wb") as f:
@@ -951,6 +954,7 @@ def evaluate_checkpoint(ckpt_path: Path, data_root: str, log_dir: Path, settings
         print(headline(result))
         print(f"wrote {log_dir}/ (metrics.json, metrics.csv, curves.png, gifs/"
               + (", samples.npz)" if settings.save_samples else ")"))
+        print(f"report: {log_dir / 'report.html'} (open it in a browser)")
     # the returned copy also counts loading and writing
     return {**result, "timing": {**result["timing"], "all": round(time.perf_counter() - t_start, 3)},
             "log_dir": str(log_dir)}
