@@ -63,7 +63,7 @@ def evaluate(args: argparse.Namespace, log_dir: Path, n_eval: int, label: str = 
     eval_dir = evaluation.eval_dir(last, {"epoch": read_checkpoint(last).get("epoch")}, settings)
     if not again and (eval_dir / "metrics.json").is_file():
         m = json.loads((eval_dir / "metrics.json").read_text())
-        print(f"its evaluation ({eval_dir}; --redo_eval evaluates again):")
+        print(f"its evaluation ({eval_dir}; report: {eval_dir / 'report.html'}; --redo_eval evaluates again):")
     else:
         m = evaluation.evaluate_checkpoint(last, args.data_root, eval_dir, settings,
                                            device=runtime.get_device(args.device),

@@ -60,5 +60,7 @@ def test_one_clip_one_sample_one_future_frame_trains_and_evaluates(one_clip_data
     # each GIF's twin video carries the clip's sound, as long as its 3 frames at 10 fps
     from media import read_video
 
+    page = (evals[0] / "report.html").read_text()  # one self-contained page: the video inside it
+    assert page.count("data:video/mp4;base64,") == 1 and "copy last frame" in page and "http" not in page
     frames, sound, rate = read_video(evals[0] / "gifs" / "clip_00000.mp4")
     assert frames.shape[0] == 3 and sound is not None and abs(len(sound) / rate - 0.3) < 0.03
