@@ -109,8 +109,7 @@ SCALES = {
     # training clips (each seen 12 times: the 4,000 of the other scales would be seen 48 times), a
     # checkpoint every 30 epochs, the curve evaluated at 1,500, 3,000, 6,000 and 12,000 iterations.
     "long": Scale(num_train=16000, num_test=256,
-                  train_flags=tuple(f for f in COMMON_TRAIN if f not in ("--save_every", "0"))
-                  + ("--save_every", "30", "--val_every", "10", "--rnn_size", "128", "--disc_rnn_size", "128",
+                  train_flags=COMMON_TRAIN + ("--save_every", "30",  # the last --save_every wins "--val_every", "10", "--rnn_size", "128", "--disc_rnn_size", "128",
                      "--niter", "240", "--epoch_size", "50") + RECIPE,
                   eval_flags=("--n_past", "5", "--n_future", "15", "--nsample", "20", "--N", "256",
                               "--batch_size", "32", "--num_gifs", "4"),
