@@ -62,6 +62,11 @@ def test_generator_pool_after_torch_started_its_threads(tmp_path):
             np.testing.assert_array_equal(np.load(a / split / f), np.load(b / split / f))
 
 
+#: A forkserver child's exit code as its parent sees it after SIGTERM: -15, or 255 when the forkserver
+#: could not report the signal (it reaps the child itself and passes the status on).
+ENDED_BY_SIGTERM = (-signal.SIGTERM, 255)
+
+
 def _pool_pid(pool: cf.ProcessPoolExecutor) -> int:
     return pool.submit(os.getpid).result(timeout=60)
 
@@ -77,7 +82,7 @@ def test_a_worker_ends_on_sigterm_and_leaves_sigint_to_its_parent():
         assert proc.is_alive() and _pool_pid(pool) == pid  # SIGINT is the parent's to act on
         os.kill(pid, signal.SIGTERM)
         proc.join(30)
-        assert proc.exitcode == -signal.SIGTERM
+        assert proc.exitcode in ENDED_BY_SIGTERM
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -93,6 +98,6 @@ def test_stop_pool_ends_a_stuck_worker_after_its_grace():
     t0 = time.monotonic()
     stop_pool(pool, grace=1.0)
     assert time.monotonic() - t0 < 30
-    assert not proc.is_alive() and proc.exitcode == -signal.SIGTERM and proc.pid == pid
+    assert not proc.is_alive() and proc.exitcode in ENDED_BY_SIGTERM and proc.pid == pid
     with pytest.raises(RuntimeError):  # shut down: takes no new work
         pool.submit(os.getpid)
