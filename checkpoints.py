@@ -240,6 +240,13 @@ def resolve_checkpoint(model_path: str, model_epoch: int | None) -> Path:
                      "train first, or pick an existing --model_epoch / checkpoint file")
 
 
+def run_folder_of(ckpt_path: str | os.PathLike) -> Path:
+    """The training run a checkpoint file belongs to: the folder holding its ``checkpoints/``, else
+    the checkpoint's own folder (a file copied elsewhere)."""
+    folder = Path(ckpt_path).parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict with ``weights_only=True`` (no arbitrary unpickling) and check its form.
 

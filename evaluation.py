@@ -881,8 +881,9 @@ def eval_dir(ckpt_path: Path, ckpt: dict[str, Any], settings: EvalSettings) -> P
     ``checkpoints/``, else the checkpoint's own folder."""
     import hashlib
 
-    folder = ckpt_path.parent
-    run = folder.parent if folder.name == "checkpoints" else folder
+    from checkpoints import run_folder_of
+
+    run = run_folder_of(ckpt_path)
     digest = hashlib.sha1(json.dumps(settings.fingerprint(), sort_keys=True).encode()).hexdigest()[:6]
     epoch = (ckpt or {}).get("epoch")
     name = (f"{ckpt_path.stem}" + (f"_ep{epoch}" if epoch is not None else "")

@@ -41,7 +41,7 @@ import torch
 import evaluation
 import runtime
 from baselines import BASELINES
-from checkpoints import load_model, resolve_checkpoint
+from checkpoints import load_model, resolve_checkpoint, run_folder_of
 from cli import ArgumentParser, plain_text
 from data import clip_sound, dataset_info, open_dataset
 from errors import InputError, run_cli
@@ -84,8 +84,7 @@ def check_args(args: argparse.Namespace, num_clips: int) -> None:
 
 
 def default_out(ckpt_path: Path, name: str) -> Path:
-    folder = ckpt_path.parent
-    return (folder.parent if folder.name == "checkpoints" else folder) / "predict" / name
+    return run_folder_of(ckpt_path) / "predict" / name
 
 
 @torch.no_grad()
@@ -136,8 +135,7 @@ class Clip:
 def data_settings(ckpt_path: Path, trained: dict[str, Any]) -> dict[str, Any]:
     """The ``dataset.json`` of the data the model was trained on: from its run's ``config.json``
     (which keeps it), else from its training ``--data_root`` when that is still there."""
-    folder = ckpt_path.parent
-    config = (folder.parent if folder.name == "checkpoints" else folder) / "config.json"
+    config = run_folder_of(ckpt_path) / "config.json"
     if config.is_file():
         data = json.loads(config.read_text()).get("data")
         if data:
